@@ -1,0 +1,349 @@
+// CPU implementations of the int8 GEMM family: argument checks, packing,
+// per-token quantization and the threaded drivers around the ISA kernels.
+#include "int8_gemm.h"
+
+#include <ATen/Parallel.h>
+
+#include "checks.h"
+#include "isa.h"
+#include "kernel_args.h"
+
+namespace qkernels::cpu {
+namespace {
+
+constexpr int64_t kRowBlock = 96;      // rows per task: a multiple of the 6-row micro-tile
+constexpr int64_t kGroupBlock = 4;     // column groups (of 16) per task: the 64-wide micro-tile
+constexpr int64_t kMinParallelMacs = 1 << 18;  // below this, threading costs more than it saves
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+InKind in_kind(const char* op, const char* name, const at::Tensor& x) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return InKind::kFloat32;
+    case at::kBFloat16: return InKind::kBFloat16;
+    case at::kHalf: return InKind::kFloat16;
+    default:
+      QK_CHECK(false, op, name, " must be float32, bfloat16 or float16, got ", describe(x));
+  }
+  return InKind::kFloat32;
+}
+
+OutKind out_kind(at::ScalarType t) {
+  switch (t) {
+    case at::kBFloat16: return OutKind::kBFloat16;
+    case at::kHalf: return OutKind::kFloat16;
+    case at::kInt: return OutKind::kInt32;
+    default: return OutKind::kFloat32;
+  }
+}
+
+// Scale vector of `n` float32 entries: shape [n] (or [n, 1] / [1, n] as `alt`).
+at::Tensor check_scale(const char* op, const char* name, const at::Tensor& s, int64_t n,
+                       const char* expect) {
+  QK_CHECK_CPU(op, name, s);
+  const bool shape_ok = (s.dim() == 1 && s.size(0) == n) ||
+                        (s.dim() == 2 && s.numel() == n && (s.size(0) == 1 || s.size(1) == 1));
+  QK_CHECK(s.scalar_type() == at::kFloat && shape_ok, op, name, " must be float32 of shape ",
+           expect, " (=", n, "), got ", describe(s));
+  return s.contiguous().view({n});
+}
+
+at::Tensor check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t n) {
+  if (!bias.has_value()) return at::Tensor();
+  const at::Tensor& b = *bias;
+  QK_CHECK_CPU(op, "bias", b);
+  QK_CHECK(at::isFloatingType(b.scalar_type()) && b.dim() == 1 && b.size(0) == n, op,
+           "bias must be a float tensor of shape [N] (=", n, "), got ", describe(b));
+  return b.to(at::kFloat).contiguous();
+}
+
+// Resolves a weight argument to the packed layout: int8 [N, K] is packed now
+// (costs a pass over the weight; modules pre-pack), uint8 is taken as packed.
+at::Tensor packed_weight(const char* op, const char* name, const at::Tensor& w, int64_t n,
+                         int64_t k) {
+  QK_CHECK_CPU(op, name, w);
+  if (w.scalar_type() == at::kChar) {
+    QK_CHECK(w.dim() == 2 && w.size(0) == n && w.size(1) == k, op, name,
+             " must be int8 of shape [N, K] = [", n, ", ", k, "], got ", describe(w));
+    return pack_int8_weight(w);
+  }
+  const int64_t np = round_up(n, kGroupCols), kp = round_up(k, kKStep);
+  QK_CHECK(w.scalar_type() == at::kByte && w.dim() == 2 && w.size(0) == np && w.size(1) == kp,
+           op, name, " must be int8 [N, K] = [", n, ", ", k,
+           "] or a packed weight from qkernels.ops.pack_weight (uint8 [", np, ", ", kp,
+           "]), got ", describe(w));
+  return w.contiguous();
+}
+
+at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
+  QK_CHECK_CPU(op, name, x);
+  QK_CHECK(x.dim() >= 1, op, name, " must have at least one dimension, got ", describe(x));
+  return x.contiguous().view({-1, x.size(-1)});
+}
+
+struct QuantizedRows {
+  at::Tensor q, scale, rowsum;
+};
+
+// Per-row symmetric quantization into a K-padded buffer (zeros beyond K).
+QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
+                            Isa isa) {
+  const int64_t m = x2d.size(0), k = x2d.size(1);
+  QuantizedRows r{at::empty({m, padded_k}, x2d.options().dtype(at::kChar)),
+                  at::empty({m}, x2d.options().dtype(at::kFloat)),
+                  at::empty({m}, x2d.options().dtype(at::kInt))};
+  QuantizeArgs p{x2d.data_ptr(), k, in_kind(op, "x", x2d), k, qmax,
+                 r.q.data_ptr<int8_t>(), padded_k, r.scale.data_ptr<float>(),
+                 r.rowsum.data_ptr<int32_t>()};
+  auto fn = isa == Isa::kAvx512Vnni ? avx512_quantize_rows
+            : isa == Isa::kAvx2     ? avx2_quantize_rows
+                                    : scalar_quantize_rows;
+  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)),
+                   [&](int64_t b, int64_t e) { fn(p, b, e); });
+  return r;
+}
+
+// Splits [0, m) x [0, groups) into tasks; task order keeps a thread's column
+// blocks together so that its weight panel stays in its own L2.
+template <typename Fn>
+void parallel_tiles(int64_t m, int64_t groups, int64_t k, int64_t row_block, Fn&& fn) {
+  if (m == 0 || groups == 0) return;
+  const int64_t mb = (m + row_block - 1) / row_block;
+  const int64_t nb = (groups + kGroupBlock - 1) / kGroupBlock;
+  const int64_t macs = m * groups * kGroupCols * std::max<int64_t>(k, 1);
+  const int64_t grain = macs < kMinParallelMacs ? mb * nb : 1;
+  at::parallel_for(0, mb * nb, grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i = t % mb, j = t / mb;
+      fn(i * row_block, std::min(m, (i + 1) * row_block), j * kGroupBlock,
+         std::min(groups, (j + 1) * kGroupBlock));
+    }
+  });
+}
+
+void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa) {
+  auto fn = isa == Isa::kAvx512Vnni ? avx512_int8_gemm_block
+            : isa == Isa::kAvx2     ? avx2_int8_gemm_block
+                                    : scalar_int8_gemm_block;
+  parallel_tiles(m, groups, p.k4 * kKStep, kRowBlock, [&](int64_t m0, int64_t m1, int64_t g0,
+                                                          int64_t g1) { fn(p, m0, m1, g0, g1); });
+}
+
+at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_t n,
+                        const at::Tensor& a_scale, const at::Tensor& b_scale,
+                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa) {
+  const int64_t m = a.q.size(0);
+  at::Tensor out = at::empty({m, n}, a.q.options().dtype(out_dtype));
+  Int8GemmArgs p{a.q.data_ptr<int8_t>(),
+                 a.q.size(1),
+                 a.rowsum.data_ptr<int32_t>(),
+                 packed.data_ptr<uint8_t>(),
+                 packed.size(1) / kKStep,
+                 n,
+                 a_scale.defined() ? a_scale.data_ptr<float>() : nullptr,
+                 b_scale.defined() ? b_scale.data_ptr<float>() : nullptr,
+                 bias.defined() ? bias.data_ptr<float>() : nullptr,
+                 out.data_ptr(),
+                 n,
+                 out_kind(out_dtype)};
+  run_int8_gemm(p, m, packed.size(0) / kGroupCols, isa);
+  return out;
+}
+
+// Copies int8 activations into a K-padded buffer and sums each row.
+QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
+  at::Tensor q = padded_k == a.size(1)
+                     ? a.contiguous()
+                     : at::constant_pad_nd(a, {0, padded_k - a.size(1)}, 0).contiguous();
+  return {q, at::Tensor(), q.sum(1, /*keepdim=*/false, at::kInt)};
+}
+
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
+}
+
+}  // namespace
+
+at::Tensor pack_int8_weight(const at::Tensor& w) {
+  constexpr const char* op = "pack_weight";
+  QK_CHECK_CPU(op, "wq", w);
+  QK_CHECK(w.scalar_type() == at::kChar && w.dim() == 2, op,
+           "wq must be int8 of shape [N, K], got ", describe(w));
+  const int64_t n = w.size(0), k = w.size(1);
+  const int64_t np = round_up(n, kGroupCols), kp = round_up(k, kKStep), k4 = kp / kKStep;
+  const at::Tensor wc = w.contiguous();
+  at::Tensor packed = at::empty({np, kp}, w.options().dtype(at::kByte));
+  const int8_t* src = wc.data_ptr<int8_t>();
+  uint8_t* dst = packed.data_ptr<uint8_t>();
+  at::parallel_for(0, np / kGroupCols, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      uint8_t* out = dst + g * k4 * kGroupBytesPerK4;
+      for (int64_t c = 0; c < kGroupCols; ++c) {
+        const int64_t row = g * kGroupCols + c;
+        for (int64_t d = 0; d < kp; ++d) {
+          const int8_t v = (row < n && d < k) ? src[row * k + d] : 0;
+          out[(d / kKStep) * kGroupBytesPerK4 + c * kKStep + d % kKStep] =
+              static_cast<uint8_t>(v) ^ 0x80;
+        }
+      }
+    }
+  });
+  return packed;
+}
+
+at::Tensor unpack_int8_weight(const at::Tensor& packed, int64_t n, int64_t k) {
+  constexpr const char* op = "unpack_weight";
+  QK_CHECK_CPU(op, "packed", packed);
+  const int64_t np = round_up(n, kGroupCols), kp = round_up(k, kKStep);
+  QK_CHECK(n >= 0 && k >= 0 && packed.scalar_type() == at::kByte && packed.dim() == 2 &&
+               packed.size(0) == np && packed.size(1) == kp,
+           op, "packed must be uint8 of shape [", np, ", ", kp, "] for N=", n, ", K=", k,
+           ", got ", describe(packed));
+  // Inverse of the packing permutation: [G, K4, 16, 4] -> [G*16, K4*4].
+  return packed.contiguous()
+      .view({np / kGroupCols, kp / kKStep, kGroupCols, kKStep})
+      .permute({0, 2, 1, 3})
+      .reshape({np, kp})
+      .bitwise_xor(0x80)
+      .view(at::kChar)
+      .slice(0, 0, n)
+      .slice(1, 0, k)
+      .contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor> quantize_rowwise(const at::Tensor& x, int64_t bits) {
+  constexpr const char* op = "quantize_rowwise";
+  QK_CHECK(bits >= 2 && bits <= 8, op, "bits must be in [2, 8], got ", bits);
+  const at::Tensor x2d = as_rows(op, "x", x);
+  in_kind(op, "x", x2d);
+  const int64_t k = x2d.size(1);
+  QuantizedRows r = quantize_rows(op, x2d, k, (1 << (bits - 1)) - 1, selected_isa(op));
+  std::vector<int64_t> scale_shape(x.sizes().begin(), x.sizes().end() - 1);
+  return {r.q.view(x.sizes()), r.scale.view(scale_shape)};
+}
+
+at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
+  constexpr const char* op = "int_mm";
+  QK_CHECK_CPU(op, "a", a);
+  QK_CHECK_CPU(op, "b", b);
+  QK_CHECK(a.scalar_type() == at::kChar && a.dim() == 2, op,
+           "a must be int8 of shape [M, K], got ", describe(a));
+  QK_CHECK(b.scalar_type() == at::kChar && b.dim() == 2 && b.size(1) == a.size(1), op,
+           "b must be int8 of shape [N, K] with K == a.shape[1] (=", a.size(1), "), got ",
+           describe(b));
+  const Isa isa = selected_isa(op);
+  const int64_t k = a.size(1), n = b.size(0);
+  const at::Tensor packed = pack_int8_weight(b);
+  return gemm_dequant(pad_int8_rows(a, packed.size(1)), packed, n, at::Tensor(), at::Tensor(),
+                      at::Tensor(), at::kInt, isa);
+}
+
+at::Tensor int8_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a_scale,
+                   const at::Tensor& b_scale, const std::optional<at::Tensor>& bias,
+                   std::optional<at::ScalarType> out_dtype) {
+  constexpr const char* op = "int8_mm";
+  QK_CHECK_CPU(op, "a", a);
+  QK_CHECK(a.scalar_type() == at::kChar && a.dim() == 2, op,
+           "a must be int8 of shape [M, K], got ", describe(a));
+  const int64_t m = a.size(0), k = a.size(1);
+  QK_CHECK_CPU(op, "b_scale", b_scale);
+  QK_CHECK(b_scale.dim() >= 1, op, "b_scale must be float32 of shape [N], got ",
+           describe(b_scale));
+  const int64_t n = b_scale.numel();
+  const at::Tensor bs = check_scale(op, "b_scale", b_scale, n, "[N] or [1, N]");
+  const at::Tensor as = check_scale(op, "a_scale", a_scale, m, "[M] or [M, 1]");
+  const at::ScalarType dtype = out_dtype.value_or(at::kFloat);
+  QK_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf, op,
+           "out_dtype must be float32, bfloat16 or float16, got ", dtype_name(dtype));
+  const at::Tensor packed = packed_weight(op, "b", b, n, k);
+  const at::Tensor bias_f = check_bias(op, bias, n);
+  const Isa isa = selected_isa(op);
+  QuantizedRows rows = pad_int8_rows(a, packed.size(1));
+  return gemm_dequant(rows, packed, n, as, bs, bias_f, dtype, isa);
+}
+
+at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                       const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "linear_w8a8";
+  const at::Tensor x2d = as_rows(op, "x", x);
+  in_kind(op, "x", x2d);
+  const int64_t k = x2d.size(1);
+  QK_CHECK_CPU(op, "w_scale", w_scale);
+  QK_CHECK(w_scale.dim() >= 1, op, "w_scale must be float32 of shape [N], got ",
+           describe(w_scale));
+  const int64_t n = w_scale.numel();
+  const at::Tensor ws = check_scale(op, "w_scale", w_scale, n, "[N]");
+  const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
+  const at::Tensor bias_f = check_bias(op, bias, n);
+  const Isa isa = selected_isa(op);
+  QuantizedRows rows = quantize_rows(op, x2d, packed.size(1), 127, isa);
+  return gemm_dequant(rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa)
+      .view(out_shape(x, n));
+}
+
+at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                        const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "linear_w8a16";
+  const at::Tensor x2d = as_rows(op, "x", x);
+  in_kind(op, "x", x2d);
+  const int64_t m = x2d.size(0), k = x2d.size(1);
+  QK_CHECK_CPU(op, "w_scale", w_scale);
+  QK_CHECK(w_scale.dim() >= 1, op, "w_scale must be float32 of shape [N], got ",
+           describe(w_scale));
+  const int64_t n = w_scale.numel();
+  const at::Tensor ws = check_scale(op, "w_scale", w_scale, n, "[N]");
+  const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
+  const at::Tensor bias_f = check_bias(op, bias, n);
+  const Isa isa = selected_isa(op);
+  const bool bf16 = w8a16_uses_bf16(isa);
+  // The kernels read x as bf16 (AVX512-BF16) or fp32, zero-padded to the packed K.
+  at::Tensor xk = x2d.to(bf16 ? at::kBFloat16 : at::kFloat);
+  if (packed.size(1) != k) xk = at::constant_pad_nd(xk, {0, packed.size(1) - k}, 0);
+  xk = xk.contiguous();
+  at::Tensor out = at::empty({m, n}, x.options());
+  W8A16Args p{xk.data_ptr(),
+              xk.size(1),
+              bf16 ? InKind::kBFloat16 : InKind::kFloat32,
+              packed.data_ptr<uint8_t>(),
+              packed.size(1) / kKStep,
+              n,
+              ws.data_ptr<float>(),
+              bias_f.defined() ? bias_f.data_ptr<float>() : nullptr,
+              out.data_ptr(),
+              n,
+              out_kind(x.scalar_type())};
+  auto fn = bf16 ? avx512bf16_w8a16_block
+            : (isa == Isa::kScalar ? scalar_w8a16_block : avx2_w8a16_block);
+  parallel_tiles(m, packed.size(0) / kGroupCols, k, /*row_block=*/64,
+                 [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { fn(p, m0, m1, g0, g1); });
+  return out.view(out_shape(x, n));
+}
+
+std::string describe(const at::Tensor& t) {
+  std::string s = dtype_name(t.scalar_type()) + " [";
+  for (int64_t i = 0; i < t.dim(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(t.size(i));
+  }
+  return s + "] on " + t.device().str();
+}
+
+std::string dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "torch.float32";
+    case at::kDouble: return "torch.float64";
+    case at::kHalf: return "torch.float16";
+    case at::kBFloat16: return "torch.bfloat16";
+    case at::kChar: return "torch.int8";
+    case at::kByte: return "torch.uint8";
+    case at::kInt: return "torch.int32";
+    case at::kLong: return "torch.int64";
+    case at::kShort: return "torch.int16";
+    case at::kBool: return "torch.bool";
+    default: return std::string("torch.") + c10::toString(t);
+  }
+}
+
+}  // namespace qkernels::cpu

@@ -1,0 +1,91 @@
+// Plain-old-data arguments shared by the ISA-specific kernel files.
+//
+// Trap: the ISA files are compiled with `#pragma GCC target(...)` so that one
+// binary carries AVX-512, AVX2 and scalar code. They must not include torch or
+// STL headers: an inline template instantiated there with AVX-512 enabled can
+// be merged by the linker with the generic copy and then crash an older CPU.
+// So kernels see raw pointers only; allocation and threading live in the
+// generic translation units.
+#pragma once
+
+#include <cstdint>
+
+namespace qkernels::cpu {
+
+// Packed int8 weight layout (see DESIGN.md, "CPU packed weights"):
+// columns are grouped by 16; group g holds [K4][16][4] bytes, i.e. for every
+// 4-deep slice of K the 4 consecutive k of each of the 16 columns. Bytes are
+// stored as w + 128 (w ^ 0x80) so they can be the unsigned operand of
+// vpdpbusd; padding columns and padding k are stored as 128 (w = 0).
+constexpr int64_t kGroupCols = 16;
+constexpr int64_t kKStep = 4;
+constexpr int64_t kGroupBytesPerK4 = kGroupCols * kKStep;  // 64
+
+enum class OutKind : int { kInt32 = 0, kFloat32 = 1, kBFloat16 = 2, kFloat16 = 3 };
+enum class InKind : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+// C[m, n] = sum_k a[m, k] * w[n, k], with a signed int8 and w packed.
+// The kernel computes sum_k a * (w + 128) and subtracts 128 * a_rowsum[m].
+struct Int8GemmArgs {
+  const int8_t* a;          // [M, lda], zero beyond K
+  int64_t lda;
+  const int32_t* a_rowsum;  // [M]
+  const uint8_t* b;         // packed weight
+  int64_t k4;               // padded K / 4
+  int64_t n;                // real N (stores are masked beyond it)
+  const float* a_scale;     // [M]; unused for int32 output
+  const float* b_scale;     // [N]; unused for int32 output
+  const float* bias;        // [N] or nullptr
+  void* out;                // [M, ldo] of out_kind
+  int64_t ldo;
+  OutKind out_kind;
+};
+
+// out[m, n] = (sum_k x[m, k] * w[n, k]) * b_scale[n] + bias[n]
+struct W8A16Args {
+  const void* x;            // [M, ldx] activations, zero beyond K
+  int64_t ldx;
+  InKind x_kind;            // bf16 for the AVX512-BF16 kernel, fp32 otherwise
+  const uint8_t* b;         // packed weight
+  int64_t k4;
+  int64_t n;
+  const float* b_scale;
+  const float* bias;
+  void* out;
+  int64_t ldo;
+  OutKind out_kind;
+};
+
+// Symmetric per-row quantization: scale = absmax / qmax (1 for an all-zero
+// row), q = clamp(round_half_even(x / scale), -qmax, qmax).
+struct QuantizeArgs {
+  const void* x;            // [M, ldx]
+  int64_t ldx;
+  InKind x_kind;
+  int64_t k;
+  int qmax;
+  int8_t* q;                // [M, ldq], zero-filled in [k, ldq)
+  int64_t ldq;
+  float* scale;             // [M]
+  int32_t* rowsum;          // [M] sum of q, or nullptr
+};
+
+// Kernels per ISA. Rows [m0, m1), column groups [g0, g1).
+void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+void avx2_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                          int64_t g1);
+void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+
+void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void avx2_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+// x must be bf16 here.
+void avx512bf16_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+
+void scalar_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+
+}  // namespace qkernels::cpu

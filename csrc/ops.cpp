@@ -1,0 +1,44 @@
+// Registers the C++ kernels for the ops whose schemas qkernels/_registry.py
+// defines, and exposes build/dispatch facts to `qkernels info`.
+#include <torch/extension.h>
+
+#include "cpu/int8_gemm.h"
+#include "cpu/isa.h"
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
+  m.impl("pack_weight", &qkernels::cpu::pack_int8_weight);
+  m.impl("unpack_weight", &qkernels::cpu::unpack_int8_weight);
+  m.impl("quantize_rowwise", &qkernels::cpu::quantize_rowwise);
+  m.impl("int_mm", &qkernels::cpu::int_mm);
+  m.impl("int8_mm", &qkernels::cpu::int8_mm);
+  m.impl("linear_w8a8", &qkernels::cpu::linear_w8a8);
+  m.impl("linear_w8a16", &qkernels::cpu::linear_w8a16);
+}
+
+namespace {
+
+std::string cpu_kernel(const std::string& op) {
+  using namespace qkernels::cpu;
+  const Isa isa = selected_isa(op.c_str());
+  if (op == "linear_w8a16") {
+    if (w8a16_uses_bf16(isa)) return "cpu/avx512_bf16";
+    return isa == Isa::kScalar ? "cpu/scalar" : "cpu/avx2_fma";
+  }
+  return std::string("cpu/") + isa_name(isa);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "qkernels C++ kernels (ops are registered under torch.ops.qkernels)";
+  m.def("cpu_features", &qkernels::cpu::features_string, "x86 features found at run time");
+  m.def("best_cpu_isa", [] { return std::string(qkernels::cpu::isa_name(qkernels::cpu::best_isa())); });
+  m.def("cpu_kernel", &cpu_kernel, "the CPU kernel `op` dispatches to now");
+  m.def("built_with_cuda", [] {
+#ifdef QKERNELS_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  });
+}

@@ -1,0 +1,14 @@
+"""qkernels: quantized kernels (int8 GEMM, weight-only int8) and drop-in modules.
+
+Importing never initialises CUDA and never fails for a missing C++ build: the
+ops then raise the reason when called (see `qkernels info`).
+"""
+
+from qkernels import ops
+from qkernels._registry import EXTENSION_ERROR
+from qkernels.nn import Int8Linear
+from qkernels.swap import SwapReport, swap
+
+__version__ = "0.1.0"
+
+__all__ = ["EXTENSION_ERROR", "Int8Linear", "SwapReport", "ops", "swap", "__version__"]

@@ -1,0 +1,146 @@
+"""Int8Linear: int8 weight with a per-output-channel scale, drop-in for nn.Linear."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qkernels import ops
+
+MODES = ("w8a8", "w8a16")
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The [out, in] weight of an nn.Linear or of transformers' GPT-2 Conv1D
+    (which stores it transposed, [in, out])."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return module.weight.t()
+    raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(module).__name__}")
+
+
+class Int8Linear(nn.Module):
+    """y = x @ dequant(W)^T + b with W int8 and one float32 scale per output row.
+
+    mode="w8a8": x is quantized per token on the fly (dynamic) and the product
+    runs in int8; mode="w8a16": weight-only, x stays in its float dtype.
+
+    On CPU the `weight` buffer holds the kernel's packed layout (see
+    DESIGN.md); `state_dict()` always holds the portable int8 [out, in] weight,
+    and moving the module between devices re-lays it out.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        mode: str = "w8a8",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"Int8Linear: mode must be one of {MODES}, got {mode!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.mode = mode
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
+        self.register_buffer(
+            "weight_scale", torch.ones(out_features, dtype=torch.float32, device=device)
+        )
+        if bias:
+            self.register_buffer(
+                "bias", torch.zeros(out_features, dtype=dtype or torch.float32, device=device)
+            )
+        else:
+            self.bias = None
+        self._relayout()
+
+    @classmethod
+    def from_float(cls, module: nn.Module, mode: str = "w8a8") -> Int8Linear:
+        """Quantize an nn.Linear / GPT-2 Conv1D: symmetric int8 per output channel."""
+        w = dense_weight(module).detach()
+        out_features, in_features = w.shape
+        new = cls(
+            in_features,
+            out_features,
+            bias=module.bias is not None,
+            mode=mode,
+            device=w.device,
+            dtype=module.bias.dtype if module.bias is not None else None,
+        )
+        q, scale = ops.quantize_rowwise(w.float().contiguous())
+        new.load_int8(q, scale, None if module.bias is None else module.bias.detach())
+        return new
+
+    @property
+    def is_packed(self) -> bool:
+        return self.weight.dtype == torch.uint8
+
+    def load_int8(
+        self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> None:
+        """Set int8 weight [out, in], float scale [out] and optional bias."""
+        if weight.dtype != torch.int8 or tuple(weight.shape) != (
+            self.out_features,
+            self.in_features,
+        ):
+            raise ValueError(
+                f"Int8Linear.load_int8: weight must be int8 [{self.out_features}, "
+                f"{self.in_features}], got {weight.dtype} {list(weight.shape)}"
+            )
+        device = self.weight_scale.device
+        self.weight = weight.to(device).contiguous()
+        self.weight_scale = scale.to(device=device, dtype=torch.float32).reshape(-1).contiguous()
+        if bias is not None:
+            self.bias = bias.to(device).contiguous()
+        self._relayout()
+
+    def int8_weight(self) -> torch.Tensor:
+        """The portable int8 [out, in] weight, whatever the device layout."""
+        if self.is_packed:
+            return ops.unpack_weight(self.weight, self.out_features, self.in_features)
+        return self.weight
+
+    def _relayout(self) -> None:
+        """CPU kernels read the packed layout; everything else the plain one."""
+        on_cpu = self.weight.device.type == "cpu"
+        if on_cpu and not self.is_packed:
+            self.weight = ops.pack_weight(self.weight)
+        elif not on_cpu and self.is_packed:
+            raise RuntimeError("Int8Linear: packed weight on a non-CPU device")
+
+    def _apply(self, fn, recurse=True):
+        # Unpack before a device move so the target device gets the portable layout.
+        if self.is_packed:
+            self.weight = self.int8_weight()
+        super()._apply(fn, recurse)
+        # Module.to(dtype) casts every float buffer; scales stay float32 (op contract).
+        self.weight_scale = self.weight_scale.float()
+        self._relayout()
+        return self
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self.int8_weight()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if self.is_packed:
+            self.weight = self.int8_weight()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.weight_scale = self.weight_scale.float()
+        self._relayout()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        linear = ops.linear_w8a8 if self.mode == "w8a8" else ops.linear_w8a16
+        return linear(x, self.weight, self.weight_scale, self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, mode={self.mode}"
+        )

@@ -1,0 +1,59 @@
+"""Public ops: thin typed wrappers over torch.ops.qkernels.* (contract in DESIGN.md).
+
+Weights (`b`, `wq`) are int8 [N, K] on every device; on CPU they may also be the
+packed uint8 layout returned by `pack_weight`, which skips a per-call repack.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qkernels import _registry  # noqa: F401  (defines the ops, loads the kernels)
+
+_ops = torch.ops.qkernels
+
+
+def pack_weight(wq: torch.Tensor) -> torch.Tensor:
+    """CPU: int8 [N, K] -> the packed uint8 [ceil16(N), ceil4(K)] the CPU kernels read."""
+    return _ops.pack_weight.default(wq)
+
+
+def unpack_weight(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """Inverse of `pack_weight`: back to int8 [n, k]."""
+    return _ops.unpack_weight.default(packed, n, k)
+
+
+def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric absmax quantization per row of the last dim -> (int8 q, float32 scale)."""
+    return _ops.quantize_rowwise.default(x, bits)
+
+
+def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """int8 a [M, K] @ int8 b [N, K]^T -> exact int32 [M, N]."""
+    return _ops.int_mm.default(a, b)
+
+
+def int8_mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """(a @ b^T) * a_scale[:, None] * b_scale[None, :] + bias, in out_dtype (default fp32)."""
+    return _ops.int8_mm.default(a, b, a_scale, b_scale, bias, out_dtype)
+
+
+def linear_w8a8(
+    x: torch.Tensor, wq: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dynamic per-token int8 activations x int8 weights; output in x's dtype."""
+    return _ops.linear_w8a8.default(x, wq, w_scale, bias)
+
+
+def linear_w8a16(
+    x: torch.Tensor, wq: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weight-only int8: x @ (wq * w_scale[:, None])^T + bias, dequantized in the kernel."""
+    return _ops.linear_w8a16.default(x, wq, w_scale, bias)

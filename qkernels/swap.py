@@ -1,0 +1,80 @@
+"""Swap float modules of any nn.Module / Hugging Face model for qkernels modules."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from qkernels.nn import Int8Linear
+
+METHODS = ("w8a8", "w8a16")
+
+
+def _is_linear_like(module: nn.Module) -> bool:
+    # transformers' GPT-2 Conv1D is a Linear with a transposed weight; matched by
+    # name so that transformers stays an optional dependency.
+    return isinstance(module, nn.Linear) or (
+        type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx")
+    )
+
+
+def _matches(name: str, patterns: Iterable[str]) -> bool:
+    """A pattern matches the qualified name or its last component (fnmatch globs)."""
+    leaf = name.rsplit(".", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(leaf, p) for p in patterns)
+
+
+@dataclass
+class SwapReport:
+    method: str
+    replaced: list[tuple[str, str, str]] = field(default_factory=list)  # name, from, to
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # name, reason
+
+    def __str__(self) -> str:
+        lines = [f"qkernels.swap({self.method}): {len(self.replaced)} replaced, "
+                 f"{len(self.skipped)} skipped"]
+        lines += [f"  replaced {n}: {a} -> {b}" for n, a, b in self.replaced]
+        lines += [f"  skipped  {n}: {why}" for n, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
+    if method in ("w8a8", "w8a16"):
+        return lambda m: Int8Linear.from_float(m, mode=method, **opts)
+    raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
+
+
+def swap(
+    model: nn.Module,
+    method: str,
+    include: Iterable[str] | None = None,
+    exclude: Iterable[str] = ("lm_head",),
+    **opts,
+) -> SwapReport:
+    """Replace matching nn.Linear / GPT-2 Conv1D modules of `model` in place.
+
+    include / exclude are fnmatch patterns on qualified module names (or their
+    last component); exclude wins. Returns what was replaced and skipped.
+    """
+    make = _replacement(method, **opts)
+    include = list(include) if include is not None else None
+    exclude = list(exclude)
+    report = SwapReport(method)
+    # Collect first: replacing while iterating named_modules would walk the new modules.
+    targets = [(n, m) for n, m in model.named_modules() if n and _is_linear_like(m)]
+    for name, module in targets:
+        if _matches(name, exclude):
+            report.skipped.append((name, "excluded"))
+            continue
+        if include is not None and not _matches(name, include):
+            report.skipped.append((name, "not included"))
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = make(module)
+        setattr(parent, child, new)
+        report.replaced.append((name, type(module).__name__, type(new).__name__))
+    return report
