@@ -14,6 +14,10 @@ namespace {
 constexpr int64_t kRowBlock = 96;      // rows per task: a multiple of the 6-row micro-tile
 constexpr int64_t kGroupBlock = 4;     // column groups (of 16) per task: the 64-wide micro-tile
 constexpr int64_t kMinParallelMacs = 1 << 18;  // below this, threading costs more than it saves
+// Activation buffers get 64 spare bytes per row. Trap: with a power-of-two row
+// stride (K = 4096) the rows of a micro-tile all fall in one L1 set and evict
+// each other on every k step; at 16 rows this cost the w8a16 kernel 2x.
+constexpr int64_t kRowPadBytes = 64;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -152,10 +156,9 @@ at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_
 
 // Copies int8 activations into a K-padded buffer and sums each row.
 QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
-  at::Tensor q = padded_k == a.size(1)
-                     ? a.contiguous()
-                     : at::constant_pad_nd(a, {0, padded_k - a.size(1)}, 0).contiguous();
-  return {q, at::Tensor(), q.sum(1, /*keepdim=*/false, at::kInt)};
+  at::Tensor q = at::zeros({a.size(0), padded_k + kRowPadBytes}, a.options());
+  q.slice(1, 0, a.size(1)).copy_(a);
+  return {q, at::Tensor(), a.sum(1, /*keepdim=*/false, at::kInt)};
 }
 
 std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
@@ -278,7 +281,7 @@ at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tens
   const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
-  QuantizedRows rows = quantize_rows(op, x2d, packed.size(1), 127, isa);
+  QuantizedRows rows = quantize_rows(op, x2d, packed.size(1) + kRowPadBytes, 127, isa);
   return gemm_dequant(rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa)
       .view(out_shape(x, n));
 }
@@ -298,10 +301,11 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
   const bool bf16 = w8a16_uses_bf16(isa);
-  // The kernels read x as bf16 (AVX512-BF16) or fp32, zero-padded to the packed K.
-  at::Tensor xk = x2d.to(bf16 ? at::kBFloat16 : at::kFloat);
-  if (packed.size(1) != k) xk = at::constant_pad_nd(xk, {0, packed.size(1) - k}, 0);
-  xk = xk.contiguous();
+  // The kernels read x as bf16 (AVX512-BF16) or fp32, zero beyond K.
+  const at::ScalarType x_dtype = bf16 ? at::kBFloat16 : at::kFloat;
+  at::Tensor xk = at::zeros({m, packed.size(1) + kRowPadBytes / at::elementSize(x_dtype)},
+                            x.options().dtype(x_dtype));
+  xk.slice(1, 0, k).copy_(x2d);
   at::Tensor out = at::empty({m, n}, x.options());
   W8A16Args p{xk.data_ptr(),
               xk.size(1),

@@ -14,6 +14,8 @@
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
+#include "unroll.h"
+
 namespace qkernels::cpu {
 namespace {
 
@@ -45,32 +47,35 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
 template <int MR>
 void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
   __m256i acc[MR][4];
-  for (int i = 0; i < MR; ++i)
-    for (int q = 0; q < 4; ++q) acc[i][q] = _mm256_setzero_si256();
+  unroll<MR>([&](auto i) { unroll<4>([&](auto q) { acc[i][q] = _mm256_setzero_si256(); }); });
   const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
   const int8_t* ap = p.a + m * p.lda;
   for (int64_t k = 0; k < p.k4; ++k) {
     __m256i bw[4];
-    for (int q = 0; q < 4; ++q)
+    unroll<4>([&](auto q) {
       bw[q] = _mm256_cvtepu8_epi16(_mm_loadu_si128(
           reinterpret_cast<const __m128i*>(bp + k * kGroupBytesPerK4 + q * 16)));
-    for (int i = 0; i < MR; ++i) {
-      const __m128i a4 = _mm_cvtepi8_epi16(_mm_cvtsi32_si128(load_i32(ap + i * p.lda + k * kKStep)));
+    });
+    unroll<MR>([&](auto i) {
+      const __m128i a4 =
+          _mm_cvtepi8_epi16(_mm_cvtsi32_si128(load_i32(ap + i * p.lda + k * kKStep)));
       const __m256i av = _mm256_broadcastq_epi64(a4);
-      for (int q = 0; q < 4; ++q)
+      unroll<4>([&](auto q) {
         acc[i][q] = _mm256_add_epi32(acc[i][q], _mm256_madd_epi16(bw[q], av));
-    }
+      });
+    });
   }
-  for (int i = 0; i < MR; ++i) {
+  unroll<MR>([&](auto i) {
     alignas(32) int32_t lanes[32];
-    for (int q = 0; q < 4; ++q)
+    unroll<4>([&](auto q) {
       _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8 * q), acc[i][q]);
+    });
     int32_t sums[16];
     for (int c = 0; c < 16; ++c)
       sums[c] = static_cast<int32_t>(static_cast<uint32_t>(lanes[2 * c]) +
                                      static_cast<uint32_t>(lanes[2 * c + 1]));
     epilogue_row(p, m + i, g * kGroupCols, sums);
-  }
+  });
 }
 
 template <int kk>
@@ -83,27 +88,28 @@ inline __m256 byte_to_f32(__m256i v) {
 template <int MR>
 void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   __m256 acc[MR][2];
-  for (int i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  unroll<MR>([&](auto i) { acc[i][0] = acc[i][1] = _mm256_setzero_ps(); });
   const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
   const float* xp = static_cast<const float*>(p.x) + m * p.ldx;
   const __m256i flip = _mm256_set1_epi32(static_cast<int32_t>(0x80808080u));
   for (int64_t k = 0; k < p.k4; ++k) {
-    for (int h = 0; h < 2; ++h) {
+    unroll<2>([&](auto h) {
       const __m256i v = _mm256_xor_si256(
           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + k * kGroupBytesPerK4 + 32 * h)),
           flip);
       const __m256 w[4] = {byte_to_f32<0>(v), byte_to_f32<1>(v), byte_to_f32<2>(v),
                            byte_to_f32<3>(v)};
-      for (int i = 0; i < MR; ++i) {
+      unroll<MR>([&](auto i) {
         const float* xr = xp + i * p.ldx + k * kKStep;
-        for (int kk = 0; kk < 4; ++kk)
+        unroll<4>([&](auto kk) {
           acc[i][h] = _mm256_fmadd_ps(w[kk], _mm256_broadcast_ss(xr + kk), acc[i][h]);
-      }
-    }
+        });
+      });
+    });
   }
   const int64_t n0 = g * kGroupCols;
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
-  for (int i = 0; i < MR; ++i) {
+  unroll<MR>([&](auto i) {
     alignas(32) float lanes[16];
     _mm256_store_ps(lanes, acc[i][0]);
     _mm256_store_ps(lanes + 8, acc[i][1]);
@@ -112,7 +118,7 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
       if (p.bias) f += p.bias[n0 + c];
       store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, f);
     }
-  }
+  });
 }
 
 constexpr int kGemmMR = 2;

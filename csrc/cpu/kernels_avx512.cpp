@@ -14,6 +14,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 #include <immintrin.h>
 
+#include "unroll.h"
+
 namespace qkernels::cpu {
 namespace {
 
@@ -72,36 +74,20 @@ inline void store_f32x16(void* base, OutKind kind, int64_t i, __m512 f, __mmask1
   }
 }
 
-// MR rows x NB groups of 16 columns, the whole K in registers.
-// Register budget at 6x4: 24 accumulators + 4 weight vectors + 1 broadcast.
-template <int MR, int NB>
-void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
-  __m512i acc[MR][NB];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_si512();
-
-  const int64_t bstride = p.k4 * kGroupBytesPerK4;
-  const uint8_t* bp = p.b + g * bstride;
-  const int8_t* ap = p.a + m * p.lda;
-  for (int64_t k = 0; k < p.k4; ++k) {
-    __m512i bv[NB];
-    for (int j = 0; j < NB; ++j)
-      bv[j] = _mm512_loadu_si512(bp + j * bstride + k * kGroupBytesPerK4);
-    for (int i = 0; i < MR; ++i) {
-      const __m512i av = _mm512_set1_epi32(load_i32(ap + i * p.lda + k * kKStep));
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], bv[j], av);
-    }
-  }
-
-  for (int i = 0; i < MR; ++i) {
+// Dequant epilogue of one MR x (NB * 16) tile of int32 sums.
+// Kept out of line: with it inlined into the k loop's function, GCC 12 keeps
+// the accumulators in memory (see unroll.h).
+__attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, int64_t g,
+                                             int rows, int groups, const int32_t* tile) {
+  for (int i = 0; i < rows; ++i) {
     const int64_t row = m + i;
     // Weights entered as w + 128: remove 128 * sum(a). uint32 math wraps like int32 GEMMs.
     const __m512i comp = _mm512_set1_epi32(
         static_cast<int32_t>(static_cast<uint32_t>(p.a_rowsum[row]) * 128u));
-    for (int j = 0; j < NB; ++j) {
+    for (int j = 0; j < groups; ++j) {
       const int64_t n0 = (g + j) * kGroupCols;
       const __mmask16 mask = tail_mask(p.n - n0);
-      const __m512i v = _mm512_sub_epi32(acc[i][j], comp);
+      const __m512i v = _mm512_sub_epi32(_mm512_load_si512(tile + (i * groups + j) * 16), comp);
       if (p.out_kind == OutKind::kInt32) {
         _mm512_mask_storeu_epi32(static_cast<int32_t*>(p.out) + row * p.ldo + n0, mask, v);
         continue;
@@ -113,6 +99,34 @@ void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
       store_f32x16(p.out, p.out_kind, row * p.ldo + n0, f, mask);
     }
   }
+}
+
+// MR rows x NB groups of 16 columns, the whole K in registers.
+// Register budget at 6x4: 24 accumulators + 4 weight vectors + 1 broadcast.
+template <int MR, int NB>
+void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+  __m512i acc[MR][NB];
+  unroll<MR>([&](auto i) { unroll<NB>([&](auto j) { acc[i][j] = _mm512_setzero_si512(); }); });
+
+  const int64_t bstride = p.k4 * kGroupBytesPerK4;
+  const uint8_t* bp = p.b + g * bstride;
+  const int8_t* ap = p.a + m * p.lda;
+  for (int64_t k = 0; k < p.k4; ++k) {
+    __m512i bv[NB];
+    unroll<NB>([&](auto j) {
+      bv[j] = _mm512_loadu_si512(bp + j * bstride + k * kGroupBytesPerK4);
+    });
+    unroll<MR>([&](auto i) {
+      const __m512i av = _mm512_set1_epi32(load_i32(ap + i * p.lda + k * kKStep));
+      unroll<NB>([&](auto j) { acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], bv[j], av); });
+    });
+  }
+
+  alignas(64) int32_t tile[MR * NB * 16];
+  unroll<MR>([&](auto i) {
+    unroll<NB>([&](auto j) { _mm512_store_si512(tile + (i * NB + j) * 16, acc[i][j]); });
+  });
+  gemm_epilogue(p, m, g, MR, NB, tile);
 }
 
 template <int MR>

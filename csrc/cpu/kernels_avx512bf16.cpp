@@ -11,6 +11,8 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 #include <immintrin.h>
 
+#include "unroll.h"
+
 namespace qkernels::cpu {
 namespace {
 
@@ -58,12 +60,26 @@ inline __m512i pair_bf16(__m512 lo, __m512 hi) {
                          _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
 }
 
+// Scale, bias and store of one rows x 16 tile; out of line for the reason in unroll.h.
+__attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int64_t g, int rows,
+                                              const float* tile) {
+  const int64_t n0 = g * kGroupCols;
+  const __mmask16 mask = tail_mask(p.n - n0);
+  const __m512 scale = _mm512_maskz_loadu_ps(mask, p.b_scale + n0);
+  const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + n0) : _mm512_setzero_ps();
+  for (int i = 0; i < rows; ++i) {
+    __m512 f = _mm512_mul_ps(_mm512_load_ps(tile + i * 16), scale);
+    if (p.bias) f = _mm512_add_ps(f, bias);
+    store_out(p.out, p.out_kind, (m + i) * p.ldo + n0, f, mask);
+  }
+}
+
 // MR rows (up to 16) x one group of 16 columns: the conversion of each weight
 // is shared by all MR rows, which is what makes decode-sized M cheap.
 template <int MR>
 void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   __m512 acc[MR];
-  for (int i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  unroll<MR>([&](auto i) { acc[i] = _mm512_setzero_ps(); });
   const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
   const uint16_t* xp = static_cast<const uint16_t*>(p.x) + m * p.ldx;
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
@@ -71,23 +87,17 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
     const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(bp + k * kGroupBytesPerK4), flip);
     const __m512bh w01 = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<0>(v), byte_to_f32<1>(v)));
     const __m512bh w23 = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<2>(v), byte_to_f32<3>(v)));
-    for (int i = 0; i < MR; ++i) {
+    unroll<MR>([&](auto i) {
       const uint16_t* xr = xp + i * p.ldx + k * kKStep;
       const __m512bh x01 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(load_i32(xr)));
       const __m512bh x23 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(load_i32(xr + 2)));
       acc[i] = _mm512_dpbf16_ps(acc[i], w01, x01);
       acc[i] = _mm512_dpbf16_ps(acc[i], w23, x23);
-    }
+    });
   }
-  const int64_t n0 = g * kGroupCols;
-  const __mmask16 mask = tail_mask(p.n - n0);
-  const __m512 scale = _mm512_maskz_loadu_ps(mask, p.b_scale + n0);
-  const __m512 bias = p.bias ? _mm512_maskz_loadu_ps(mask, p.bias + n0) : _mm512_setzero_ps();
-  for (int i = 0; i < MR; ++i) {
-    __m512 f = _mm512_mul_ps(acc[i], scale);
-    if (p.bias) f = _mm512_add_ps(f, bias);
-    store_out(p.out, p.out_kind, (m + i) * p.ldo + n0, f, mask);
-  }
+  alignas(64) float tile[MR * 16];
+  unroll<MR>([&](auto i) { _mm512_store_ps(tile + i * 16, acc[i]); });
+  w8a16_epilogue(p, m, g, MR, tile);
 }
 
 template <int... MRs>
