@@ -38,8 +38,10 @@ def _extension():
         return cpp_extension.CUDAExtension(
             "qkernels._C",
             cpu_sources + cuda_sources,
-            extra_compile_args={"cxx": cxx + ["-DQKERNELS_WITH_CUDA"],
-                                "nvcc": ["-O3", "-DQKERNELS_WITH_CUDA"]},
+            extra_compile_args={
+                "cxx": cxx + ["-DQKERNELS_WITH_CUDA"],
+                "nvcc": ["-O3", "-DQKERNELS_WITH_CUDA"],
+            },
             extra_link_args=["-fopenmp"],
         )
     return cpp_extension.CppExtension(

@@ -22,9 +22,11 @@ def _is_linear_like(module: nn.Module) -> bool:
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
-    """A pattern matches the qualified name or its last component (fnmatch globs)."""
-    leaf = name.rsplit(".", 1)[-1]
-    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(leaf, p) for p in patterns)
+    """An fnmatch pattern matches the qualified name or any dotted suffix of it:
+    "lm_head", "mlp.c_fc", "h.1.*" and "transformer.h.*.attn.*" all work."""
+    parts = name.split(".")
+    suffixes = [".".join(parts[i:]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(s, p) for p in patterns for s in suffixes)
 
 
 @dataclass
@@ -34,8 +36,10 @@ class SwapReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # name, reason
 
     def __str__(self) -> str:
-        lines = [f"qkernels.swap({self.method}): {len(self.replaced)} replaced, "
-                 f"{len(self.skipped)} skipped"]
+        lines = [
+            f"qkernels.swap({self.method}): {len(self.replaced)} replaced, "
+            f"{len(self.skipped)} skipped"
+        ]
         lines += [f"  replaced {n}: {a} -> {b}" for n, a, b in self.replaced]
         lines += [f"  skipped  {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
@@ -56,8 +60,8 @@ def swap(
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D modules of `model` in place.
 
-    include / exclude are fnmatch patterns on qualified module names (or their
-    last component); exclude wins. Returns what was replaced and skipped.
+    include / exclude are fnmatch patterns on qualified module names or their
+    dotted suffixes (see `_matches`); exclude wins. Returns what was replaced and skipped.
     """
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None

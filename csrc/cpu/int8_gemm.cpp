@@ -82,7 +82,9 @@ at::Tensor packed_weight(const char* op, const char* name, const at::Tensor& w, 
 at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
   QK_CHECK_CPU(op, name, x);
   QK_CHECK(x.dim() >= 1, op, name, " must have at least one dimension, got ", describe(x));
-  return x.contiguous().view({-1, x.size(-1)});
+  int64_t m = 1;  // not view({-1, K}): that is ambiguous when K == 0
+  for (int64_t d = 0; d + 1 < x.dim(); ++d) m *= x.size(d);
+  return x.contiguous().view({m, x.size(-1)});
 }
 
 struct QuantizedRows {
@@ -303,8 +305,8 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   const bool bf16 = w8a16_uses_bf16(isa);
   // The kernels read x as bf16 (AVX512-BF16) or fp32, zero beyond K.
   const at::ScalarType x_dtype = bf16 ? at::kBFloat16 : at::kFloat;
-  at::Tensor xk = at::zeros({m, packed.size(1) + kRowPadBytes / at::elementSize(x_dtype)},
-                            x.options().dtype(x_dtype));
+  const int64_t ldx = packed.size(1) + kRowPadBytes / static_cast<int64_t>(at::elementSize(x_dtype));
+  at::Tensor xk = at::zeros({m, ldx}, x.options().dtype(x_dtype));
   xk.slice(1, 0, k).copy_(x2d);
   at::Tensor out = at::empty({m, n}, x.options());
   W8A16Args p{xk.data_ptr(),

@@ -1,0 +1,57 @@
+# Set-up is part of every target: a fresh machine needs only `make demo` / `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC := torch>=2.11,<2.15
+DEPS_STAMP := $(VENV)/.deps-installed
+BUILD_STAMP := $(VENV)/.qkernels-built
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
+
+.PHONY: all demo test lint bench bench-ci cmake-test clean
+
+all: test
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first: the C++ build imports it (no build isolation, so it builds
+# against the torch that will run it).
+$(DEPS_STAMP): $(PY) pyproject.toml
+	$(PIP) install -q "$(TORCH_SPEC)" setuptools wheel ninja
+	$(PIP) install -q -e ".[dev]" --no-build-isolation
+	touch $@
+
+$(BUILD_STAMP): $(DEPS_STAMP) setup.py $(CSRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+demo: $(BUILD_STAMP)
+	$(PY) -m qkernels.demo
+
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check qkernels tests benchmarks setup.py
+
+test: $(BUILD_STAMP) lint
+	$(PY) -m pytest -q tests
+	$(MAKE) bench-ci
+
+# One small shape of the benchmark suite, so it cannot rot.
+bench-ci: $(BUILD_STAMP)
+	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
+	$(VENV)/bin/qkernels bench --shapes ci --min-run-time 0.05 --json -
+
+bench: $(BUILD_STAMP)
+	$(VENV)/bin/qkernels bench
+
+# Builds csrc/ against libtorch with CMake and runs the C++-side test.
+cmake-test: $(DEPS_STAMP)
+	cmake -S . -B cmake-build -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_PREFIX_PATH="$$($(PY) -c "import torch.utils; print(torch.utils.cmake_prefix_path)")" \
+	  -DTORCH_CXX11_ABI="$$($(PY) -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")"
+	cmake --build cmake-build -j 2
+	cd cmake-build && ctest --output-on-failure
+
+clean:
+	rm -rf build cmake-build qkernels/_C*.so $(BUILD_STAMP)

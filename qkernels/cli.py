@@ -1,0 +1,95 @@
+"""`qkernels info | bench`: what was built and how fast it is."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import sys
+
+import torch
+
+OPS = ("quantize_rowwise", "int_mm", "int8_mm", "linear_w8a8", "linear_w8a16", "pack_weight")
+
+
+def info() -> str:
+    import qkernels
+    from qkernels import _registry
+
+    lines = [
+        f"qkernels {qkernels.__version__}",
+        f"python {platform.python_version()}, torch {torch.__version__} "
+        f"(cuda {torch.version.cuda or 'none'}), threads {torch.get_num_threads()}",
+    ]
+    try:
+        import triton
+
+        lines.append(f"triton {triton.__version__}")
+    except ImportError:
+        lines.append("triton: not installed")
+    if _registry.EXTENSION_ERROR is not None:
+        lines.append(f"qkernels._C: NOT LOADED ({_registry.EXTENSION_ERROR})")
+        return "\n".join(lines)
+    from qkernels import _C
+
+    lines += [
+        f"qkernels._C: built with CUDA sources: {_C.built_with_cuda()}",
+        f"cpu features: {_C.cpu_features()}",
+        f"best cpu isa: {_C.best_cpu_isa()} (override: QKERNELS_CPU_ISA=avx512_vnni|avx2|scalar)",
+        f"cuda device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
+        "",
+        f"{'op':<18} {'cpu kernel':<18} cuda kernel",
+    ]
+    for op in OPS:
+        try:
+            cpu = _C.cpu_kernel(op)
+        except ValueError as e:  # a bad QKERNELS_CPU_ISA: show it, don't crash
+            cpu = f"error: {e}"
+        lines.append(f"{op:<18} {cpu:<18} not built yet (Triton kernels: Triton issue)")
+    return "\n".join(lines)
+
+
+def bench(args: argparse.Namespace) -> None:
+    from qkernels.benchmarking import (
+        CI_SHAPES,
+        FULL_SHAPES,
+        format_table,
+        run_linear_suite,
+        save_results,
+    )
+
+    shapes = CI_SHAPES if args.shapes == "ci" else FULL_SHAPES
+    rows = run_linear_suite(
+        shapes, weights=args.weights, compile_=args.compile, min_run_time=args.min_run_time
+    )
+    print(format_table(rows))
+    if args.json != "-":
+        stamp = dt.date.today().isoformat()
+        path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"
+        print(f"\nresults: {save_results(rows, path)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, build, CPU features, kernel per op")
+    b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
+    b.add_argument("--shapes", choices=["full", "ci"], default="full")
+    b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
+    b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")
+    b.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
+    b.add_argument(
+        "--json",
+        default=None,
+        help="where to write results (default benchmarks/results/...; '-' for none)",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        print(info())
+    elif args.command == "bench":
+        bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+
+import qkernels
+
+ALL_ISAS = ("avx512_vnni", "avx2", "scalar")
+
+
+def available_isas() -> list[str]:
+    from qkernels import _C
+
+    best = _C.best_cpu_isa()
+    return list(ALL_ISAS[ALL_ISAS.index(best) :])
+
+
+@pytest.fixture(params=ALL_ISAS)
+def isa(request, monkeypatch):
+    """Runs the test once per CPU kernel path, forced with QKERNELS_CPU_ISA."""
+    if request.param not in available_isas():
+        pytest.skip(f"CPU lacks {request.param}")
+    monkeypatch.setenv("QKERNELS_CPU_ISA", request.param)
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+assert qkernels.EXTENSION_ERROR is None, f"qkernels._C failed to load: {qkernels.EXTENSION_ERROR}"
+os.environ.pop("QKERNELS_CPU_ISA", None)
