@@ -62,7 +62,7 @@ def bench(args: argparse.Namespace) -> None:
     rows = run_linear_suite(
         shapes, weights=args.weights, compile_=args.compile, min_run_time=args.min_run_time
     )
-    print(format_table(rows))
+    print("\n" + format_table(rows))
     if args.json != "-":
         stamp = dt.date.today().isoformat()
         path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"

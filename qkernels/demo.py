@@ -114,7 +114,7 @@ def main() -> None:
     )
     print("\nLinear layer benchmark (median ms; ratio = peer time / qkernels time):")
     rows = run_linear_suite(shapes=[(16, 768, 3072), (128, 1024, 1024)], weights="cold")
-    print(format_table(rows))
+    print("\n" + format_table(rows))
 
 
 if __name__ == "__main__":
