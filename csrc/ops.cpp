@@ -2,6 +2,7 @@
 // defines, and exposes build/dispatch facts to `qkernels info`.
 #include <torch/extension.h>
 
+#include "cpu/fake_quant.h"
 #include "cpu/int8_gemm.h"
 #include "cpu/isa.h"
 
@@ -13,6 +14,12 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("int8_mm", &qkernels::cpu::int8_mm);
   m.impl("linear_w8a8", &qkernels::cpu::linear_w8a8);
   m.impl("linear_w8a16", &qkernels::cpu::linear_w8a16);
+  m.impl("fake_quant", &qkernels::cpu::fake_quant);
+  m.impl("fake_quant_backward", &qkernels::cpu::fake_quant_backward);
+  m.impl("fake_quant_group", &qkernels::cpu::fake_quant_group);
+  m.impl("fake_quant_group_backward", &qkernels::cpu::fake_quant_group_backward);
+  m.impl("fake_quant_lsq", &qkernels::cpu::fake_quant_lsq);
+  m.impl("fake_quant_lsq_backward", &qkernels::cpu::fake_quant_lsq_backward);
 }
 
 namespace {
@@ -20,6 +27,8 @@ namespace {
 std::string cpu_kernel(const std::string& op) {
   using namespace qkernels::cpu;
   const Isa isa = selected_isa(op.c_str());
+  if (op.rfind("fake_quant", 0) == 0)
+    return isa == Isa::kAvx512Vnni ? "cpu/avx512" : "cpu/scalar";
   if (op == "linear_w8a16") {
     if (w8a16_uses_bf16(isa)) return "cpu/avx512_bf16";
     return isa == Isa::kScalar ? "cpu/scalar" : "cpu/avx2_fma";

@@ -29,6 +29,30 @@ SCHEMAS: dict[str, str] = {
     "linear_w8a16": (
         "linear_w8a16(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias=None) -> Tensor"
     ),
+    "fake_quant": (
+        "fake_quant(Tensor x, Tensor scale, Tensor zero_point, int axis, int qmin, int qmax) "
+        "-> Tensor"
+    ),
+    "fake_quant_backward": (
+        "fake_quant_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, int axis, "
+        "int qmin, int qmax) -> Tensor"
+    ),
+    "fake_quant_group": (
+        "fake_quant_group(Tensor x, Tensor scale, Tensor zero_point, int group_size, int qmin, "
+        "int qmax) -> Tensor"
+    ),
+    "fake_quant_group_backward": (
+        "fake_quant_group_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, "
+        "int group_size, int qmin, int qmax) -> Tensor"
+    ),
+    "fake_quant_lsq": (
+        "fake_quant_lsq(Tensor x, Tensor scale, Tensor zero_point, int axis, int qmin, "
+        "int qmax, float grad_factor) -> Tensor"
+    ),
+    "fake_quant_lsq_backward": (
+        "fake_quant_lsq_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, "
+        "int axis, int qmin, int qmax, float grad_factor) -> (Tensor, Tensor, Tensor)"
+    ),
 }
 for _schema in SCHEMAS.values():
     _lib.define(_schema)
@@ -246,3 +270,5 @@ def _raiser(name: str, err: Exception):
 
 
 EXTENSION_ERROR = _load_extension()
+
+from qkernels import _fake_quant_registry  # noqa: E402, F401  (fake kernels + autograd)

@@ -57,3 +57,43 @@ def linear_w8a16(
 ) -> torch.Tensor:
     """Weight-only int8: x @ (wq * w_scale[:, None])^T + bias, dequantized in the kernel."""
     return _ops.linear_w8a16.default(x, wq, w_scale, bias)
+
+
+def fake_quant(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    axis: int,
+    qmin: int,
+    qmax: int,
+) -> torch.Tensor:
+    """Affine quantize-dequantize, per tensor (scale of one element) or per channel
+    along `axis`; straight-through gradient for x inside [qmin, qmax]. Same numbers
+    as torch.fake_quantize_per_{tensor,channel}_affine."""
+    return _ops.fake_quant.default(x, scale, zero_point, axis, qmin, qmax)
+
+
+def fake_quant_group(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    group_size: int,
+    qmin: int,
+    qmax: int,
+) -> torch.Tensor:
+    """Per-group fake-quant along the last dim: scale / zero_point [..., K // group_size]."""
+    return _ops.fake_quant_group.default(x, scale, zero_point, group_size, qmin, qmax)
+
+
+def fake_quant_lsq(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    axis: int,
+    qmin: int,
+    qmax: int,
+    grad_factor: float = 1.0,
+) -> torch.Tensor:
+    """Learned step size (LSQ / LSQ+): gradients for x, scale and zero_point. Same
+    numbers as torch._fake_quantize_learnable_per_{tensor,channel}_affine."""
+    return _ops.fake_quant_lsq.default(x, scale, zero_point, axis, qmin, qmax, grad_factor)

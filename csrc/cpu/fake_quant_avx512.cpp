@@ -1,0 +1,183 @@
+// AVX-512 fake-quantization: forward, straight-through backward and the
+// learned-step-size backward, each one pass over memory (the backward
+// recomputes the clamp mask from x instead of reading a saved mask).
+// Semantics in kernel_args.h, FakeQuantArgs; fake_quant_scalar.cpp is the
+// readable version.
+#include <cstdint>
+
+#include "kernel_args.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+#include <immintrin.h>
+
+namespace qkernels::cpu {
+namespace {
+
+constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+
+inline __mmask16 tail_mask(int64_t valid) {
+  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
+                     : static_cast<__mmask16>((1u << valid) - 1u);
+}
+
+inline __m512 load(const void* base, InKind kind, int64_t i, __mmask16 m) {
+  switch (kind) {
+    case InKind::kFloat32:
+      return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i);
+    case InKind::kBFloat16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(
+              _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i)),
+          16));
+    case InKind::kFloat16:
+      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i));
+  }
+  return _mm512_setzero_ps();
+}
+
+// fp32 -> bf16 round-half-even, NaN -> 0x7FC0 (as c10::BFloat16).
+inline __m256i to_bf16(__m512 f) {
+  const __m512i bits = _mm512_castps_si512(f);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  r = _mm512_srli_epi32(r, 16);
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
+}
+
+inline void store(void* base, InKind kind, int64_t i, __m512 f, __mmask16 m) {
+  switch (kind) {
+    case InKind::kFloat32:
+      _mm512_mask_storeu_ps(static_cast<float*>(base) + i, m, f);
+      break;
+    case InKind::kBFloat16:
+      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, m, to_bf16(f));
+      break;
+    case InKind::kFloat16:
+      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, m, _mm512_cvtps_ph(f, kRound));
+      break;
+  }
+}
+
+struct VParams {
+  __m512 scale, inv, zp;
+};
+
+// Walks segments 16 elements at a time, handing `fn` the params (broadcast per
+// segment, or loaded per position in channel-last mode) and the lane mask.
+template <typename Fn>
+void for_each_vector(const FakeQuantArgs& p, int64_t s0, int64_t s1, Fn&& fn) {
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t begin = s * p.seg_len;
+    const int64_t len = begin + p.seg_len < p.numel ? p.seg_len : p.numel - begin;
+    VParams q{};
+    if (!p.params_along_segment) {
+      const int64_t k = s % p.n_params;
+      q = {_mm512_set1_ps(p.scale[k]), _mm512_set1_ps(p.inv_scale[k]),
+           _mm512_set1_ps(p.zero_point[k])};
+    }
+    for (int64_t j = 0; j < len; j += 16) {
+      const __mmask16 m = tail_mask(len - j);
+      if (p.params_along_segment)
+        q = {_mm512_maskz_loadu_ps(m, p.scale + j), _mm512_maskz_loadu_ps(m, p.inv_scale + j),
+             _mm512_maskz_loadu_ps(m, p.zero_point + j)};
+      fn(s, j, begin + j, m, q);
+    }
+  }
+}
+
+inline __m512 quant_level(const FakeQuantArgs& p, __m512 x, const VParams& q) {
+  if (p.zp_in_rounding)
+    return _mm512_roundscale_ps(_mm512_add_ps(q.zp, _mm512_mul_ps(x, q.inv)), kRound);
+  return _mm512_add_ps(_mm512_roundscale_ps(_mm512_mul_ps(x, q.inv), kRound), q.zp);
+}
+
+inline __mmask16 in_range(const FakeQuantArgs& p, __m512 r) {
+  return _mm512_cmp_ps_mask(r, _mm512_set1_ps(p.qmin), _CMP_GE_OQ) &
+         _mm512_cmp_ps_mask(r, _mm512_set1_ps(p.qmax), _CMP_LE_OQ);
+}
+
+// Sum of one vector's lanes into a float64 accumulator (or 16 of them).
+inline void add_to(double* acc, bool per_lane, __m512 v, __mmask16 m) {
+  if (!per_lane) {
+    *acc += _mm512_reduce_add_ps(_mm512_maskz_mov_ps(m, v));
+    return;
+  }
+  const __mmask8 lo = static_cast<__mmask8>(m), hi = static_cast<__mmask8>(m >> 8);
+  _mm512_mask_storeu_pd(acc, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, acc),
+                                               _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+  _mm512_mask_storeu_pd(
+      acc + 8, hi,
+      _mm512_add_pd(_mm512_maskz_loadu_pd(hi, acc + 8),
+                    _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))));
+}
+
+}  // namespace
+
+void avx512_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
+  const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
+  for_each_vector(p, s0, s1, [&](int64_t, int64_t, int64_t i, __mmask16 m, const VParams& q) {
+    const __m512 r = quant_level(p, load(p.x, p.kind, i, m), q);
+    // max(r, qmin) returns qmin for a NaN r, like std::fmax in torch's kernel.
+    const __m512 rc = _mm512_min_ps(_mm512_max_ps(r, qmin), qmax);
+    store(p.out, p.kind, i, _mm512_mul_ps(_mm512_sub_ps(rc, q.zp), q.scale), m);
+  });
+}
+
+void avx512_fake_quant_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
+  for_each_vector(p, s0, s1, [&](int64_t, int64_t, int64_t i, __mmask16 m, const VParams& q) {
+    const __mmask16 in = in_range(p, quant_level(p, load(p.x, p.kind, i, m), q));
+    store(p.out, p.kind, i, _mm512_maskz_mov_ps(in, load(p.dy, p.kind, i, m)), m);
+  });
+}
+
+void avx512_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
+  const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
+  const __m512 gf = _mm512_set1_ps(p.grad_factor);
+  // Per-segment mode: lanes accumulate in fp32 over one segment, then float64.
+  __m512 seg_dscale = _mm512_setzero_ps(), seg_dzp = _mm512_setzero_ps();
+  int64_t current = -1;
+  auto flush = [&]() {
+    if (current < 0) return;
+    const int64_t k = current % p.n_params;
+    add_to(p.dscale + k, false, seg_dscale, 0xFFFF);
+    add_to(p.dzero_point + k, false, seg_dzp, 0xFFFF);
+    seg_dscale = seg_dzp = _mm512_setzero_ps();
+  };
+  for_each_vector(p, s0, s1, [&](int64_t s, int64_t j, int64_t i, __mmask16 m, const VParams& q) {
+    const __m512 x = load(p.x, p.kind, i, m);
+    const __m512 dy = load(p.dy, p.kind, i, m);
+    const __m512 r = quant_level(p, x, q);
+    const __mmask16 in = in_range(p, r);
+    store(p.out, p.kind, i, _mm512_maskz_mov_ps(in, dy), m);
+    // Inside: dy * (fq(x) - x) * inv * g. Outside: dy * (qmin|qmax - zp) * g, and
+    // d(zero_point) = -dy * scale * g. Same operation order as torch's kernel.
+    const __m512 xfq = _mm512_mul_ps(_mm512_sub_ps(r, q.zp), q.scale);
+    const __m512 inside = _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_mul_ps(dy, _mm512_sub_ps(xfq, x)), q.inv), gf);
+    const __mmask16 below = _mm512_cmp_ps_mask(r, qmin, _CMP_LT_OQ);
+    const __m512 edge = _mm512_sub_ps(_mm512_mask_mov_ps(qmax, below, qmin), q.zp);
+    const __m512 outside = _mm512_mul_ps(_mm512_mul_ps(dy, edge), gf);
+    const __m512 dscale = _mm512_maskz_mov_ps(m, _mm512_mask_mov_ps(outside, in, inside));
+    const __m512 dzp = _mm512_maskz_mov_ps(
+        m & static_cast<__mmask16>(~in),
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), dy), q.scale), gf));
+    if (p.params_along_segment) {
+      add_to(p.dscale + j, true, dscale, m);
+      add_to(p.dzero_point + j, true, dzp, m);
+      return;
+    }
+    if (s != current) {
+      flush();
+      current = s;
+    }
+    seg_dscale = _mm512_add_ps(seg_dscale, dscale);
+    seg_dzp = _mm512_add_ps(seg_dzp, dzp);
+  });
+  flush();
+}
+
+}  // namespace qkernels::cpu
+
+#pragma GCC pop_options
