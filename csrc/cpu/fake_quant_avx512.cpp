@@ -93,6 +93,20 @@ inline __m512 quant_level(const FakeQuantArgs& p, __m512 x, const VParams& q) {
   return _mm512_add_ps(_mm512_roundscale_ps(_mm512_mul_ps(x, q.inv), kRound), q.zp);
 }
 
+// (rc - zp) * scale in float64, rounded once: a fractional zero point makes
+// rc - zp inexact in float, and torch's kernel computes this in double.
+inline __m512 dequant_f64(__m512 rc, const VParams& q) {
+  auto half = [](__m512 v, int h) {
+    return _mm512_cvtps_pd(h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))
+                             : _mm512_castps512_ps256(v));
+  };
+  __m256 out[2];
+  for (int h = 0; h < 2; ++h)
+    out[h] = _mm512_cvtpd_ps(
+        _mm512_mul_pd(_mm512_sub_pd(half(rc, h), half(q.zp, h)), half(q.scale, h)));
+  return _mm512_insertf32x8(_mm512_castps256_ps512(out[0]), out[1], 1);
+}
+
 inline __mmask16 in_range(const FakeQuantArgs& p, __m512 r) {
   return _mm512_cmp_ps_mask(r, _mm512_set1_ps(p.qmin), _CMP_GE_OQ) &
          _mm512_cmp_ps_mask(r, _mm512_set1_ps(p.qmax), _CMP_LE_OQ);
@@ -121,7 +135,9 @@ void avx512_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     const __m512 r = quant_level(p, load(p.x, p.kind, i, m), q);
     // max(r, qmin) returns qmin for a NaN r, like std::fmax in torch's kernel.
     const __m512 rc = _mm512_min_ps(_mm512_max_ps(r, qmin), qmax);
-    store(p.out, p.kind, i, _mm512_mul_ps(_mm512_sub_ps(rc, q.zp), q.scale), m);
+    const __m512 y = p.zp_in_rounding ? dequant_f64(rc, q)
+                                      : _mm512_mul_ps(_mm512_sub_ps(rc, q.zp), q.scale);
+    store(p.out, p.kind, i, y, m);
   });
 }
 

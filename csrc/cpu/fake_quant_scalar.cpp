@@ -46,7 +46,12 @@ void scalar_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     const Params q = params(p, s, j);
     const float r = quant_level(p, load_as_float(p.x, p.kind, i), q);
     const float rc = std::fmin(std::fmax(r, p.qmin), p.qmax);  // NaN -> qmin, as torch
-    store_float(p.out, as_out(p.kind), i, (rc - q.zp) * q.scale);
+    // A fractional zero point makes rc - zp inexact in float; torch computes it in
+    // double, so the product is rounded once.
+    const float y = p.zp_in_rounding
+                        ? static_cast<float>((double(rc) - double(q.zp)) * double(q.scale))
+                        : (rc - q.zp) * q.scale;
+    store_float(p.out, as_out(p.kind), i, y);
   });
 }
 
