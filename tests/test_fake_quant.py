@@ -223,7 +223,8 @@ BAD = [
         lambda: ops.fake_quant(
             torch.randn(4, 8), torch.rand(5), torch.zeros(5, dtype=torch.int32), 0, -8, 7
         ),
-        r"qkernels\.fake_quant: scale must have one element \(per tensor\) or x.shape\[axis\] \(=4\)",
+        r"qkernels\.fake_quant: scale must have one element \(per tensor\) or "
+        r"x.shape\[axis\] \(=4\)",
     ),
     (
         lambda: ops.fake_quant(
