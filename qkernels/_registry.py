@@ -271,4 +271,30 @@ def _raiser(name: str, err: Exception):
 
 EXTENSION_ERROR = _load_extension()
 
+# Ops whose CUDA implementation is the Triton kernel of the same name in qkernels.triton.
+TRITON_CUDA_OPS = (
+    "fake_quant",
+    "fake_quant_backward",
+    "fake_quant_group",
+    "fake_quant_group_backward",
+    "fake_quant_lsq",
+    "fake_quant_lsq_backward",
+)
+
+
+def _triton_impl(name: str):
+    def impl(*args):
+        # Imported on first call: `import qkernels` must work without Triton.
+        try:
+            from qkernels import triton as qk_triton
+        except ImportError as e:
+            raise RuntimeError(f"qkernels.{name}: the CUDA kernel needs Triton ({e})") from e
+        return getattr(qk_triton, name)(*args)
+
+    return impl
+
+
+for _name in TRITON_CUDA_OPS:
+    _lib.impl(_name, _triton_impl(_name), "CUDA")
+
 from qkernels import _fake_quant_registry  # noqa: E402, F401  (fake kernels + autograd)

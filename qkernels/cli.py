@@ -9,7 +9,17 @@ import sys
 
 import torch
 
-OPS = ("quantize_rowwise", "int_mm", "int8_mm", "linear_w8a8", "linear_w8a16", "pack_weight")
+OPS = (
+    "quantize_rowwise",
+    "int_mm",
+    "int8_mm",
+    "linear_w8a8",
+    "linear_w8a16",
+    "pack_weight",
+    "fake_quant",
+    "fake_quant_group",
+    "fake_quant_lsq",
+)
 
 
 def info() -> str:
@@ -45,7 +55,8 @@ def info() -> str:
             cpu = _C.cpu_kernel(op)
         except ValueError as e:  # a bad QKERNELS_CPU_ISA: show it, don't crash
             cpu = f"error: {e}"
-        lines.append(f"{op:<18} {cpu:<18} not built yet (Triton kernels: Triton issue)")
+        cuda = "triton" if op in _registry.TRITON_CUDA_OPS else "not yet (Triton GEMM issue)"
+        lines.append(f"{op:<18} {cpu:<18} {cuda}")
     return "\n".join(lines)
 
 

@@ -1,9 +1,15 @@
 import os
 
-import pytest
 import torch
 
-import qkernels
+# Triton kernels run on CPU tensors in the interpreter; the switch is read when
+# the kernels are defined, so it must be set before qkernels.triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+import qkernels  # noqa: E402
 
 ALL_ISAS = ("avx512_vnni", "avx2", "scalar")
 

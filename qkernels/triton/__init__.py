@@ -1,0 +1,24 @@
+"""Triton kernels: the CUDA implementation of qkernels ops.
+
+Each op is callable here with the op's own signature, on CUDA tensors or, with
+TRITON_INTERPRET=1 set before import, on CPU tensors (how CI tests them).
+Importing this package needs Triton; `import qkernels` never imports it.
+"""
+
+from qkernels.triton.fake_quant import (
+    fake_quant,
+    fake_quant_backward,
+    fake_quant_group,
+    fake_quant_group_backward,
+    fake_quant_lsq,
+    fake_quant_lsq_backward,
+)
+
+__all__ = [
+    "fake_quant",
+    "fake_quant_backward",
+    "fake_quant_group",
+    "fake_quant_group_backward",
+    "fake_quant_lsq",
+    "fake_quant_lsq_backward",
+]

@@ -1,0 +1,325 @@
+"""Triton fake-quant kernels (same numbers as the C++ CPU kernels and torch's ops).
+
+Layout, as in csrc/cpu/kernel_args.h: x is cut into segments of contiguous
+elements. In segment mode one program covers BLOCK elements of one segment,
+whose (scale, zero_point) is params[segment % n_params], so its LSQ partial
+sums reduce in registers to one atomic add. In channel-last mode the params
+vary along the segment (a row) and a program walks ROWS rows of BLOCK channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from qkernels._fake_quant_registry import check_channel, check_group
+
+BLOCK = 1024
+ROWS = 16
+PER_TENSOR_SEGMENT = 1 << 14
+
+
+@triton.jit
+def _round_half_even(t):
+    # Adding 2**23 to |t| < 2**23 leaves no fraction bits, so the float add rounds
+    # half to even; larger |t| are integers already. No libdevice needed, so this
+    # also runs in the interpreter.
+    a = tl.abs(t)
+    r = (a + 8388608.0) - 8388608.0
+    r = tl.where(t < 0, -r, r)
+    return tl.where(a < 8388608.0, r, t)
+
+
+@triton.jit
+def _store_rounded(ptr, offs, y, mask):
+    """Store fp32 y into ptr's dtype, rounding half to even like torch. bf16 is
+    rounded by hand: the interpreter's fp32 -> bf16 cast truncates."""
+    if ptr.dtype.element_ty == tl.bfloat16:
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        tl.store(ptr + offs, (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+    else:
+        tl.store(ptr + offs, y.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _levels(x, inv, zp, ZP_IN_ROUND: tl.constexpr):
+    if ZP_IN_ROUND:
+        return _round_half_even(zp + x * inv)
+    return _round_half_even(x * inv) + zp
+
+
+@triton.jit
+def _offsets(
+    numel, seg_len, n_params, ALONG: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr
+):
+    """Element offsets [ROWS, BLOCK], their mask and param index."""
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    if ALONG:
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        offs = rows[:, None] * seg_len + cols[None, :]
+        mask = (cols[None, :] < seg_len) & (offs < numel)
+        k = tl.broadcast_to(cols[None, :], (ROWS, BLOCK))
+    else:  # ROWS == 1: one segment, one param
+        seg = tl.program_id(0).to(tl.int64)
+        offs = (seg * seg_len + cols)[None, :]
+        mask = (cols[None, :] < seg_len) & (offs < numel)
+        k = tl.zeros((1, BLOCK), tl.int64) + seg % n_params
+    return offs, mask, k
+
+
+@triton.jit
+def _forward_kernel(
+    x_ptr,
+    y_ptr,
+    scale_ptr,
+    inv_ptr,
+    zp_ptr,
+    numel,
+    seg_len,
+    n_params,
+    qmin,
+    qmax,
+    ALONG: tl.constexpr,
+    ZP_IN_ROUND: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
+    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
+    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    r = _levels(x, inv, zp, ZP_IN_ROUND)
+    rc = tl.minimum(tl.maximum(r, qmin), qmax)
+    if ZP_IN_ROUND:  # fractional zero point: (rc - zp) * s in float64, as torch
+        y = ((rc.to(tl.float64) - zp.to(tl.float64)) * s.to(tl.float64)).to(tl.float32)
+    else:
+        y = (rc - zp) * s
+    _store_rounded(y_ptr, offs, y, mask)
+
+
+@triton.jit
+def _backward_kernel(
+    dy_ptr,
+    x_ptr,
+    dx_ptr,
+    inv_ptr,
+    zp_ptr,
+    numel,
+    seg_len,
+    n_params,
+    qmin,
+    qmax,
+    ALONG: tl.constexpr,
+    ZP_IN_ROUND: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
+    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    r = _levels(x, inv, zp, ZP_IN_ROUND)
+    keep = (r >= qmin) & (r <= qmax)
+    tl.store(dx_ptr + offs, tl.where(keep, dy, tl.zeros_like(dy)), mask=mask)
+
+
+@triton.jit
+def _lsq_backward_kernel(
+    dy_ptr,
+    x_ptr,
+    dx_ptr,
+    dscale_ptr,
+    dzp_ptr,
+    scale_ptr,
+    inv_ptr,
+    zp_ptr,
+    numel,
+    seg_len,
+    n_params,
+    qmin,
+    qmax,
+    grad_factor,
+    ALONG: tl.constexpr,
+    BLOCK: tl.constexpr,
+    ROWS: tl.constexpr,
+):
+    offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    dy_raw = tl.load(dy_ptr + offs, mask=mask, other=0.0)
+    dy = dy_raw.to(tl.float32)
+    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
+    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
+    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    r = _levels(x, inv, zp, True)
+    inside = (r >= qmin) & (r <= qmax)
+    tl.store(dx_ptr + offs, tl.where(inside, dy_raw, tl.zeros_like(dy_raw)), mask=mask)
+    xfq = (r - zp) * s
+    edge = tl.where(r < qmin, qmin - zp, qmax - zp)
+    ds = tl.where(inside, dy * (xfq - x) * inv * grad_factor, dy * edge * grad_factor)
+    dz = tl.where(inside, 0.0, -dy * s * grad_factor)
+    ds = tl.where(mask, ds, 0.0)
+    dz = tl.where(mask, dz, 0.0)
+    if ALONG:
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        cmask = cols < seg_len
+        tl.atomic_add(dscale_ptr + cols, tl.sum(ds, axis=0), mask=cmask)
+        tl.atomic_add(dzp_ptr + cols, tl.sum(dz, axis=0), mask=cmask)
+    else:
+        p = tl.program_id(0) % n_params
+        tl.atomic_add(dscale_ptr + p, tl.sum(tl.sum(ds, axis=1), axis=0))
+        tl.atomic_add(dzp_ptr + p, tl.sum(tl.sum(dz, axis=1), axis=0))
+
+
+# ---- host side: layouts, params, launches ----
+
+
+def _channel_layout(x: torch.Tensor, n_params: int, axis: int) -> tuple[int, int, bool]:
+    if n_params == 1:
+        return max(1, min(x.numel(), PER_TENSOR_SEGMENT)), 1, False
+    inner = 1
+    for d in range(axis % x.dim() + 1, x.dim()):
+        inner *= x.shape[d]
+    return (n_params, n_params, True) if inner == 1 else (inner, n_params, False)
+
+
+def _grid(numel: int, seg_len: int, along: bool) -> tuple[int, int]:
+    segments = triton.cdiv(numel, seg_len)
+    if along:
+        return triton.cdiv(segments, ROWS), triton.cdiv(seg_len, BLOCK)
+    return segments, triton.cdiv(seg_len, BLOCK)
+
+
+def _params(scale: torch.Tensor, zp: torch.Tensor):
+    s = scale.float().contiguous().reshape(-1)
+    return s, (1.0 / s).contiguous(), zp.float().contiguous().reshape(-1)
+
+
+def _lsq_zero_point(zp: torch.Tensor, qmin: int, qmax: int, per_tensor_bwd: bool):
+    # torch's learnable ops: forward rounds half to even; the per-tensor backward
+    # adds 0.5 and truncates; the per-channel backward rounds half to even.
+    z = zp.float()
+    return (z + 0.5).clamp(qmin, qmax).trunc() if per_tensor_bwd else z.round().clamp(qmin, qmax)
+
+
+def _launch_forward(x, layout, scale, zp, zp_in_round, qmin, qmax):
+    xc = x.contiguous()
+    y = torch.empty_like(xc)
+    if xc.numel():
+        seg_len, n_params, along = layout
+        s, inv, z = _params(scale, zp)
+        _forward_kernel[_grid(xc.numel(), seg_len, along)](
+            xc,
+            y,
+            s,
+            inv,
+            z,
+            xc.numel(),
+            seg_len,
+            n_params,
+            float(qmin),
+            float(qmax),
+            ALONG=along,
+            ZP_IN_ROUND=zp_in_round,
+            BLOCK=BLOCK,
+            ROWS=ROWS if along else 1,
+        )
+    return y
+
+
+def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
+    xc, gc = x.contiguous(), grad.contiguous()
+    dx = torch.empty_like(xc)
+    if xc.numel():
+        seg_len, n_params, along = layout
+        _, inv, z = _params(scale, zp)
+        _backward_kernel[_grid(xc.numel(), seg_len, along)](
+            gc,
+            xc,
+            dx,
+            inv,
+            z,
+            xc.numel(),
+            seg_len,
+            n_params,
+            float(qmin),
+            float(qmax),
+            ALONG=along,
+            ZP_IN_ROUND=zp_in_round,
+            BLOCK=BLOCK,
+            ROWS=ROWS if along else 1,
+        )
+    return dx
+
+
+def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int) -> torch.Tensor:
+    check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
+    layout = _channel_layout(x, scale.numel(), axis)
+    return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
+
+
+def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
+    check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
+    layout = _channel_layout(x, scale.numel(), axis)
+    return _launch_backward(
+        grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
+    )
+
+
+def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
+    check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
+    layout = (group_size, max(1, x.numel() // group_size), False)
+    return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
+
+
+def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int):
+    check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
+    layout = (group_size, max(1, x.numel() // group_size), False)
+    return _launch_backward(
+        grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
+    )
+
+
+def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor: float = 1.0):
+    check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
+    layout = _channel_layout(x, scale.numel(), axis)
+    zp = _lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
+    return _launch_forward(x, layout, scale, zp, False, qmin, qmax)
+
+
+def fake_quant_lsq_backward(
+    grad, x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor: float = 1.0
+):
+    check_channel("fake_quant_lsq_backward", x, scale, zero_point, axis, qmin, qmax)
+    n = scale.numel()
+    seg_len, n_params, along = _channel_layout(x, n, axis)
+    xc, gc = x.contiguous(), grad.contiguous()
+    dx = torch.empty_like(xc)
+    dscale = torch.zeros(n, dtype=torch.float32, device=x.device)
+    dzp = torch.zeros(n, dtype=torch.float32, device=x.device)
+    if xc.numel():
+        s, inv, z = _params(scale, _lsq_zero_point(zero_point, qmin, qmax, n == 1))
+        _lsq_backward_kernel[_grid(xc.numel(), seg_len, along)](
+            gc,
+            xc,
+            dx,
+            dscale,
+            dzp,
+            s,
+            inv,
+            z,
+            xc.numel(),
+            seg_len,
+            n_params,
+            float(qmin),
+            float(qmax),
+            float(grad_factor),
+            ALONG=along,
+            BLOCK=BLOCK,
+            ROWS=ROWS if along else 1,
+        )
+    zp_dtype = zero_point.dtype if zero_point.is_floating_point() else torch.float32
+    return dx, dscale.view(scale.shape), dzp.to(zp_dtype).view(zero_point.shape)
