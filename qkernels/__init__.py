@@ -6,9 +6,18 @@ ops then raise the reason when called (see `qkernels info`).
 
 from qkernels import ops
 from qkernels._registry import EXTENSION_ERROR
-from qkernels.nn import Int8Linear
-from qkernels.swap import SwapReport, swap
+from qkernels.nn import Int8Linear, QATLinear
+from qkernels.swap import SwapReport, convert, swap
 
 __version__ = "0.1.0"
 
-__all__ = ["EXTENSION_ERROR", "Int8Linear", "SwapReport", "ops", "swap", "__version__"]
+__all__ = [
+    "EXTENSION_ERROR",
+    "Int8Linear",
+    "QATLinear",
+    "SwapReport",
+    "convert",
+    "ops",
+    "swap",
+    "__version__",
+]

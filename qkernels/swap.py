@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from qkernels.nn import Int8Linear
+from qkernels.nn import Int8Linear, QATLinear
 
-METHODS = ("w8a8", "w8a16")
+METHODS = ("w8a8", "w8a16", "qat")
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -48,6 +48,8 @@ class SwapReport:
 def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
     if method in ("w8a8", "w8a16"):
         return lambda m: Int8Linear.from_float(m, mode=method, **opts)
+    if method == "qat":
+        return lambda m: QATLinear.from_float(m, **opts)
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 
@@ -79,6 +81,20 @@ def swap(
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         new = make(module)
+        setattr(parent, child, new)
+        report.replaced.append((name, type(module).__name__, type(new).__name__))
+    return report
+
+
+def convert(model: nn.Module) -> SwapReport:
+    """Replace every QAT module of `model` by the int8 inference module it trained
+    for (QATLinear -> Int8Linear via `to_int8()`), in place."""
+    report = SwapReport("convert")
+    targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, QATLinear)]
+    for name, module in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = module.to_int8()
         setattr(parent, child, new)
         report.replaced.append((name, type(module).__name__, type(new).__name__))
     return report

@@ -25,6 +25,8 @@ class Int8Linear(nn.Module):
 
     mode="w8a8": x is quantized per token on the fly (dynamic) and the product
     runs in int8; mode="w8a16": weight-only, x stays in its float dtype.
+    static_act=True (w8a8 only): x is quantized with one calibrated per-tensor
+    scale, `act_scale`, as QATLinear's static modes train it.
 
     On CPU the `weight` buffer holds the kernel's packed layout (see
     DESIGN.md); `state_dict()` always holds the portable int8 [out, in] weight,
@@ -37,15 +39,19 @@ class Int8Linear(nn.Module):
         out_features: int,
         bias: bool = True,
         mode: str = "w8a8",
+        static_act: bool = False,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"Int8Linear: mode must be one of {MODES}, got {mode!r}")
+        if static_act and mode != "w8a8":
+            raise ValueError("Int8Linear: static_act needs mode='w8a8'")
         self.in_features = in_features
         self.out_features = out_features
         self.mode = mode
+        self.static_act = static_act
         self.register_buffer(
             "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
         )
@@ -58,6 +64,8 @@ class Int8Linear(nn.Module):
             )
         else:
             self.bias = None
+        if static_act:
+            self.register_buffer("act_scale", torch.ones(1, dtype=torch.float32, device=device))
         self._relayout()
 
     @classmethod
@@ -82,9 +90,14 @@ class Int8Linear(nn.Module):
         return self.weight.dtype == torch.uint8
 
     def load_int8(
-        self, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None
+        self,
+        weight: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        act_scale: torch.Tensor | None = None,
     ) -> None:
-        """Set int8 weight [out, in], float scale [out] and optional bias."""
+        """Set int8 weight [out, in], float scale [out], optional bias and (static
+        activations) the per-tensor activation scale."""
         if weight.dtype != torch.int8 or tuple(weight.shape) != (
             self.out_features,
             self.in_features,
@@ -98,6 +111,10 @@ class Int8Linear(nn.Module):
         self.weight_scale = scale.to(device=device, dtype=torch.float32).reshape(-1).contiguous()
         if bias is not None:
             self.bias = bias.to(device).contiguous()
+        if act_scale is not None:
+            if not self.static_act:
+                raise ValueError("Int8Linear.load_int8: act_scale given but static_act=False")
+            self.act_scale = act_scale.to(device=device, dtype=torch.float32).reshape(1)
         self._relayout()
 
     def int8_weight(self) -> torch.Tensor:
@@ -121,6 +138,8 @@ class Int8Linear(nn.Module):
         super()._apply(fn, recurse)
         # Module.to(dtype) casts every float buffer; scales stay float32 (op contract).
         self.weight_scale = self.weight_scale.float()
+        if self.static_act:
+            self.act_scale = self.act_scale.float()
         self._relayout()
         return self
 
@@ -136,11 +155,22 @@ class Int8Linear(nn.Module):
         self._relayout()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.static_act:
+            return self._forward_static(x)
         linear = ops.linear_w8a8 if self.mode == "w8a8" else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
+
+    def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
+        # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
+        x2d = x.reshape(-1, self.in_features)
+        q = torch.round(x2d.float() * (1.0 / self.act_scale)).clamp(-127, 127).to(torch.int8)
+        a_scale = self.act_scale.expand(x2d.shape[0]).contiguous()
+        out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, mode={self.mode}"
+            + (", static_act=True" if self.static_act else "")
         )
