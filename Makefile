@@ -40,10 +40,10 @@ test: $(BUILD_STAMP) lint
 # One small shape of the benchmark suite, so it cannot rot.
 bench-ci: $(BUILD_STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
-	$(VENV)/bin/qkernels bench --shapes ci --min-run-time 0.05 --json -
+	$(VENV)/bin/qkernels bench --suite all --shapes ci --min-run-time 0.05 --json -
 
 bench: $(BUILD_STAMP)
-	$(VENV)/bin/qkernels bench
+	$(VENV)/bin/qkernels bench --suite all
 
 # Builds csrc/ against libtorch with CMake and runs the C++-side test.
 cmake-test: $(DEPS_STAMP)

@@ -2,6 +2,7 @@
 // defines, and exposes build/dispatch facts to `qkernels info`.
 #include <torch/extension.h>
 
+#include "cpu/alloc.h"
 #include "cpu/fake_quant.h"
 #include "cpu/int8_gemm.h"
 #include "cpu/isa.h"
@@ -43,6 +44,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cpu_features", &qkernels::cpu::features_string, "x86 features found at run time");
   m.def("best_cpu_isa", [] { return std::string(qkernels::cpu::isa_name(qkernels::cpu::best_isa())); });
   m.def("cpu_kernel", &cpu_kernel, "the CPU kernel `op` dispatches to now");
+  m.def("empty_cpu_cache", &qkernels::cpu::empty_cache,
+        "free the cached large CPU output buffers (see csrc/cpu/alloc.h)");
+  m.def("cpu_cached_bytes", &qkernels::cpu::cached_bytes);
   m.def("built_with_cuda", [] {
 #ifdef QKERNELS_WITH_CUDA
     return true;

@@ -61,6 +61,7 @@ def info() -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
+    from qkernels.bench_qat import format_qat_table, run_fake_quant_suite, run_qat_step_suite
     from qkernels.benchmarking import (
         CI_SHAPES,
         FULL_SHAPES,
@@ -69,15 +70,31 @@ def bench(args: argparse.Namespace) -> None:
         save_results,
     )
 
-    shapes = CI_SHAPES if args.shapes == "ci" else FULL_SHAPES
-    rows = run_linear_suite(
-        shapes, weights=args.weights, compile_=args.compile, min_run_time=args.min_run_time
-    )
-    print("\n" + format_table(rows))
-    if args.json != "-":
-        stamp = dt.date.today().isoformat()
-        path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"
-        print(f"\nresults: {save_results(rows, path)}")
+    ci = args.shapes == "ci"
+    stamp = dt.date.today().isoformat()
+    if args.suite in ("linear", "all"):
+        rows = run_linear_suite(
+            CI_SHAPES if ci else FULL_SHAPES,
+            weights=args.weights,
+            compile_=args.compile,
+            min_run_time=args.min_run_time,
+        )
+        print("\n" + format_table(rows))
+        if args.json != "-":
+            path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"
+            print(f"\nresults: {save_results(rows, path)}")
+    if args.suite in ("qat", "all"):
+        size, (m, k, n) = (256, (128, 128, 128)) if ci else (4096, (2048, 1024, 1024))
+        rows = run_fake_quant_suite(size, size, args.min_run_time)
+        rows += run_qat_step_suite(m, k, n, args.min_run_time)
+        print("\n" + format_qat_table(rows))
+        print(
+            "(qkernels reuses its large CPU output buffers across calls, as a training "
+            "loop would; torch's CPU allocator maps fresh pages for every >32 MB tensor)"
+        )
+        if args.json != "-":
+            path = args.json or f"benchmarks/results/qat-cpu-{stamp}.json"
+            print(f"\nresults: {save_results(rows, path)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, build, CPU features, kernel per op")
     b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
+    b.add_argument("--suite", choices=["linear", "qat", "all"], default="linear")
     b.add_argument("--shapes", choices=["full", "ci"], default="full")
     b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")

@@ -11,6 +11,7 @@
 
 #include <ATen/Parallel.h>
 
+#include "alloc.h"
 #include "checks.h"
 #include "isa.h"
 #include "kernel_args.h"
@@ -99,17 +100,24 @@ void check_range(const char* op, int64_t qmin, int64_t qmax) {
            "qmin/qmax must be within +-2^24 (exact in float32), got ", qmin, ", ", qmax);
 }
 
+// Value checks read the (small) parameter tensors directly: a handful of
+// torch ops with .item() here would cost more than the kernel on small inputs.
 void check_scale_values(const char* op, const at::Tensor& scale) {
-  const at::Tensor s = scale.to(at::kFloat);
-  QK_CHECK(s.numel() == 0 || (s.gt(0).all().item<bool>() && s.isfinite().all().item<bool>()),
-           op, "scale must be finite and > 0, got min ", s.min().item<float>());
+  const at::Tensor s = scale.to(at::kFloat).contiguous();
+  const float* p = s.data_ptr<float>();
+  for (int64_t i = 0; i < s.numel(); ++i) {
+    QK_CHECK(std::isfinite(p[i]) && p[i] > 0.f, op, "scale must be finite and > 0, got ", p[i],
+             " at index ", i);
+  }
 }
 
 void check_zero_point_values(const char* op, const at::Tensor& zp, int64_t qmin, int64_t qmax) {
-  if (zp.numel() == 0) return;
-  const double lo = zp.min().item<double>(), hi = zp.max().item<double>();
-  QK_CHECK(lo >= qmin && hi <= qmax, op, "zero_point must lie in [qmin, qmax] = [", qmin, ", ",
-           qmax, "], got values in [", lo, ", ", hi, "]");
+  const at::Tensor z = zp.to(at::kDouble).contiguous();
+  const double* p = z.data_ptr<double>();
+  for (int64_t i = 0; i < z.numel(); ++i) {
+    QK_CHECK(p[i] >= qmin && p[i] <= qmax, op, "zero_point must lie in [qmin, qmax] = [", qmin,
+             ", ", qmax, "], got ", p[i], " at index ", i);
+  }
 }
 
 // Returns the number of params (1 = per tensor) and the wrapped axis.
@@ -171,7 +179,7 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& x) {
 at::Tensor forward(const char* op, const at::Tensor& x, const Layout& l, const QParams& q,
                    bool zp_in_rounding, int64_t qmin, int64_t qmax) {
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = at::empty_like(xc);
+  at::Tensor y = empty_like_cached(xc);
   if (xc.numel() == 0) return y;
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.out = y.data_ptr();
@@ -182,7 +190,7 @@ at::Tensor forward(const char* op, const at::Tensor& x, const Layout& l, const Q
 at::Tensor backward(const char* op, const at::Tensor& grad, const at::Tensor& x, const Layout& l,
                     const QParams& q, bool zp_in_rounding, int64_t qmin, int64_t qmax) {
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
-  at::Tensor dx = at::empty_like(xc);
+  at::Tensor dx = empty_like_cached(xc);
   if (xc.numel() == 0) return dx;
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.dy = gc.data_ptr();
@@ -272,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward(
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const Layout l = channel_layout(xc, n, a);
   const QParams q = make_params(scale, lsq_zero_point(zero_point, qmin, qmax, n == 1));
-  at::Tensor dx = at::empty_like(xc);
+  at::Tensor dx = empty_like_cached(xc);
   std::vector<double> dscale(n, 0.0), dzp(n, 0.0);
   if (xc.numel() > 0) {
     FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, /*zp_in_rounding=*/true, qmin, qmax);
