@@ -134,7 +134,9 @@ def run_qat_step_suite(
 ) -> list[QatRow]:
     from tqdm import tqdm
 
-    x, grad = torch.randn(m, k), torch.randn(m, n)
+    # x requires grad: the layer sits inside a network, so every step also computes
+    # dL/dx (and LSQ needs it for its activation scale anyway).
+    x, grad = torch.randn(m, k, requires_grad=True), torch.randn(m, n)
     base = nn.Linear(k, n)
     impls: dict[str, nn.Module] = {"nn.Linear": base}
     for act in ("dynamic", "lsq"):
@@ -144,9 +146,9 @@ def run_qat_step_suite(
     for name, module in tqdm(
         impls.items(), desc="QAT step bench", disable=not progress, leave=False
     ):
-        params = [p for p in module.parameters() if p.requires_grad]
+        params = [x] + [p for p in module.parameters() if p.requires_grad]
         t = _median_ms(_fwd_bwd(lambda mod=module: mod(x), params, grad), min_run_time)
-        out.append(QatRow(f"training step M={m} K={k} N={n} fp32", name, t))
+        out.append(QatRow(f"layer training step M={m} K={k} N={n} fp32", name, t))
     linear = out[0].median_ms
     for r in out:
         r.vs_torch = r.median_ms / linear  # here: step time relative to nn.Linear's
@@ -157,7 +159,7 @@ def format_qat_table(rows: list[QatRow]) -> str:
     lines = [f"{'case':<48} {'impl':<30} {'ms':>9} {'torch/this':>10} {'this/mult':>9}"]
     lines.append("-" * len(lines[0]))
     for r in rows:
-        if r.case.startswith("training step"):
+        if "training step" in r.case:
             extra = f"{'':>10} {'':>9}   ({r.vs_torch:.2f}x the nn.Linear step)"
         else:
             extra = f"{r.vs_torch:>10.2f} {r.vs_multiply:>9.2f}"

@@ -262,13 +262,12 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def save_results(rows: list[Row], path: str | os.PathLike) -> Path:
+def save_results(rows: list, path: str | os.PathLike) -> Path:
+    """Rows (any dataclass) with the environment; Linear rows also get the ratio summary."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "environment": environment(),
-        "rows": [asdict(r) for r in rows],
-        "summary": summarize(rows),
-    }
+    payload = {"environment": environment(), "rows": [asdict(r) for r in rows]}
+    if rows and isinstance(rows[0], Row):
+        payload["summary"] = summarize(rows)
     path.write_text(json.dumps(payload, indent=1))
     return path

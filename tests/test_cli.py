@@ -47,3 +47,14 @@ def test_bench_writes_json(tmp_path, capsys):
 def test_import_does_not_initialise_cuda():
     code = "import torch, qkernels; assert not torch.cuda.is_initialized()"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bench_qat_suite_writes_json(tmp_path, capsys):
+    path = tmp_path / "q.json"
+    main(
+        ["bench", "--suite", "qat", "--shapes", "ci", "--min-run-time", "0.01", "--json", str(path)]
+    )
+    out = capsys.readouterr().out
+    assert "fake_quant_lsq" in out and "QATLinear" in out
+    rows = json.loads(path.read_text())["rows"]
+    assert {r["impl"] for r in rows} >= {"qkernels", "torch", "multiply", "nn.Linear"}

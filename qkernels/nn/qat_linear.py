@@ -76,6 +76,7 @@ class QATLinear(nn.Module):
             scale = torch.zeros(1, device=device)
             if act == "lsq":
                 self.act_scale = nn.Parameter(scale)
+                self._lsq_ready = False  # a Python flag: no per-step data-dependent check
             else:
                 self.register_buffer("act_scale", scale)
             self.register_buffer("act_zero_point", torch.zeros(1, device=device))
@@ -135,9 +136,10 @@ class QATLinear(nn.Module):
         elif self.act == "ema":
             m = self.ema_momentum
             self.act_scale.copy_(torch.where(fresh, scale, m * self.act_scale + (1 - m) * scale))
-        else:  # lsq: initialise once from data as in the LSQ paper, 2 * mean|x| / sqrt(qmax)
+        elif not self._lsq_ready:  # initialise once from data (LSQ paper: 2 mean|x| / sqrt(qmax))
             init = (2 * x.detach().float().abs().mean() / math.sqrt(QMAX)).clamp_min(1e-8)
             self.act_scale.copy_(torch.where(fresh, init.reshape(1), self.act_scale))
+            self._lsq_ready = True
 
     def fake_quant_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act == "dynamic":
@@ -151,6 +153,11 @@ class QATLinear(nn.Module):
             return ops.fake_quant_lsq(x, self.act_scale, self.act_zero_point, 0, -QMAX, QMAX, g)
         zero = self.act_zero_point.to(torch.int32)
         return ops.fake_quant(x, self.act_scale.detach(), zero, 0, -QMAX, QMAX)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.act == "lsq":
+            self._lsq_ready = bool((self.act_scale != 0).all())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.fake_quant_weight().to(x.dtype)
