@@ -6,59 +6,18 @@
 #include <cstdint>
 
 #include "kernel_args.h"
+#include "scalar_convert.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
 #include <immintrin.h>
 
+#include "avx512_io.h"
+
 namespace qkernels::cpu {
 namespace {
 
 constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-
-inline __mmask16 tail_mask(int64_t valid) {
-  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : static_cast<__mmask16>((1u << valid) - 1u);
-}
-
-inline __m512 load(const void* base, InKind kind, int64_t i, __mmask16 m) {
-  switch (kind) {
-    case InKind::kFloat32:
-      return _mm512_maskz_loadu_ps(m, static_cast<const float*>(base) + i);
-    case InKind::kBFloat16:
-      return _mm512_castsi512_ps(_mm512_slli_epi32(
-          _mm512_cvtepu16_epi32(
-              _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i)),
-          16));
-    case InKind::kFloat16:
-      return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(base) + i));
-  }
-  return _mm512_setzero_ps();
-}
-
-// fp32 -> bf16 round-half-even, NaN -> 0x7FC0 (as c10::BFloat16).
-inline __m256i to_bf16(__m512 f) {
-  const __m512i bits = _mm512_castps_si512(f);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
-  r = _mm512_srli_epi32(r, 16);
-  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC0));
-  return _mm512_cvtepi32_epi16(r);
-}
-
-inline void store(void* base, InKind kind, int64_t i, __m512 f, __mmask16 m) {
-  switch (kind) {
-    case InKind::kFloat32:
-      _mm512_mask_storeu_ps(static_cast<float*>(base) + i, m, f);
-      break;
-    case InKind::kBFloat16:
-      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, m, to_bf16(f));
-      break;
-    case InKind::kFloat16:
-      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, m, _mm512_cvtps_ph(f, kRound));
-      break;
-  }
-}
 
 struct VParams {
   __m512 scale, inv, zp;
@@ -132,19 +91,19 @@ inline void add_to(double* acc, bool per_lane, __m512 v, __mmask16 m) {
 void avx512_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
   const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
   for_each_vector(p, s0, s1, [&](int64_t, int64_t, int64_t i, __mmask16 m, const VParams& q) {
-    const __m512 r = quant_level(p, load(p.x, p.kind, i, m), q);
+    const __m512 r = quant_level(p, load_f32x16(p.x, p.kind, i, m), q);
     // max(r, qmin) returns qmin for a NaN r, like std::fmax in torch's kernel.
     const __m512 rc = _mm512_min_ps(_mm512_max_ps(r, qmin), qmax);
     const __m512 y = p.zp_in_rounding ? dequant_f64(rc, q)
                                       : _mm512_mul_ps(_mm512_sub_ps(rc, q.zp), q.scale);
-    store(p.out, p.kind, i, y, m);
+    store_f32x16(p.out, out_kind_of(p.kind), i, y, m);
   });
 }
 
 void avx512_fake_quant_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
   for_each_vector(p, s0, s1, [&](int64_t, int64_t, int64_t i, __mmask16 m, const VParams& q) {
-    const __mmask16 in = in_range(p, quant_level(p, load(p.x, p.kind, i, m), q));
-    store(p.out, p.kind, i, _mm512_maskz_mov_ps(in, load(p.dy, p.kind, i, m)), m);
+    const __mmask16 in = in_range(p, quant_level(p, load_f32x16(p.x, p.kind, i, m), q));
+    store_f32x16(p.out, out_kind_of(p.kind), i, _mm512_maskz_mov_ps(in, load_f32x16(p.dy, p.kind, i, m)), m);
   });
 }
 
@@ -162,11 +121,11 @@ void avx512_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     seg_dscale = seg_dzp = _mm512_setzero_ps();
   };
   for_each_vector(p, s0, s1, [&](int64_t s, int64_t j, int64_t i, __mmask16 m, const VParams& q) {
-    const __m512 x = load(p.x, p.kind, i, m);
-    const __m512 dy = load(p.dy, p.kind, i, m);
+    const __m512 x = load_f32x16(p.x, p.kind, i, m);
+    const __m512 dy = load_f32x16(p.dy, p.kind, i, m);
     const __m512 r = quant_level(p, x, q);
     const __mmask16 in = in_range(p, r);
-    store(p.out, p.kind, i, _mm512_maskz_mov_ps(in, dy), m);
+    store_f32x16(p.out, out_kind_of(p.kind), i, _mm512_maskz_mov_ps(in, dy), m);
     // Inside: dy * (fq(x) - x) * inv * g. Outside: dy * (qmin|qmax - zp) * g, and
     // d(zero_point) = -dy * scale * g. Same operation order as torch's kernel.
     const __m512 xfq = _mm512_mul_ps(_mm512_sub_ps(r, q.zp), q.scale);

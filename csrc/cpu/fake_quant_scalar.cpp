@@ -8,15 +8,6 @@
 namespace qkernels::cpu {
 namespace {
 
-OutKind as_out(InKind k) {
-  switch (k) {
-    case InKind::kBFloat16: return OutKind::kBFloat16;
-    case InKind::kFloat16: return OutKind::kFloat16;
-    case InKind::kFloat32: break;
-  }
-  return OutKind::kFloat32;
-}
-
 struct Params {
   float scale, inv, zp;
 };
@@ -51,7 +42,7 @@ void scalar_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     const float y = p.zp_in_rounding
                         ? static_cast<float>((double(rc) - double(q.zp)) * double(q.scale))
                         : (rc - q.zp) * q.scale;
-    store_float(p.out, as_out(p.kind), i, y);
+    store_float(p.out, out_kind_of(p.kind), i, y);
   });
 }
 
@@ -59,7 +50,7 @@ void scalar_fake_quant_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) 
   for_each_element(p, s0, s1, [&](int64_t s, int64_t j, int64_t i) {
     const float r = quant_level(p, load_as_float(p.x, p.kind, i), params(p, s, j));
     const bool in = p.qmin <= r && r <= p.qmax;
-    store_float(p.out, as_out(p.kind), i, in ? load_as_float(p.dy, p.kind, i) : 0.f);
+    store_float(p.out, out_kind_of(p.kind), i, in ? load_as_float(p.dy, p.kind, i) : 0.f);
   });
 }
 
@@ -70,7 +61,7 @@ void scalar_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     const float dy = load_as_float(p.dy, p.kind, i);
     const float r = quant_level(p, x, q);
     const bool in = p.qmin <= r && r <= p.qmax;
-    store_float(p.out, as_out(p.kind), i, in ? dy : 0.f);
+    store_float(p.out, out_kind_of(p.kind), i, in ? dy : 0.f);
     float dscale, dzp;
     if (in) {
       const float xfq = (r - q.zp) * q.scale;

@@ -19,12 +19,6 @@
 namespace qkernels::cpu {
 namespace {
 
-inline int32_t load_i32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // Writes 16 int32 column results of one row through the shared epilogue.
 inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc) {
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;

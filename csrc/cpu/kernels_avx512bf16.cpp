@@ -6,45 +6,17 @@
 #include <utility>
 
 #include "kernel_args.h"
+#include "scalar_convert.h"
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 #include <immintrin.h>
 
+#include "avx512_io.h"
 #include "unroll.h"
 
 namespace qkernels::cpu {
 namespace {
-
-inline int32_t load_i32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
-inline __mmask16 tail_mask(int64_t valid) {
-  return valid >= 16 ? static_cast<__mmask16>(0xFFFF)
-                     : static_cast<__mmask16>((1u << valid) - 1u);
-}
-
-inline void store_out(void* base, OutKind kind, int64_t i, __m512 f, __mmask16 mask) {
-  switch (kind) {
-    case OutKind::kFloat32:
-      _mm512_mask_storeu_ps(static_cast<float*>(base) + i, mask, f);
-      break;
-    case OutKind::kBFloat16:
-      // vcvtneps2bf16 rounds half to even and keeps NaN, as c10::BFloat16.
-      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, mask,
-                               reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(f)));
-      break;
-    case OutKind::kFloat16:
-      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(base) + i, mask,
-                               _mm512_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-      break;
-    case OutKind::kInt32:
-      break;
-  }
-}
 
 // The byte of k-offset `kk` of each 32-bit lane, sign-extended and made float.
 template <int kk>
@@ -70,7 +42,7 @@ __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int
   for (int i = 0; i < rows; ++i) {
     __m512 f = _mm512_mul_ps(_mm512_load_ps(tile + i * 16), scale);
     if (p.bias) f = _mm512_add_ps(f, bias);
-    store_out(p.out, p.out_kind, (m + i) * p.ldo + n0, f, mask);
+    store_f32x16(p.out, p.out_kind, (m + i) * p.ldo + n0, f, mask);
   }
 }
 

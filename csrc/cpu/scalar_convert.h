@@ -9,6 +9,21 @@
 
 namespace qkernels::cpu {
 
+inline int32_t load_i32(const void* p) {  // unaligned 4-byte load without UB
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+inline OutKind out_kind_of(InKind k) {
+  switch (k) {
+    case InKind::kBFloat16: return OutKind::kBFloat16;
+    case InKind::kFloat16: return OutKind::kFloat16;
+    case InKind::kFloat32: break;
+  }
+  return OutKind::kFloat32;
+}
+
 inline float bf16_to_float(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
   float f;
