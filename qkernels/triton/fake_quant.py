@@ -70,6 +70,14 @@ def _offsets(
 
 
 @triton.jit
+def _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask):
+    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
+    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
+    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    return s, inv, zp
+
+
+@triton.jit
 def _forward_kernel(
     x_ptr,
     y_ptr,
@@ -88,9 +96,7 @@ def _forward_kernel(
 ):
     offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
-    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
-    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask)
     r = _levels(x, inv, zp, ZP_IN_ROUND)
     rc = tl.minimum(tl.maximum(r, qmin), qmax)
     if ZP_IN_ROUND:  # fractional zero point: (rc - zp) * s in float64, as torch
@@ -120,8 +126,7 @@ def _backward_kernel(
     offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
-    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
-    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    _, inv, zp = _load_params(inv_ptr, inv_ptr, zp_ptr, k, mask)
     r = _levels(x, inv, zp, ZP_IN_ROUND)
     keep = (r >= qmin) & (r <= qmax)
     tl.store(dx_ptr + offs, tl.where(keep, dy, tl.zeros_like(dy)), mask=mask)
@@ -151,9 +156,7 @@ def _lsq_backward_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy_raw = tl.load(dy_ptr + offs, mask=mask, other=0.0)
     dy = dy_raw.to(tl.float32)
-    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
-    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
-    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask)
     r = _levels(x, inv, zp, True)
     inside = (r >= qmin) & (r <= qmax)
     tl.store(dx_ptr + offs, tl.where(inside, dy_raw, tl.zeros_like(dy_raw)), mask=mask)
