@@ -5,21 +5,12 @@
 #include <ATen/Parallel.h>
 
 #include "checks.h"
+#include "gemm_driver.h"
 #include "isa.h"
 #include "kernel_args.h"
 
 namespace qkernels::cpu {
 namespace {
-
-constexpr int64_t kRowBlock = 96;      // rows per task: a multiple of the 6-row micro-tile
-constexpr int64_t kGroupBlock = 4;     // column groups (of 16) per task: the 64-wide micro-tile
-constexpr int64_t kMinParallelMacs = 1 << 18;  // below this, threading costs more than it saves
-// Activation buffers get 64 spare bytes per row. Trap: with a power-of-two row
-// stride (K = 4096) the rows of a micro-tile all fall in one L1 set and evict
-// each other on every k step; at 16 rows this cost the w8a16 kernel 2x.
-constexpr int64_t kRowPadBytes = 64;
-
-int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 InKind in_kind(const char* op, const char* name, const at::Tensor& x) {
   switch (x.scalar_type()) {
@@ -87,53 +78,20 @@ at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
   return x.contiguous().view({m, x.size(-1)});
 }
 
-struct QuantizedRows {
-  at::Tensor q, scale, rowsum;
-};
-
-// Per-row symmetric quantization into a K-padded buffer (zeros beyond K).
-QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
-                            Isa isa) {
-  const int64_t m = x2d.size(0), k = x2d.size(1);
-  QuantizedRows r{at::empty({m, padded_k}, x2d.options().dtype(at::kChar)),
-                  at::empty({m}, x2d.options().dtype(at::kFloat)),
-                  at::empty({m}, x2d.options().dtype(at::kInt))};
-  QuantizeArgs p{x2d.data_ptr(), k, in_kind(op, "x", x2d), k, qmax,
-                 r.q.data_ptr<int8_t>(), padded_k, r.scale.data_ptr<float>(),
-                 r.rowsum.data_ptr<int32_t>()};
-  auto fn = isa == Isa::kAvx512Vnni ? avx512_quantize_rows
-            : isa == Isa::kAvx2     ? avx2_quantize_rows
-                                    : scalar_quantize_rows;
-  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(k, 1)),
-                   [&](int64_t b, int64_t e) { fn(p, b, e); });
-  return r;
+// Copies int8 activations into a K-padded buffer and sums each row.
+QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
+  at::Tensor q = at::zeros({a.size(0), padded_k + kRowPadBytes}, a.options());
+  q.slice(1, 0, a.size(1)).copy_(a);
+  return {q, at::Tensor(), a.sum(1, /*keepdim=*/false, at::kInt)};
 }
 
-// Splits [0, m) x [0, groups) into tasks; task order keeps a thread's column
-// blocks together so that its weight panel stays in its own L2.
-template <typename Fn>
-void parallel_tiles(int64_t m, int64_t groups, int64_t k, int64_t row_block, Fn&& fn) {
-  if (m == 0 || groups == 0) return;
-  const int64_t mb = (m + row_block - 1) / row_block;
-  const int64_t nb = (groups + kGroupBlock - 1) / kGroupBlock;
-  const int64_t macs = m * groups * kGroupCols * std::max<int64_t>(k, 1);
-  const int64_t grain = macs < kMinParallelMacs ? mb * nb : 1;
-  at::parallel_for(0, mb * nb, grain, [&](int64_t b, int64_t e) {
-    for (int64_t t = b; t < e; ++t) {
-      const int64_t i = t % mb, j = t / mb;
-      fn(i * row_block, std::min(m, (i + 1) * row_block), j * kGroupBlock,
-         std::min(groups, (j + 1) * kGroupBlock));
-    }
-  });
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = n;
+  return shape;
 }
 
-void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa) {
-  auto fn = isa == Isa::kAvx512Vnni ? avx512_int8_gemm_block
-            : isa == Isa::kAvx2     ? avx2_int8_gemm_block
-                                    : scalar_int8_gemm_block;
-  parallel_tiles(m, groups, p.k4 * kKStep, kRowBlock, [&](int64_t m0, int64_t m1, int64_t g0,
-                                                          int64_t g1) { fn(p, m0, m1, g0, g1); });
-}
+}  // namespace
 
 at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_t n,
                         const at::Tensor& a_scale, const at::Tensor& b_scale,
@@ -156,20 +114,35 @@ at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_
   return out;
 }
 
-// Copies int8 activations into a K-padded buffer and sums each row.
-QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
-  at::Tensor q = at::zeros({a.size(0), padded_k + kRowPadBytes}, a.options());
-  q.slice(1, 0, a.size(1)).copy_(a);
-  return {q, at::Tensor(), a.sum(1, /*keepdim=*/false, at::kInt)};
+// Per-row symmetric quantization into a K-padded buffer (zeros beyond K).
+QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
+                            Isa isa) {
+  const int64_t m = x2d.size(0), k = x2d.size(1);
+  QuantizedRows r{at::empty({m, padded_k}, x2d.options().dtype(at::kChar)),
+                  at::empty({m}, x2d.options().dtype(at::kFloat)),
+                  at::empty({m}, x2d.options().dtype(at::kInt))};
+  QuantizeArgs p{x2d.data_ptr(), k, in_kind(op, "x", x2d), k, qmax,
+                 r.q.data_ptr<int8_t>(), padded_k, r.scale.data_ptr<float>(),
+                 r.rowsum.data_ptr<int32_t>()};
+  quantize_rows_into(p, m, isa);
+  return r;
 }
 
-std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = n;
-  return shape;
+void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa) {
+  auto fn = isa == Isa::kAvx512Vnni ? avx512_quantize_rows
+            : isa == Isa::kAvx2     ? avx2_quantize_rows
+                                    : scalar_quantize_rows;
+  at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.k, 1)),
+                   [&](int64_t b, int64_t e) { fn(p, b, e); });
 }
 
-}  // namespace
+void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa) {
+  auto fn = isa == Isa::kAvx512Vnni ? avx512_int8_gemm_block
+            : isa == Isa::kAvx2     ? avx2_int8_gemm_block
+                                    : scalar_int8_gemm_block;
+  parallel_tiles(m, groups, p.k4 * kKStep, kRowBlock, [&](int64_t m0, int64_t m1, int64_t g0,
+                                                          int64_t g1) { fn(p, m0, m1, g0, g1); });
+}
 
 at::Tensor pack_int8_weight(const at::Tensor& w) {
   constexpr const char* op = "pack_weight";

@@ -98,6 +98,21 @@ struct FakeQuantArgs {
   double* dzero_point;
 };
 
+// One LSTM time step, fused: gates = int8 GEMM(h_prev, w_hh) dequantized +
+// gx (input projection with both biases), then sigmoid/tanh and the cell
+// update. Weights and gx use the gate-interleaved order: hidden block hb (16
+// units) owns columns [hb*64, hb*64 + 64) as gates i, f, g, o of 16 each, so
+// one 64-wide micro-tile holds all four gates of its 16 units.
+struct LstmStepArgs {
+  Int8GemmArgs gemm;        // a = quantized h_prev, b = packed interleaved w_hh, n = 4 * H16;
+                            // out / out_kind unused
+  const float* gx;          // [B, 4 * H16] this step's input projection (+ b_ih + b_hh)
+  float* c;                 // [B, H16] cell state, updated in place
+  float* h;                 // [B, H16] new hidden (pre-projection) state, fp32
+  int64_t hidden;           // real H (stores beyond it are masked)
+  int64_t ld_state;         // H16
+};
+
 // Kernels per ISA. Rows [m0, m1), column groups [g0, g1).
 void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
                             int64_t g1);
@@ -123,5 +138,13 @@ void avx512_fake_quant_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1);
 void avx512_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1);
 void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
 void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+
+// LSTM step over rows [m0, m1) and hidden blocks [hb0, hb1). The AVX-512 one
+// runs the VNNI GEMM and the gate epilogue per micro-tile; the scalar
+// epilogue takes the step's int32 GEMM result (any ISA computed it).
+void avx512_lstm_step_block(const LstmStepArgs& p, int64_t m0, int64_t m1, int64_t hb0,
+                            int64_t hb1);
+void scalar_lstm_epilogue(const LstmStepArgs& p, const int32_t* acc, int64_t m0, int64_t m1,
+                          int64_t hb0, int64_t hb1);
 
 }  // namespace qkernels::cpu
