@@ -6,6 +6,7 @@
 #include "cpu/fake_quant.h"
 #include "cpu/int8_gemm.h"
 #include "cpu/isa.h"
+#include "cpu/lstm.h"
 
 TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("pack_weight", &qkernels::cpu::pack_int8_weight);
@@ -21,6 +22,8 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("fake_quant_group_backward", &qkernels::cpu::fake_quant_group_backward);
   m.impl("fake_quant_lsq", &qkernels::cpu::fake_quant_lsq);
   m.impl("fake_quant_lsq_backward", &qkernels::cpu::fake_quant_lsq_backward);
+  m.impl("pack_lstm_weight", &qkernels::cpu::pack_lstm_weight);
+  m.impl("lstm_w8a8", &qkernels::cpu::lstm_w8a8);
 }
 
 namespace {

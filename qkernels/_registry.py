@@ -29,6 +29,12 @@ SCHEMAS: dict[str, str] = {
     "linear_w8a16": (
         "linear_w8a16(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias=None) -> Tensor"
     ),
+    "pack_lstm_weight": "pack_lstm_weight(Tensor w) -> Tensor",
+    "lstm_w8a8": (
+        "lstm_w8a8(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_ih_scale, Tensor w_hh, "
+        "Tensor w_hh_scale, Tensor? b_ih, Tensor? b_hh, bool reverse, Tensor? w_hr=None, "
+        "Tensor? w_hr_scale=None, Tensor? batch_sizes=None) -> (Tensor, Tensor, Tensor)"
+    ),
     "fake_quant": (
         "fake_quant(Tensor x, Tensor scale, Tensor zero_point, int axis, int qmin, int qmax) "
         "-> Tensor"
@@ -297,4 +303,7 @@ def _triton_impl(name: str):
 for _name in TRITON_CUDA_OPS:
     _lib.impl(_name, _triton_impl(_name), "CUDA")
 
-from qkernels import _fake_quant_registry  # noqa: E402, F401  (fake kernels + autograd)
+from qkernels import (
+    _fake_quant_registry,  # noqa: E402, F401  (fake kernels + autograd)
+    _lstm_registry,  # noqa: E402, F401  (fake kernels)
+)

@@ -97,3 +97,46 @@ def fake_quant_lsq(
     """Learned step size (LSQ / LSQ+): gradients for x, scale and zero_point. Same
     numbers as torch._fake_quantize_learnable_per_{tensor,channel}_affine."""
     return _ops.fake_quant_lsq.default(x, scale, zero_point, axis, qmin, qmax, grad_factor)
+
+
+def pack_lstm_weight(w: torch.Tensor) -> torch.Tensor:
+    """CPU: int8 [4 * hidden, K] gate weight -> the gate-interleaved packed layout."""
+    return _ops.pack_lstm_weight.default(w)
+
+
+def lstm_w8a8(
+    x: torch.Tensor,
+    h0: torch.Tensor,
+    c0: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_ih_scale: torch.Tensor,
+    w_hh: torch.Tensor,
+    w_hh_scale: torch.Tensor,
+    b_ih: torch.Tensor | None = None,
+    b_hh: torch.Tensor | None = None,
+    reverse: bool = False,
+    w_hr: torch.Tensor | None = None,
+    w_hr_scale: torch.Tensor | None = None,
+    batch_sizes: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One int8 LSTM layer/direction over x [T, B, I] -> (y [T, B, H], h_T, c_T).
+
+    Gate order i, f, g, o as nn.LSTM; weights int8 with per-row scales (or
+    pack_lstm_weight's layout); optional projection w_hr (proj_size); batch_sizes
+    [T] (non-increasing) runs only the first batch_sizes[t] rows at step t, as a
+    PackedSequence needs."""
+    return _ops.lstm_w8a8.default(
+        x,
+        h0,
+        c0,
+        w_ih,
+        w_ih_scale,
+        w_hh,
+        w_hh_scale,
+        b_ih,
+        b_hh,
+        reverse,
+        w_hr,
+        w_hr_scale,
+        batch_sizes,
+    )
