@@ -303,7 +303,5 @@ def _triton_impl(name: str):
 for _name in TRITON_CUDA_OPS:
     _lib.impl(_name, _triton_impl(_name), "CUDA")
 
-from qkernels import (
-    _fake_quant_registry,  # noqa: E402, F401  (fake kernels + autograd)
-    _lstm_registry,  # noqa: E402, F401  (fake kernels)
-)
+# Fake kernels (and autograd) of the other op families; they import from here.
+from qkernels import _fake_quant_registry, _lstm_registry  # noqa: E402, F401
