@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from qkernels.nn import Int8Linear, QATLinear
+from qkernels.nn import Int8Linear, Int8LSTM, QATLinear
 
 METHODS = ("w8a8", "w8a16", "qat")
 
@@ -46,7 +46,13 @@ class SwapReport:
 
 
 def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
-    if method in ("w8a8", "w8a16"):
+    if method == "w8a8":  # the one int8 LSTM mode: w8a8
+        return lambda m: (
+            Int8LSTM.from_float(m)
+            if isinstance(m, nn.LSTM)
+            else Int8Linear.from_float(m, mode=method, **opts)
+        )
+    if method == "w8a16":
         return lambda m: Int8Linear.from_float(m, mode=method, **opts)
     if method == "qat":
         return lambda m: QATLinear.from_float(m, **opts)
@@ -60,7 +66,8 @@ def swap(
     exclude: Iterable[str] = ("lm_head",),
     **opts,
 ) -> SwapReport:
-    """Replace matching nn.Linear / GPT-2 Conv1D modules of `model` in place.
+    """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8", nn.LSTM) modules
+    of `model` in place.
 
     include / exclude are fnmatch patterns on qualified module names or their
     dotted suffixes (see `_matches`); exclude wins. Returns what was replaced and skipped.
@@ -69,8 +76,12 @@ def swap(
     include = list(include) if include is not None else None
     exclude = list(exclude)
     report = SwapReport(method)
+
     # Collect first: replacing while iterating named_modules would walk the new modules.
-    targets = [(n, m) for n, m in model.named_modules() if n and _is_linear_like(m)]
+    def swappable(m: nn.Module) -> bool:
+        return _is_linear_like(m) or (method == "w8a8" and type(m) is nn.LSTM)
+
+    targets = [(n, m) for n, m in model.named_modules() if n and swappable(m)]
     for name, module in targets:
         if _matches(name, exclude):
             report.skipped.append((name, "excluded"))

@@ -143,7 +143,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   at::Tensor c = at::zeros({batch, h16}, x.options().dtype(at::kFloat));
   c.slice(1, 0, h).copy_(c0);
   at::Tensor hid = at::zeros({batch, h16}, c.options());  // pre-projection hidden
-  at::Tensor hprev = proj ? h0.to(at::kFloat).contiguous() : hid;  // what the next step reads
+  // What the next step reads. A copy: the op must never write into its h0 argument.
+  at::Tensor hprev = proj ? h0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : hid;
   if (!proj) hid.slice(1, 0, h).copy_(h0);
   const int64_t hprev_ld = proj ? out : h16;
   const int64_t kp = whh.size(1);
