@@ -113,7 +113,7 @@ class Int8LSTM(nn.Module):
                 else:
                     getattr(new, name).copy_(value.detach())
         new._relayout()
-        return new
+        return new.train(lstm.training)
 
     # ---- layouts: packed on CPU, portable int8 everywhere else and in state_dict ----
 

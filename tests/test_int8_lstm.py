@@ -1,0 +1,223 @@
+"""lstm_w8a8 and Int8LSTM against reference.py and nn.LSTM."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import qkernels
+from qkernels import ops
+from qkernels import reference as ref
+from qkernels.nn import Int8LSTM
+
+# Int8LSTM vs fp32 nn.LSTM: int8 weights and per-token int8 activations at every
+# step; the issue's bound is 2e-2 relative (measured worst ~1.2e-2 over the grid).
+VS_FLOAT = 2e-2
+# Kernel vs reference.py (same quantization): float order and the kernel's exp
+# approximation can move an h element across a rounding boundary, which then
+# propagates; measured < 1e-4.
+VS_REFERENCE = 2e-3
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+
+
+def quantized_layer(inp, hidden, proj=0):
+    w_ih, s_ih = ops.quantize_rowwise(torch.randn(4 * hidden, inp) / inp**0.5)
+    w_hh, s_hh = ops.quantize_rowwise(torch.randn(4 * hidden, proj or hidden) / hidden**0.5)
+    args = dict(
+        w_ih=w_ih,
+        w_ih_scale=s_ih,
+        w_hh=w_hh,
+        w_hh_scale=s_hh,
+        b_ih=torch.randn(4 * hidden) * 0.1,
+        b_hh=torch.randn(4 * hidden) * 0.1,
+    )
+    if proj:
+        w_hr, s_hr = ops.quantize_rowwise(torch.randn(proj, hidden) / hidden**0.5)
+        args.update(w_hr=w_hr, w_hr_scale=s_hr)
+    return args
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "steps,batch,inp,hidden,proj",
+    [(1, 1, 3, 5, 0), (7, 5, 33, 40, 0), (4, 17, 64, 100, 0), (5, 3, 20, 24, 7), (3, 2, 16, 16, 0)],
+)
+def test_op_matches_reference(isa, steps, batch, inp, hidden, proj, reverse):
+    args = quantized_layer(inp, hidden, proj)
+    x = torch.randn(steps, batch, inp)
+    h0, c0 = torch.randn(batch, proj or hidden) * 0.5, torch.randn(batch, hidden) * 0.5
+    got = ops.lstm_w8a8(x, h0, c0, reverse=reverse, **args)
+    expected = ref.lstm_w8a8(x, h0, c0, reverse=reverse, **args)
+    for a, b in zip(got, expected, strict=True):
+        assert a.shape == b.shape
+        assert rel(a, b) < VS_REFERENCE
+
+
+def test_op_packed_weights_and_batch_sizes(isa):
+    args = quantized_layer(10, 20)
+    x = torch.randn(6, 4, 10)
+    h0, c0 = torch.zeros(4, 20), torch.zeros(4, 20)
+    batch_sizes = torch.tensor([4, 4, 3, 2, 2, 1])
+    expected = ref.lstm_w8a8(x, h0, c0, reverse=True, batch_sizes=batch_sizes, **args)
+    packed = dict(
+        args, w_ih=ops.pack_lstm_weight(args["w_ih"]), w_hh=ops.pack_lstm_weight(args["w_hh"])
+    )
+    got = ops.lstm_w8a8(x, h0, c0, reverse=True, batch_sizes=batch_sizes, **packed)
+    for a, b in zip(got, expected, strict=True):
+        assert rel(a, b) < VS_REFERENCE
+    assert torch.equal(got[0][5, 1:], torch.zeros(3, 20))  # inactive rows stay zero
+
+
+def test_op_does_not_modify_inputs():
+    args = quantized_layer(8, 16, proj=4)
+    x, h0, c0 = torch.randn(3, 2, 8), torch.randn(2, 4), torch.randn(2, 16)
+    h0_copy, c0_copy = h0.clone(), c0.clone()
+    ops.lstm_w8a8(x, h0, c0, **args)
+    assert torch.equal(h0, h0_copy) and torch.equal(c0, c0_copy)
+
+
+GRID = list(
+    itertools.product([1, 2], [True, False], [False, True], [False, True], [0, 8], [False, True])
+)
+
+
+@pytest.mark.parametrize("layers,bias,batch_first,bidirectional,proj,with_hx", GRID)
+def test_module_matches_nn_lstm(layers, bias, batch_first, bidirectional, proj, with_hx):
+    lstm = nn.LSTM(
+        12,
+        20,
+        num_layers=layers,
+        bias=bias,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+        proj_size=proj,
+    ).eval()
+    q = Int8LSTM.from_float(lstm)
+    x = torch.randn(7, 5, 12)  # (batch 7, time 5) when batch_first
+    hx = None
+    if with_hx:
+        d = layers * (2 if bidirectional else 1)
+        batch = 7 if batch_first else 5
+        hx = (torch.randn(d, batch, proj or 20) * 0.5, torch.randn(d, batch, 20) * 0.5)
+    with torch.no_grad():
+        y, (h, c) = q(x, hx)
+        y_ref, (h_ref, c_ref) = lstm(x, hx)
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        assert a.shape == b.shape
+        assert rel(a, b) < VS_FLOAT
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_module_packed_sequence(bidirectional):
+    lstm = nn.LSTM(12, 20, num_layers=2, bidirectional=bidirectional).eval()
+    q = Int8LSTM.from_float(lstm)
+    x = torch.randn(6, 4, 12)
+    packed = pack_padded_sequence(x, torch.tensor([3, 6, 1, 4]), enforce_sorted=False)
+    with torch.no_grad():
+        y, (h, c) = q(packed)
+        y_ref, (h_ref, c_ref) = lstm(packed)
+    assert torch.equal(y.batch_sizes, y_ref.batch_sizes)
+    assert torch.equal(y.unsorted_indices, y_ref.unsorted_indices)
+    for a, b in ((y.data, y_ref.data), (h, h_ref), (c, c_ref)):
+        assert rel(a, b) < VS_FLOAT
+
+
+def test_module_unbatched_and_dropout():
+    lstm = nn.LSTM(12, 20, num_layers=2, dropout=0.5).eval()
+    q = Int8LSTM.from_float(lstm)
+    x = torch.randn(6, 12)
+    with torch.no_grad():
+        y, (h, c) = q(x)
+        y_ref, (h_ref, _) = lstm(x)
+        assert y.shape == y_ref.shape and h.shape == h_ref.shape
+        assert rel(y, y_ref) < VS_FLOAT
+        q.train()
+        assert not torch.equal(q(x)[0], y)  # dropout between the layers in training mode
+
+
+def test_state_dict_roundtrip_safetensors(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    q = Int8LSTM.from_float(nn.LSTM(10, 24, num_layers=2, bidirectional=True, proj_size=6))
+    sd = q.state_dict()
+    assert sd["weight_ih_l0"].dtype == torch.int8 and sd["weight_ih_l0"].shape == (96, 10)
+    save_file(sd, tmp_path / "lstm.safetensors")
+    fresh = Int8LSTM(10, 24, num_layers=2, bidirectional=True, proj_size=6)
+    fresh.load_state_dict(load_file(tmp_path / "lstm.safetensors"))
+    x = torch.randn(5, 3, 10)
+    torch.testing.assert_close(fresh(x)[0], q(x)[0], rtol=0, atol=0)
+
+
+def test_swap_replaces_lstm():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(8, 16)
+            self.head = nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.head(self.rnn(x)[0])
+
+    model = Model().eval()
+    x = torch.randn(5, 2, 8)
+    with torch.no_grad():
+        before = model(x)
+        report = qkernels.swap(model, "w8a8", exclude=())
+        after = model(x)
+    assert isinstance(model.rnn, Int8LSTM)
+    assert sorted(n for n, _, _ in report.replaced) == ["head", "rnn"]
+    assert rel(after, before) < VS_FLOAT
+
+
+def test_opcheck():
+    args = quantized_layer(8, 16, proj=4)
+    x, h0, c0 = torch.randn(3, 2, 8), torch.randn(2, 4), torch.randn(2, 16)
+    torch.library.opcheck(
+        torch.ops.qkernels.lstm_w8a8.default,
+        (
+            x,
+            h0,
+            c0,
+            args["w_ih"],
+            args["w_ih_scale"],
+            args["w_hh"],
+            args["w_hh_scale"],
+            args["b_ih"],
+            args["b_hh"],
+            True,
+            args["w_hr"],
+            args["w_hr_scale"],
+            torch.tensor([2, 2, 1]),
+        ),
+    )
+    torch.library.opcheck(torch.ops.qkernels.pack_lstm_weight.default, (args["w_ih"],))
+
+
+def test_bad_input_raises_clear_error():
+    q = Int8LSTM(8, 16, num_layers=2)
+    with pytest.raises(ValueError, match=r"input.size\(-1\) must be input_size=8, got 9"):
+        q(torch.randn(3, 2, 9))
+    with pytest.raises(ValueError, match=r"expected h0 of shape \[2, 2, 16\]"):
+        q(torch.randn(3, 2, 8), (torch.zeros(1, 2, 16), torch.zeros(2, 2, 16)))
+    args = quantized_layer(8, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"qkernels\.lstm_w8a8: h0 must be float of shape "
+        r"\[batch, 16\] = \[2, 16\]",
+    ):
+        ops.lstm_w8a8(torch.randn(3, 2, 8), torch.zeros(3, 16), torch.zeros(2, 16), **args)
+    with pytest.raises(ValueError, match=r"qkernels\.lstm_w8a8: w_ih must be int8 of shape"):
+        ops.lstm_w8a8(torch.randn(3, 2, 9), torch.zeros(2, 16), torch.zeros(2, 16), **args)
+    with pytest.raises(ValueError, match=r"batch_sizes must be non-increasing"):
+        ops.lstm_w8a8(
+            torch.randn(3, 2, 8),
+            torch.zeros(2, 16),
+            torch.zeros(2, 16),
+            batch_sizes=torch.tensor([1, 2, 2]),
+            **args,
+        )
