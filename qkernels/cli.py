@@ -83,6 +83,16 @@ def bench(args: argparse.Namespace) -> None:
         if args.json != "-":
             path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"
             print(f"\nresults: {save_results(rows, path)}")
+    if args.suite in ("lstm", "all"):
+        from qkernels.bench_lstm import CI_SHAPES as LSTM_CI
+        from qkernels.bench_lstm import FULL_SHAPES as LSTM_FULL
+        from qkernels.bench_lstm import format_lstm_table, run_lstm_suite
+
+        rows = run_lstm_suite(LSTM_CI if ci else LSTM_FULL, args.min_run_time)
+        print("\n" + format_lstm_table(rows))
+        if args.json != "-":
+            path = args.json or f"benchmarks/results/lstm-cpu-{stamp}.json"
+            print(f"\nresults: {save_results(rows, path)}")
     if args.suite in ("qat", "all"):
         size, (m, k, n) = (256, (128, 128, 128)) if ci else (4096, (2048, 1024, 1024))
         rows = run_fake_quant_suite(size, size, args.min_run_time)
@@ -102,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, build, CPU features, kernel per op")
     b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
-    b.add_argument("--suite", choices=["linear", "qat", "all"], default="linear")
+    b.add_argument("--suite", choices=["linear", "qat", "lstm", "all"], default="linear")
     b.add_argument("--shapes", choices=["full", "ci"], default="full")
     b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")
