@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from qkernels.nn import Int8Linear, Int8LSTM, QATLinear
+from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
 
 METHODS = ("w8a8", "w8a16", "qat")
 
@@ -55,7 +55,12 @@ def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
     if method == "w8a16":
         return lambda m: Int8Linear.from_float(m, mode=method, **opts)
     if method == "qat":
-        return lambda m: QATLinear.from_float(m, **opts)
+        lstm_opts = {k: v for k, v in opts.items() if k == "weight_lsq"}
+        return lambda m: (
+            QATLSTM.from_float(m, **lstm_opts)
+            if isinstance(m, nn.LSTM)
+            else QATLinear.from_float(m, **opts)
+        )
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 
@@ -66,8 +71,8 @@ def swap(
     exclude: Iterable[str] = ("lm_head",),
     **opts,
 ) -> SwapReport:
-    """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8", nn.LSTM) modules
-    of `model` in place.
+    """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
+    nn.LSTM) modules of `model` in place.
 
     include / exclude are fnmatch patterns on qualified module names or their
     dotted suffixes (see `_matches`); exclude wins. Returns what was replaced and skipped.
@@ -79,7 +84,7 @@ def swap(
 
     # Collect first: replacing while iterating named_modules would walk the new modules.
     def swappable(m: nn.Module) -> bool:
-        return _is_linear_like(m) or (method == "w8a8" and type(m) is nn.LSTM)
+        return _is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
 
     targets = [(n, m) for n, m in model.named_modules() if n and swappable(m)]
     for name, module in targets:
@@ -99,9 +104,11 @@ def swap(
 
 def convert(model: nn.Module) -> SwapReport:
     """Replace every QAT module of `model` by the int8 inference module it trained
-    for (QATLinear -> Int8Linear via `to_int8()`), in place."""
+    for (QATLinear -> Int8Linear, QATLSTM -> Int8LSTM, via `to_int8()`), in place."""
     report = SwapReport("convert")
-    targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, QATLinear)]
+    targets = [
+        (n, m) for n, m in model.named_modules() if n and isinstance(m, (QATLinear, QATLSTM))
+    ]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

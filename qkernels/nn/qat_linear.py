@@ -34,6 +34,12 @@ def weight_scale_from_absmax(w: torch.Tensor) -> torch.Tensor:
     return torch.where(absmax == 0, torch.ones_like(absmax), absmax / QMAX)
 
 
+def positive(scale: torch.Tensor) -> torch.Tensor:
+    """A learned scale as the kernels take it: |scale|, at least 1e-8. An optimizer
+    step can push a learned scale through zero; |.| keeps it usable and trainable."""
+    return scale.abs().clamp_min(1e-8)
+
+
 def quantize_with_scale(w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """int8 levels with fake_quant's arithmetic: round(w * (1 / scale)), clamped."""
     inv = 1.0 / scale.float().reshape(-1, *([1] * (w.dim() - 1)))
@@ -113,14 +119,14 @@ class QATLinear(nn.Module):
 
     def weight_scale_value(self) -> torch.Tensor:
         if self.weight_lsq:
-            return self.weight_scale.detach().float()
+            return positive(self.weight_scale.detach().float())
         return weight_scale_from_absmax(self.weight)
 
     def fake_quant_weight(self) -> torch.Tensor:
         if self.weight_lsq:
             g = 1.0 / math.sqrt(self.weight.numel() / self.out_features * QMAX)
             return ops.fake_quant_lsq(
-                self.weight, self.weight_scale, self.weight_zero_point, 0, -QMAX, QMAX, g
+                self.weight, positive(self.weight_scale), self.weight_zero_point, 0, -QMAX, QMAX, g
             )
         scale = weight_scale_from_absmax(self.weight)
         zero = torch.zeros(self.out_features, dtype=torch.int32, device=scale.device)
@@ -150,7 +156,9 @@ class QATLinear(nn.Module):
             self._observe(x)
         if self.act == "lsq":
             g = 1.0 / math.sqrt(x.numel() * QMAX)
-            return ops.fake_quant_lsq(x, self.act_scale, self.act_zero_point, 0, -QMAX, QMAX, g)
+            return ops.fake_quant_lsq(
+                x, positive(self.act_scale), self.act_zero_point, 0, -QMAX, QMAX, g
+            )
         zero = self.act_zero_point.to(torch.int32)
         return ops.fake_quant(x, self.act_scale.detach(), zero, 0, -QMAX, QMAX)
 
@@ -189,7 +197,7 @@ class QATLinear(nn.Module):
             quantize_with_scale(self.weight, scale),
             scale,
             None if self.bias is None else self.bias.detach().clone(),
-            act_scale=self.act_scale.detach().clone() if static else None,
+            act_scale=positive(self.act_scale.detach()) if static else None,
         )
         return out
 
