@@ -285,6 +285,7 @@ TRITON_CUDA_OPS = (
     "fake_quant_group_backward",
     "fake_quant_lsq",
     "fake_quant_lsq_backward",
+    "lstm_w8a8",
 )
 
 

@@ -19,6 +19,7 @@ OPS = (
     "fake_quant",
     "fake_quant_group",
     "fake_quant_lsq",
+    "lstm_w8a8",
 )
 
 

@@ -13,6 +13,7 @@ from qkernels.triton.fake_quant import (
     fake_quant_lsq,
     fake_quant_lsq_backward,
 )
+from qkernels.triton.lstm import lstm_w8a8
 
 __all__ = [
     "fake_quant",
@@ -21,4 +22,5 @@ __all__ = [
     "fake_quant_group_backward",
     "fake_quant_lsq",
     "fake_quant_lsq_backward",
+    "lstm_w8a8",
 ]
