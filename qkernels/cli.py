@@ -56,7 +56,12 @@ def info() -> str:
             cpu = _C.cpu_kernel(op)
         except ValueError as e:  # a bad QKERNELS_CPU_ISA: show it, don't crash
             cpu = f"error: {e}"
-        cuda = "triton" if op in _registry.TRITON_CUDA_OPS else "not yet (Triton GEMM issue)"
+        if op == "pack_weight":
+            cuda = "cpu-only layout"
+        elif op in _registry.TRITON_CUDA_OPS:
+            cuda = "triton"
+        else:
+            cuda = "not yet (Triton GEMM issue)"
         lines.append(f"{op:<18} {cpu:<18} {cuda}")
     return "\n".join(lines)
 
