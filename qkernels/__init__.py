@@ -6,7 +6,8 @@ ops then raise the reason when called (see `qkernels info`).
 
 from qkernels import ops
 from qkernels._registry import EXTENSION_ERROR
-from qkernels.nn import Int8Linear, QATLinear
+from qkernels.io import load, save
+from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
 from qkernels.swap import SwapReport, convert, swap
 
 __version__ = "0.1.0"
@@ -14,10 +15,14 @@ __version__ = "0.1.0"
 __all__ = [
     "EXTENSION_ERROR",
     "Int8Linear",
+    "Int8LSTM",
+    "QATLSTM",
     "QATLinear",
     "SwapReport",
     "convert",
+    "load",
     "ops",
+    "save",
     "swap",
     "__version__",
 ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from qkernels.io import swap_plan
 from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
 
 METHODS = ("w8a8", "w8a16", "qat")
@@ -99,7 +100,15 @@ def swap(
         new = make(module)
         setattr(parent, child, new)
         report.replaced.append((name, type(module).__name__, type(new).__name__))
+    _record_plan(model)
     return report
+
+
+def _record_plan(model: nn.Module) -> None:
+    """Hugging Face models carry the swap plan in their config, so that
+    save_pretrained output loads back through qkernels.load."""
+    if hasattr(model, "config") and hasattr(model, "save_pretrained"):
+        model.config.qkernels = {"modules": swap_plan(model)}
 
 
 def convert(model: nn.Module) -> SwapReport:
@@ -115,4 +124,5 @@ def convert(model: nn.Module) -> SwapReport:
         new = module.to_int8()
         setattr(parent, child, new)
         report.replaced.append((name, type(module).__name__, type(new).__name__))
+    _record_plan(model)
     return report

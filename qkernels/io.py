@@ -1,0 +1,168 @@
+"""Save and load swapped models: safetensors + a JSON plan of the swapped modules.
+Never pickle.
+
+Hugging Face models are written with `save_pretrained` (safetensors) and the plan
+goes into their config.json under "qkernels", so `qkernels.load(dir)` rebuilds the
+architecture from the config (no download), swaps the recorded modules in, and
+loads the weights; a `save_pretrained` of a swapped model loads the same way.
+Other modules: `qkernels.save` writes model.safetensors + qkernels.json, and
+`qkernels.load(dir, model=float_model)` swaps into the model you pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
+
+PLAN_FILE = "qkernels.json"
+WEIGHTS_FILE = "model.safetensors"
+
+_LSTM_ARGS = (
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "batch_first",
+    "dropout",
+    "bidirectional",
+    "proj_size",
+)
+
+
+def module_spec(module: nn.Module) -> dict | None:
+    """Constructor arguments that rebuild an empty qkernels module, or None."""
+    if isinstance(module, Int8Linear):
+        return {
+            "type": "Int8Linear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "bias": module.bias is not None,
+            "mode": module.mode,
+            "static_act": module.static_act,
+        }
+    if isinstance(module, QATLinear):
+        return {
+            "type": "QATLinear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "bias": module.bias is not None,
+            "act": module.act,
+            "weight_lsq": module.weight_lsq,
+            "ema_momentum": module.ema_momentum,
+        }
+    if isinstance(module, (Int8LSTM, QATLSTM)):
+        spec = {"type": type(module).__name__, **{a: getattr(module, a) for a in _LSTM_ARGS}}
+        if isinstance(module, QATLSTM):
+            spec["weight_lsq"] = module.weight_lsq
+        return spec
+    return None
+
+
+def _build(spec: dict) -> nn.Module:
+    spec = dict(spec)
+    kind = spec.pop("type")
+    classes = {
+        "Int8Linear": Int8Linear,
+        "QATLinear": QATLinear,
+        "Int8LSTM": Int8LSTM,
+        "QATLSTM": QATLSTM,
+    }
+    if kind not in classes:
+        raise ValueError(f"qkernels.load: unknown module type {kind!r} in the saved plan")
+    if kind in ("Int8LSTM", "QATLSTM"):
+        args = [spec.pop(a) for a in _LSTM_ARGS]
+        return classes[kind](*args, **spec)
+    return classes[kind](**spec)
+
+
+def swap_plan(model: nn.Module) -> dict[str, dict]:
+    return {name: spec for name, m in model.named_modules() if (spec := module_spec(m))}
+
+
+def apply_plan(model: nn.Module, plan: dict[str, dict]) -> nn.Module:
+    """Put empty qkernels modules where the plan says (weights come with load)."""
+    for name, spec in plan.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        try:
+            old = getattr(parent, child)
+        except AttributeError as e:
+            raise ValueError(
+                f"qkernels.load: the saved plan names module {name!r}, which "
+                f"this model does not have"
+            ) from e
+        new = _build(spec)
+        device = next(old.parameters(), torch.empty(0)).device
+        setattr(parent, child, new.to(device))
+    return model
+
+
+def _is_hf(model: nn.Module) -> bool:
+    return hasattr(model, "save_pretrained") and hasattr(model, "config")
+
+
+def save(model: nn.Module, path: str | Path) -> Path:
+    """Write `model` (swapped or not) to directory `path`; returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    plan = swap_plan(model)
+    if _is_hf(model):
+        model.config.qkernels = {"modules": plan}
+        model.save_pretrained(path, safe_serialization=True)
+        return path
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, path / WEIGHTS_FILE)
+    (path / PLAN_FILE).write_text(json.dumps({"modules": plan}, indent=1))
+    return path
+
+
+def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild a model saved by `save` (or by save_pretrained after a swap)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"qkernels.load: {path} is not a directory")
+    hf_config = path / "config.json"
+    if model is None:
+        if not hf_config.exists():
+            raise ValueError(
+                f"qkernels.load: {path} holds no Hugging Face config; pass the "
+                "float model to load into: qkernels.load(path, model=...)"
+            )
+        return _load_hf(path)
+    plan_file = path / PLAN_FILE
+    plan = json.loads(plan_file.read_text())["modules"] if plan_file.exists() else {}
+    apply_plan(model, plan)
+    model.load_state_dict(load_file(path / WEIGHTS_FILE))
+    return model
+
+
+def _load_hf(path: Path) -> nn.Module:
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(path)
+    arch = (config.architectures or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    if cls is None:
+        raise ValueError(f"qkernels.load: unknown architecture {arch!r} in {path}/config.json")
+    model = cls(config)
+    plan = (getattr(config, "qkernels", None) or {}).get("modules", {})
+    apply_plan(model, plan)
+    state = {}
+    for file in sorted(path.glob("*.safetensors")):
+        state.update(load_file(file))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(
+            f"qkernels.load: {path} does not match the rebuilt model: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    model.tie_weights()
+    return model.eval()
