@@ -6,6 +6,7 @@
 #include "cpu/fake_quant.h"
 #include "cpu/int8_gemm.h"
 #include "cpu/isa.h"
+#include "cpu/lowrank.h"
 #include "cpu/lstm.h"
 
 TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
@@ -24,6 +25,7 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   m.impl("fake_quant_lsq_backward", &qkernels::cpu::fake_quant_lsq_backward);
   m.impl("pack_lstm_weight", &qkernels::cpu::pack_lstm_weight);
   m.impl("lstm_w8a8", &qkernels::cpu::lstm_w8a8);
+  m.impl("lowrank_mm", &qkernels::cpu::lowrank_mm);
 }
 
 namespace {

@@ -16,6 +16,7 @@ __all__ = [
     "EXTENSION_ERROR",
     "Int8Linear",
     "Int8LSTM",
+    "LowRankLinear",
     "QATLSTM",
     "QATLinear",
     "SwapReport",

@@ -30,6 +30,7 @@ SCHEMAS: dict[str, str] = {
         "linear_w8a16(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias=None) -> Tensor"
     ),
     "pack_lstm_weight": "pack_lstm_weight(Tensor w) -> Tensor",
+    "lowrank_mm": "lowrank_mm(Tensor x, Tensor a, Tensor b, Tensor? bias=None) -> Tensor",
     "lstm_w8a8": (
         "lstm_w8a8(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_ih_scale, Tensor w_hh, "
         "Tensor w_hh_scale, Tensor? b_ih, Tensor? b_hh, bool reverse, Tensor? w_hr=None, "
@@ -305,4 +306,4 @@ for _name in TRITON_CUDA_OPS:
     _lib.impl(_name, _triton_impl(_name), "CUDA")
 
 # Fake kernels (and autograd) of the other op families; they import from here.
-from qkernels import _fake_quant_registry, _lstm_registry  # noqa: E402, F401
+from qkernels import _fake_quant_registry, _lowrank_registry, _lstm_registry  # noqa: E402, F401

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
+from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, LowRankLinear, QATLinear
 
 PLAN_FILE = "qkernels.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -56,6 +56,14 @@ def module_spec(module: nn.Module) -> dict | None:
             "weight_lsq": module.weight_lsq,
             "ema_momentum": module.ema_momentum,
         }
+    if isinstance(module, LowRankLinear):
+        return {
+            "type": "LowRankLinear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "rank": module.rank,
+            "bias": module.bias is not None,
+        }
     if isinstance(module, (Int8LSTM, QATLSTM)):
         spec = {"type": type(module).__name__, **{a: getattr(module, a) for a in _LSTM_ARGS}}
         if isinstance(module, QATLSTM):
@@ -72,6 +80,7 @@ def _build(spec: dict) -> nn.Module:
         "QATLinear": QATLinear,
         "Int8LSTM": Int8LSTM,
         "QATLSTM": QATLSTM,
+        "LowRankLinear": LowRankLinear,
     }
     if kind not in classes:
         raise ValueError(f"qkernels.load: unknown module type {kind!r} in the saved plan")

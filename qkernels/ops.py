@@ -140,3 +140,10 @@ def lstm_w8a8(
         w_hr_scale,
         batch_sizes,
     )
+
+
+def lowrank_mm(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(x @ a^T) @ b^T + bias with a [rank, K], b [N, rank]; gradients for x, a, b, bias."""
+    return _ops.lowrank_mm.default(x, a, b, bias)

@@ -183,3 +183,9 @@ def lstm_w8a8(
         h[:n] = out
         y[t, :n] = out
     return y.to(x.dtype), h.to(x.dtype), c.to(x.dtype)
+
+
+def lowrank_mm(
+    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    return F.linear(F.linear(x, a), b, bias)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from qkernels.io import swap_plan
-from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
+from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, LowRankLinear, QATLinear
 
-METHODS = ("w8a8", "w8a16", "qat")
+METHODS = ("w8a8", "w8a16", "qat", "lowrank")
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -62,6 +62,8 @@ def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
             if isinstance(m, nn.LSTM)
             else QATLinear.from_float(m, **opts)
         )
+    if method == "lowrank":  # opts: rank=... or energy=...
+        return lambda m: LowRankLinear.from_linear(m, **opts)
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 

@@ -1,0 +1,57 @@
+"""Fake kernel and autograd of lowrank_mm (schema in _registry.SCHEMAS)."""
+
+from __future__ import annotations
+
+import torch
+
+from qkernels._registry import check, describe
+
+_ops = torch.ops.qkernels
+
+
+@torch.library.register_fake("qkernels::lowrank_mm")
+def _lowrank_mm_fake(x, a, b, bias=None):
+    op = "lowrank_mm"
+    check(x.dim() >= 1, op, f"x must have at least one dimension, got {describe(x)}")
+    check(
+        a.dim() == 2 and a.shape[1] == x.shape[-1] and a.dtype == x.dtype,
+        op,
+        f"a must be [rank, K] with K == x.shape[-1] (={x.shape[-1]}) and x's dtype, "
+        f"got {describe(a)}",
+    )
+    check(
+        b.dim() == 2 and b.shape[1] == a.shape[0] and b.dtype == x.dtype,
+        op,
+        f"b must be [N, rank] with rank == a.shape[0] (={a.shape[0]}) and x's dtype, "
+        f"got {describe(b)}",
+    )
+    if bias is not None:
+        check(
+            bias.dim() == 1 and bias.shape[0] == b.shape[0] and bias.dtype == x.dtype,
+            op,
+            f"bias must be [N] (={b.shape[0]}) of x's dtype, got {describe(bias)}",
+        )
+    return x.new_empty((*x.shape[:-1], b.shape[0]))
+
+
+def _setup(ctx, inputs, output):
+    x, a, b, bias = inputs
+    ctx.save_for_backward(x, a, b)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad):
+    x, a, b = ctx.saved_tensors
+    k, n = x.shape[-1], b.shape[0]
+    x2d, g2d = x.reshape(-1, k), grad.reshape(-1, n)
+    t = x2d @ a.T  # [M, r], recomputed from x (which autograd keeps anyway)
+    dt = g2d @ b  # [M, r]
+    needs = ctx.needs_input_grad
+    dx = (dt @ a).reshape(x.shape) if needs[0] else None
+    da = dt.T @ x2d if needs[1] else None
+    db = g2d.T @ t if needs[2] else None
+    dbias = g2d.sum(0) if ctx.has_bias and needs[3] else None
+    return dx, da, db, dbias
+
+
+torch.library.register_autograd("qkernels::lowrank_mm", _backward, setup_context=_setup)
