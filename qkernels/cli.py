@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
 import platform
 import sys
+from pathlib import Path
 
 import torch
 
@@ -113,9 +116,145 @@ def bench(args: argparse.Namespace) -> None:
             print(f"\nresults: {save_results(rows, path)}")
 
 
+def finetune_cmd(args: argparse.Namespace) -> None:
+    from qkernels.finetune import FinetuneConfig, finetune, format_report
+
+    cfg = FinetuneConfig(
+        model=args.model,
+        task=args.task,
+        method=args.method,
+        output=args.output,
+        train=args.train,
+        valid=args.valid,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_length=args.max_length,
+        eval_every=args.eval_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        act=args.act,
+        weight_lsq=args.weight_lsq,
+        rank=args.rank,
+        energy=args.energy,
+        calib_batches=args.calib_batches,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    result = finetune(cfg)
+    if result.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
+        print(format_report(result))
+        print(f"report: {Path(args.output) / 'report.json'}, model: {Path(args.output) / 'model'}")
+
+
+def quantize_cmd(args: argparse.Namespace) -> None:
+    import qkernels
+    from qkernels.finetune import model_path
+
+    model = _load_any(model_path(args.model))
+    report = qkernels.swap(model, args.method)
+    qkernels.save(model, args.output)
+    _copy_tokenizer(args.model, args.output)
+    print(f"{report}\nsaved: {args.output}")
+
+
+def eval_cmd(args: argparse.Namespace) -> None:
+    import transformers
+
+    from qkernels import data as qdata
+    from qkernels.finetune import (
+        Dataset,
+        FinetuneConfig,
+        eval_batches,
+        evaluate,
+        fit_length,
+        latency_ms,
+        load_data,
+        model_bytes,
+        model_path,
+    )
+
+    path = model_path(args.model)
+    model = _load_any(path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if args.task == "classification":
+        if args.data is None:
+            raise ValueError("classification eval needs --data (CSV/JSONL with text,label)")
+        rows = qdata.read_labelled(args.data)
+        names = sorted({label for _, label in rows})
+        valid = Dataset([t for t, _ in rows], [names.index(label) for _, label in rows])
+    else:
+        cfg = FinetuneConfig(
+            model=args.model,
+            task=args.task,
+            method="fp32",
+            output="",
+            train=args.data or "builtin",
+            valid=args.data,
+        )
+        _, valid, _ = load_data(cfg)
+    max_length = fit_length(model, args.max_length)
+    metric = evaluate(args.task, model, valid, tokenizer, max_length)
+    probe = next(eval_batches(valid, 32, tokenizer, max_length))
+    print(
+        json.dumps(
+            {"metric": metric, "bytes": model_bytes(model), "latency_ms": latency_ms(model, probe)},
+            indent=1,
+        )
+    )
+
+
+def _load_any(path: str):
+    """A saved model (qkernels.save, or save_pretrained with or without a swap):
+    the architecture comes from its config.json, the swap plan too if any."""
+    import qkernels
+
+    return qkernels.load(path)
+
+
+def _copy_tokenizer(src: str, dst: str) -> None:
+    import transformers
+
+    from qkernels.finetune import model_path
+
+    transformers.AutoTokenizer.from_pretrained(model_path(src)).save_pretrained(dst)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("finetune", help="swap, fine-tune (QAT / low-rank), convert, save")
+    f.add_argument("--model", required=True, help="HF model directory, or 'minilm'")
+    f.add_argument("--task", required=True, help="classification | causal-lm | distill")
+    f.add_argument("--method", required=True, help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank")
+    f.add_argument("--output", required=True)
+    f.add_argument("--train", default="builtin", help="data file, or 'builtin' (stdlib text)")
+    f.add_argument("--valid", default=None)
+    f.add_argument("--steps", type=int, default=100)
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--lr", type=float, default=5e-5)
+    f.add_argument("--max-length", type=int, default=128)
+    f.add_argument("--eval-every", type=int, default=0)
+    f.add_argument("--save-every", type=int, default=0)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--act", default="dynamic", help="QAT activations: dynamic|minmax|ema|lsq")
+    f.add_argument("--weight-lsq", action="store_true", help="learned weight scales (LSQ)")
+    f.add_argument("--rank", type=int, default=None)
+    f.add_argument("--energy", type=float, default=None)
+    f.add_argument("--calib-batches", type=int, default=8)
+    f.add_argument("--resume", action="store_true")
+    f.add_argument("--no-progress", action="store_true")
+    q = sub.add_parser("quantize", help="one-shot conversion of a saved HF model directory")
+    q.add_argument("model")
+    q.add_argument("--method", default="w8a8", choices=["w8a8", "w8a16"])
+    q.add_argument("--output", required=True)
+    e = sub.add_parser("eval", help="metric, size and latency of a saved model")
+    e.add_argument("model")
+    e.add_argument("--task", required=True, choices=["classification", "causal-lm"])
+    e.add_argument("--data", default=None, help="CSV/JSONL (classification) or text file")
+    e.add_argument("--max-length", type=int, default=128)
     sub.add_parser("info", help="versions, build, CPU features, kernel per op")
     b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
     b.add_argument("--suite", choices=["linear", "qat", "lstm", "all"], default="linear")
@@ -129,10 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write results (default benchmarks/results/...; '-' for none)",
     )
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-    elif args.command == "bench":
-        bench(args)
+    commands = {
+        "info": lambda a: print(info()),
+        "bench": bench,
+        "finetune": finetune_cmd,
+        "quantize": quantize_cmd,
+        "eval": eval_cmd,
+    }
+    try:
+        commands[args.command](args)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # Bad input is a one-line message, not a traceback.
+        print(f"qkernels {args.command}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

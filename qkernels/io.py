@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
 from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, LowRankLinear, QATLinear
@@ -125,8 +125,7 @@ def save(model: nn.Module, path: str | Path) -> Path:
         model.config.qkernels = {"modules": plan}
         model.save_pretrained(path, safe_serialization=True)
         return path
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, path / WEIGHTS_FILE)
+    save_model(model, path / WEIGHTS_FILE)  # dedups tied (shared) weights
     (path / PLAN_FILE).write_text(json.dumps({"modules": plan}, indent=1))
     return path
 
@@ -147,7 +146,7 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
     plan_file = path / PLAN_FILE
     plan = json.loads(plan_file.read_text())["modules"] if plan_file.exists() else {}
     apply_plan(model, plan)
-    model.load_state_dict(load_file(path / WEIGHTS_FILE))
+    load_model(model, path / WEIGHTS_FILE)
     return model
 
 

