@@ -137,6 +137,7 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         weight_lsq=args.weight_lsq,
         rank=args.rank,
         energy=args.energy,
+        lowrank_int8=args.int8,
         calib_batches=args.calib_batches,
         resume=args.resume,
         progress=not args.no_progress,
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--weight-lsq", action="store_true", help="learned weight scales (LSQ)")
     f.add_argument("--rank", type=int, default=None)
     f.add_argument("--energy", type=float, default=None)
+    f.add_argument("--int8", action="store_true", help="lowrank: convert the factors to int8")
     f.add_argument("--calib-batches", type=int, default=8)
     f.add_argument("--resume", action="store_true")
     f.add_argument("--no-progress", action="store_true")

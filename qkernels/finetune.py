@@ -54,6 +54,7 @@ class FinetuneConfig:
     weight_lsq: bool = False
     rank: int | None = None  # lowrank: rank or energy
     energy: float | None = None
+    lowrank_int8: bool = False  # lowrank: run the trained factors as two int8 GEMMs
     calib_batches: int = 8
     resume: bool = False
     progress: bool = True
@@ -452,6 +453,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         loop_overhead = (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
     if cfg.method in ("qat", "ptq"):
         qkernels.convert(model)
+    if cfg.method == "lowrank" and cfg.lowrank_int8:
+        qkernels.convert(model, lowrank_to_int8=True)
     model.eval()
     after = {
         "metric": evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher),

@@ -18,7 +18,14 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
-from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, LowRankLinear, QATLinear
+from qkernels.nn import (
+    QATLSTM,
+    Int8Linear,
+    Int8LowRankLinear,
+    Int8LSTM,
+    LowRankLinear,
+    QATLinear,
+)
 
 PLAN_FILE = "qkernels.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -56,6 +63,14 @@ def module_spec(module: nn.Module) -> dict | None:
             "weight_lsq": module.weight_lsq,
             "ema_momentum": module.ema_momentum,
         }
+    if isinstance(module, Int8LowRankLinear):
+        return {
+            "type": "Int8LowRankLinear",
+            "in_features": module.in_features,
+            "out_features": module.out_features,
+            "rank": module.rank,
+            "bias": module.up.bias is not None,
+        }
     if isinstance(module, LowRankLinear):
         return {
             "type": "LowRankLinear",
@@ -81,6 +96,7 @@ def _build(spec: dict) -> nn.Module:
         "Int8LSTM": Int8LSTM,
         "QATLSTM": QATLSTM,
         "LowRankLinear": LowRankLinear,
+        "Int8LowRankLinear": Int8LowRankLinear,
     }
     if kind not in classes:
         raise ValueError(f"qkernels.load: unknown module type {kind!r} in the saved plan")
@@ -91,7 +107,14 @@ def _build(spec: dict) -> nn.Module:
 
 
 def swap_plan(model: nn.Module) -> dict[str, dict]:
-    return {name: spec for name, m in model.named_modules() if (spec := module_spec(m))}
+    """Specs of the outermost qkernels modules (the inner Int8Linear of an
+    Int8LowRankLinear are rebuilt by it)."""
+    plan = {}
+    for name, m in model.named_modules():
+        spec = module_spec(m)
+        if spec and not any(name.startswith(p + ".") for p in plan):
+            plan[name] = spec
+    return plan
 
 
 def apply_plan(model: nn.Module, plan: dict[str, dict]) -> nn.Module:

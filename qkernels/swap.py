@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from qkernels.io import swap_plan
-from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, LowRankLinear, QATLinear
+from qkernels.nn import (
+    QATLSTM,
+    Int8Linear,
+    Int8LowRankLinear,
+    Int8LSTM,
+    LowRankLinear,
+    QATLinear,
+)
 
 METHODS = ("w8a8", "w8a16", "qat", "lowrank")
 
@@ -113,17 +120,21 @@ def _record_plan(model: nn.Module) -> None:
         model.config.qkernels = {"modules": swap_plan(model)}
 
 
-def convert(model: nn.Module) -> SwapReport:
+def convert(model: nn.Module, lowrank_to_int8: bool = False) -> SwapReport:
     """Replace every QAT module of `model` by the int8 inference module it trained
-    for (QATLinear -> Int8Linear, QATLSTM -> Int8LSTM, via `to_int8()`), in place."""
+    for (QATLinear -> Int8Linear, QATLSTM -> Int8LSTM, via `to_int8()`), in place;
+    with lowrank_to_int8, LowRankLinear -> Int8LowRankLinear (two int8 GEMMs) too."""
     report = SwapReport("convert")
-    targets = [
-        (n, m) for n, m in model.named_modules() if n and isinstance(m, (QATLinear, QATLSTM))
-    ]
+    kinds = (QATLinear, QATLSTM, LowRankLinear) if lowrank_to_int8 else (QATLinear, QATLSTM)
+    targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, kinds)]
     for name, module in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        new = module.to_int8()
+        new = (
+            Int8LowRankLinear.from_lowrank(module)
+            if isinstance(module, LowRankLinear)
+            else module.to_int8()
+        )
         setattr(parent, child, new)
         report.replaced.append((name, type(module).__name__, type(new).__name__))
     _record_plan(model)

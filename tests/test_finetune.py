@@ -68,7 +68,7 @@ def test_causal_lm_methods(tiny, tmp_path, method):
         assert r["replaced"] == 8  # 4 Conv1D per GPT-2 block
 
 
-@pytest.mark.parametrize("method", ["fp32", "qat", "w8a8", "lowrank"])
+@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
 def test_classification_methods(tiny, tmp_path, method):
     r = run(
         tiny,
@@ -83,11 +83,20 @@ def test_classification_methods(tiny, tmp_path, method):
     assert 0.0 <= r["after"]["metric"] <= 1.0
 
 
-@pytest.mark.parametrize("method", ["qat", "ptq"])
+@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
 def test_distill_methods(tiny, tmp_path, method):
-    r = run(tiny, tmp_path, model=str(tiny / "bert"), task="distill", method=method, lr=1e-3)
+    r = run(
+        tiny,
+        tmp_path,
+        model=str(tiny / "bert"),
+        task="distill",
+        method=method,
+        lr=1e-3,
+        rank=16,
+        lowrank_int8=method == "lowrank",
+    )
     assert r["before"]["metric"] == pytest.approx(1.0)  # the fp32 student is the teacher
-    assert 0.9 < r["after"]["metric"] <= 1.0 + 1e-6
+    assert 0.5 < r["after"]["metric"] <= 1.0 + 1e-6
     if method == "qat":
         assert "plain_w8a8_metric" in r
 

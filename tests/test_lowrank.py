@@ -84,3 +84,22 @@ def test_swap_lowrank_trains_and_saves(tmp_path):
     fresh = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 8))
     loaded = qkernels.load(tmp_path, model=fresh)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_lowrank_to_int8_convert_and_save(tmp_path):
+    from qkernels.nn import Int8LowRankLinear
+
+    model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 8))
+    qkernels.swap(model, "lowrank", exclude=(), rank=16)
+    x = torch.randn(10, 64)
+    with torch.no_grad():
+        low = model(x)
+        report = qkernels.convert(model, lowrank_to_int8=True)
+        assert len(report.replaced) == 2 and isinstance(model[0], Int8LowRankLinear)
+        int8 = model(x)
+    assert ((int8 - low).norm() / low.norm()).item() < 3e-2
+    qkernels.save(model, tmp_path)
+    fresh = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 8))
+    loaded = qkernels.load(tmp_path, model=fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), int8, rtol=0, atol=0)

@@ -188,7 +188,7 @@ at::Tensor unpack_int8_weight(const at::Tensor& packed, int64_t n, int64_t k) {
       .view(at::kChar)
       .slice(0, 0, n)
       .slice(1, 0, k)
-      .contiguous();
+      .clone();  // own storage: a view of the padded buffer would drag it along (safetensors)
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_rowwise(const at::Tensor& x, int64_t bits) {

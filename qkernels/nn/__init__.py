@@ -2,8 +2,15 @@
 
 from qkernels.nn.int8_linear import Int8Linear
 from qkernels.nn.int8_lstm import Int8LSTM
-from qkernels.nn.lowrank_linear import LowRankLinear
+from qkernels.nn.lowrank_linear import Int8LowRankLinear, LowRankLinear
 from qkernels.nn.qat_linear import QATLinear
 from qkernels.nn.qat_lstm import QATLSTM
 
-__all__ = ["Int8LSTM", "Int8Linear", "LowRankLinear", "QATLSTM", "QATLinear"]
+__all__ = [
+    "Int8LSTM",
+    "Int8Linear",
+    "Int8LowRankLinear",
+    "LowRankLinear",
+    "QATLSTM",
+    "QATLinear",
+]

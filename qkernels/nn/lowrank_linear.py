@@ -75,3 +75,54 @@ class LowRankLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"rank={self.rank}, bias={self.bias is not None}"
         )
+
+
+class Int8LowRankLinear(nn.Module):
+    """A LowRankLinear run as two W8A8 int8 GEMMs: x -> [.., rank] -> [.., out]."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        from qkernels.nn.int8_linear import Int8Linear
+
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.down = Int8Linear(in_features, rank, bias=False, device=device, dtype=dtype)
+        self.up = Int8Linear(rank, out_features, bias=bias, device=device, dtype=dtype)
+
+    @classmethod
+    def from_lowrank(cls, module: LowRankLinear) -> Int8LowRankLinear:
+        from qkernels.nn.int8_linear import Int8Linear
+
+        new = cls(
+            module.in_features,
+            module.out_features,
+            module.rank,
+            bias=module.bias is not None,
+            device=module.a.device,
+        )
+        new.down = Int8Linear.from_float(_AsLinear(module.a, None))
+        new.up = Int8Linear.from_float(_AsLinear(module.b, module.bias))
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"
+
+
+class _AsLinear(nn.Linear):
+    """A view of (weight, bias) as an nn.Linear, for Int8Linear.from_float."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.weight = nn.Parameter(weight.detach(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach(), requires_grad=False)
