@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from qkernels import ops
+from qkernels.nn._rnn_io import from_time_major, initial_state, to_time_major
 
 
 def _unpack_lstm_weight(packed: torch.Tensor, hidden: int, k: int) -> torch.Tensor:
@@ -153,33 +153,16 @@ class Int8LSTM(nn.Module):
     # ---- forward ----
 
     def forward(self, input, hx=None):
-        packed = isinstance(input, PackedSequence)
-        batch_sizes = sorted_idx = unsorted_idx = None
-        if packed:
-            x, lengths = pad_packed_sequence(
-                PackedSequence(input.data, input.batch_sizes), batch_first=False
-            )
-            batch_sizes, sorted_idx, unsorted_idx = (
-                input.batch_sizes,
-                input.sorted_indices,
-                input.unsorted_indices,
-            )
-            unbatched = False
-        else:
-            unbatched = input.dim() == 2
-            if input.dim() not in (2, 3):
-                raise ValueError(
-                    f"Int8LSTM: expected a 2-D (unbatched) or 3-D input, got {input.dim()}-D"
-                )
-            x = input.unsqueeze(1) if unbatched else input
-            if self.batch_first and not unbatched:
-                x = x.transpose(0, 1)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"Int8LSTM: input.size(-1) must be input_size={self.input_size}, got {x.shape[-1]}"
-            )
-        h0, c0 = self._initial_state(x, hx, unbatched, sorted_idx)
-        layer_in, h_n, c_n = x, [], []
+        inp = to_time_major("Int8LSTM", input, self.batch_first, self.input_size)
+        h0, c0 = initial_state(
+            "Int8LSTM",
+            inp,
+            hx,
+            self.num_layers * self.num_directions,
+            self.hidden_size,
+            self.proj_size or self.hidden_size,
+        )
+        layer_in, h_n, c_n = inp.x, [], []
         for layer in range(self.num_layers):
             outs = []
             for d, sfx in enumerate(self._suffixes(layer)):
@@ -197,7 +180,7 @@ class Int8LSTM(nn.Module):
                     d == 1,
                     getattr(self, f"weight_hr{sfx}") if self.proj_size else None,
                     getattr(self, f"weight_hr{sfx}_scale") if self.proj_size else None,
-                    batch_sizes,
+                    inp.batch_sizes,
                 )
                 outs.append(y)
                 h_n.append(h)
@@ -205,38 +188,7 @@ class Int8LSTM(nn.Module):
             layer_in = torch.cat(outs, dim=-1) if len(outs) > 1 else outs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
-        if packed:
-            data = pack_padded_sequence(layer_in, lengths).data
-            output = PackedSequence(data, batch_sizes, sorted_idx, unsorted_idx)
-            if unsorted_idx is not None:
-                h_n, c_n = h_n.index_select(1, unsorted_idx), c_n.index_select(1, unsorted_idx)
-            return output, (h_n, c_n)
-        output = layer_in
-        if unbatched:
-            return output.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        if self.batch_first:
-            output = output.transpose(0, 1)
-        return output, (h_n, c_n)
-
-    def _initial_state(self, x, hx, unbatched, sorted_idx):
-        layers = self.num_layers * self.num_directions
-        batch, out = x.shape[1], self.proj_size or self.hidden_size
-        if hx is None:
-            zeros = x.new_zeros
-            return zeros(layers, batch, out), zeros(layers, batch, self.hidden_size)
-        h0, c0 = hx
-        if unbatched:
-            h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
-        expect_h, expect_c = (layers, batch, out), (layers, batch, self.hidden_size)
-        if tuple(h0.shape) != expect_h or tuple(c0.shape) != expect_c:
-            raise ValueError(
-                f"Int8LSTM: expected h0 of shape {list(expect_h)} and c0 of shape "
-                f"{list(expect_c)}, got {list(h0.shape)} and {list(c0.shape)}"
-            )
-        if sorted_idx is not None:
-            h0, c0 = h0.index_select(1, sorted_idx), c0.index_select(1, sorted_idx)
-        return h0.to(x.dtype), c0.to(x.dtype)
+        return from_time_major(inp, layer_in, torch.stack(h_n), torch.stack(c_n), self.batch_first)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

@@ -14,9 +14,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from qkernels import ops
+from qkernels.nn._rnn_io import from_time_major, initial_state, to_time_major
 from qkernels.nn.int8_lstm import Int8LSTM
 from qkernels.nn.qat_linear import QMAX, positive, quantize_with_scale, weight_scale_from_absmax
 
@@ -118,58 +118,30 @@ class QATLSTM(nn.LSTM):
         return torch.stack(outputs), h, c
 
     def forward(self, input, hx=None):
-        packed = isinstance(input, PackedSequence)
-        batch_sizes = sorted_idx = unsorted_idx = None
-        if packed:
-            x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))
-            batch_sizes, sorted_idx, unsorted_idx = (
-                input.batch_sizes,
-                input.sorted_indices,
-                input.unsorted_indices,
-            )
-            unbatched = False
-        else:
-            unbatched = input.dim() == 2
-            x = input.unsqueeze(1) if unbatched else input
-            if self.batch_first and not unbatched:
-                x = x.transpose(0, 1)
-        if x.shape[-1] != self.input_size:
-            raise ValueError(
-                f"QATLSTM: input.size(-1) must be input_size={self.input_size}, got {x.shape[-1]}"
-            )
         dirs = 2 if self.bidirectional else 1
-        out_size = self.proj_size or self.hidden_size
-        if hx is None:
-            h0 = x.new_zeros(self.num_layers * dirs, x.shape[1], out_size)
-            c0 = x.new_zeros(self.num_layers * dirs, x.shape[1], self.hidden_size)
-        else:
-            h0, c0 = (t.unsqueeze(1) for t in hx) if unbatched else hx
-            if sorted_idx is not None:
-                h0, c0 = h0.index_select(1, sorted_idx), c0.index_select(1, sorted_idx)
-        layer_in, h_n, c_n = x, [], []
+        inp = to_time_major("QATLSTM", input, self.batch_first, self.input_size)
+        h0, c0 = initial_state(
+            "QATLSTM",
+            inp,
+            hx,
+            self.num_layers * dirs,
+            self.hidden_size,
+            self.proj_size or self.hidden_size,
+        )
+        layer_in, h_n, c_n = inp.x, [], []
         for layer in range(self.num_layers):
             outs = []
             for d in range(dirs):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
                 i = layer * dirs + d
-                y, h, c = self._direction(layer_in, h0[i], c0[i], sfx, d == 1, batch_sizes)
+                y, h, c = self._direction(layer_in, h0[i], c0[i], sfx, d == 1, inp.batch_sizes)
                 outs.append(y)
                 h_n.append(h)
                 c_n.append(c)
             layer_in = torch.cat(outs, dim=-1) if dirs > 1 else outs[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
-        h_n, c_n = torch.stack(h_n), torch.stack(c_n)
-        if packed:
-            output = PackedSequence(
-                pack_padded_sequence(layer_in, lengths).data, batch_sizes, sorted_idx, unsorted_idx
-            )
-            if unsorted_idx is not None:
-                h_n, c_n = h_n.index_select(1, unsorted_idx), c_n.index_select(1, unsorted_idx)
-            return output, (h_n, c_n)
-        if unbatched:
-            return layer_in.squeeze(1), (h_n.squeeze(1), c_n.squeeze(1))
-        return (layer_in.transpose(0, 1) if self.batch_first else layer_in), (h_n, c_n)
+        return from_time_major(inp, layer_in, torch.stack(h_n), torch.stack(c_n), self.batch_first)
 
     # ---- hand-off ----
 
