@@ -287,6 +287,12 @@ TRITON_CUDA_OPS = (
     "fake_quant_lsq",
     "fake_quant_lsq_backward",
     "lstm_w8a8",
+    "quantize_rowwise",
+    "int_mm",
+    "int8_mm",
+    "linear_w8a8",
+    "linear_w8a16",
+    "lowrank_mm",
 )
 
 

@@ -23,6 +23,7 @@ OPS = (
     "fake_quant_group",
     "fake_quant_lsq",
     "lstm_w8a8",
+    "lowrank_mm",
 )
 
 
@@ -64,7 +65,7 @@ def info() -> str:
         elif op in _registry.TRITON_CUDA_OPS:
             cuda = "triton"
         else:
-            cuda = "not yet (Triton GEMM issue)"
+            cuda = "none"
         lines.append(f"{op:<18} {cpu:<18} {cuda}")
     return "\n".join(lines)
 

@@ -13,6 +13,14 @@ from qkernels.triton.fake_quant import (
     fake_quant_lsq,
     fake_quant_lsq_backward,
 )
+from qkernels.triton.int8_gemm import (
+    int8_mm,
+    int_mm,
+    linear_w8a8,
+    linear_w8a16,
+    lowrank_mm,
+    quantize_rowwise,
+)
 from qkernels.triton.lstm import lstm_w8a8
 
 __all__ = [
@@ -22,5 +30,11 @@ __all__ = [
     "fake_quant_group_backward",
     "fake_quant_lsq",
     "fake_quant_lsq_backward",
+    "int8_mm",
+    "int_mm",
+    "linear_w8a8",
+    "linear_w8a16",
+    "lowrank_mm",
     "lstm_w8a8",
+    "quantize_rowwise",
 ]

@@ -16,72 +16,9 @@ import triton
 import triton.language as tl
 
 from qkernels._lstm_registry import _lstm_w8a8_fake
+from qkernels.triton.int8_gemm import _gemm, _quantize, _row_absmax_scale
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 32, 32
-
-
-@triton.jit
-def _round_half_even(t):
-    a = tl.abs(t)
-    r = (a + 8388608.0) - 8388608.0
-    r = tl.where(t < 0, -r, r)
-    return tl.where(a < 8388608.0, r, t)
-
-
-@triton.jit
-def _row_scales(x_ptr, rows, ld, k, offs_m, BLOCK_K: tl.constexpr):
-    """Per-row absmax / 127 (1 for an all-zero row) of x[offs_m, :k]."""
-    amax = tl.zeros((offs_m.shape[0],), tl.float32)
-    for k0 in range(0, k, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask = (offs_m[:, None] < rows) & (offs_k[None, :] < k)
-        x = tl.load(x_ptr + offs_m[:, None] * ld + offs_k[None, :], mask=mask, other=0.0)
-        amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
-    return tl.where(amax == 0.0, 1.0, amax / 127.0)
-
-
-@triton.jit
-def _quantized_tile(x_ptr, rows, ld, k, offs_m, offs_k, scale):
-    mask = (offs_m[:, None] < rows) & (offs_k[None, :] < k)
-    x = tl.load(x_ptr + offs_m[:, None] * ld + offs_k[None, :], mask=mask, other=0.0)
-    q = _round_half_even(x.to(tl.float32) / scale[:, None])
-    return tl.minimum(tl.maximum(q, -127.0), 127.0).to(tl.int8)
-
-
-@triton.jit
-def _w8a8_linear_kernel(
-    x_ptr,
-    w_ptr,
-    w_scale_ptr,
-    bias_ptr,
-    out_ptr,
-    m,
-    n,
-    k,
-    ldx,
-    ldo,
-    HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """out[m, n] = W8A8(x) @ w^T * scales + bias, x quantized per row on load."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    scale = _row_scales(x_ptr, m, ldx, k, offs_m, BLOCK_K)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
-    for k0 in range(0, k, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        q = _quantized_tile(x_ptr, m, ldx, k, offs_m, offs_k, scale)
-        wmask = (offs_k[:, None] < k) & (offs_n[None, :] < n)
-        w = tl.load(w_ptr + offs_n[None, :] * k + offs_k[:, None], mask=wmask, other=0)
-        acc += tl.dot(q, w, out_dtype=tl.int32)
-    ws = tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)
-    out = acc.to(tl.float32) * scale[:, None] * ws[None, :]
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :]
-    omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
-    tl.store(out_ptr + offs_m[:, None] * ldo + offs_n[None, :], out, mask=omask)
 
 
 @triton.jit
@@ -127,14 +64,16 @@ def _lstm_step_kernel(
 ):
     offs_b = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     offs_u = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    scale = _row_scales(h_prev_ptr, rows, k, k, offs_b, BLOCK_K)
+    scale = _row_absmax_scale(h_prev_ptr, rows, k, k, offs_b, 127.0, BLOCK_K)
     acc_i = tl.zeros((BLOCK_B, BLOCK_H), tl.int32)
     acc_f = tl.zeros((BLOCK_B, BLOCK_H), tl.int32)
     acc_g = tl.zeros((BLOCK_B, BLOCK_H), tl.int32)
     acc_o = tl.zeros((BLOCK_B, BLOCK_H), tl.int32)
     for k0 in range(0, k, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
-        q = _quantized_tile(h_prev_ptr, rows, k, k, offs_b, offs_k, scale)
+        hmask = (offs_b[:, None] < rows) & (offs_k[None, :] < k)
+        h = tl.load(h_prev_ptr + offs_b[:, None] * k + offs_k[None, :], mask=hmask, other=0.0)
+        q = _quantize(h, scale, 127.0).to(tl.int8)
         acc_i = _gate_dot(acc_i, q, w_hh_ptr, 0, hidden, k, offs_k, offs_u)
         acc_f = _gate_dot(acc_f, q, w_hh_ptr, 1, hidden, k, offs_k, offs_u)
         acc_g = _gate_dot(acc_g, q, w_hh_ptr, 2, hidden, k, offs_k, offs_u)
@@ -153,27 +92,8 @@ def _lstm_step_kernel(
 def _linear(
     x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    m, k = x.shape
-    n = w.shape[0]
-    out = torch.empty(m, n, dtype=torch.float32, device=x.device)
-    grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
-    _w8a8_linear_kernel[grid](
-        x,
-        w,
-        w_scale,
-        bias if bias is not None else w_scale,
-        out,
-        m,
-        n,
-        k,
-        x.stride(0),
-        out.stride(0),
-        HAS_BIAS=bias is not None,
-        BLOCK_M=BLOCK_M,
-        BLOCK_N=BLOCK_N,
-        BLOCK_K=BLOCK_K,
-    )
-    return out
+    """W8A8 linear with fp32 output, x quantized per row on load."""
+    return _gemm(x, w, None, w_scale, bias, torch.float32, quantize_a=True, dequant=True)
 
 
 def lstm_w8a8(

@@ -1,0 +1,87 @@
+"""Triton int8 GEMM family and lowrank_mm on CPU through TRITON_INTERPRET=1 (set in
+conftest), against reference.py: bit-exact for integer results, and for the W8A8
+paths whose quantization and epilogue follow the reference's arithmetic."""
+
+import os
+
+import pytest
+import torch
+
+from qkernels import reference as ref
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+    reason="needs the Triton interpreter or a GPU",
+)
+T = pytest.importorskip("qkernels.triton")
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+SHAPES = [(m, k, n) for m in (1, 17, 64) for k in (16, 100, 272) for n in (8, 40, 96)]
+# Float tolerances (relative Frobenius error vs the fp32 reference), per dtype.
+FLOAT_TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+
+
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-12)).item()
+
+
+def dev(*ts):
+    return [t.to(DEVICE) for t in ts]
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_int_and_int8_mm(m, k, n):
+    a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
+    b = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    sa, sb, bias = torch.rand(m), torch.rand(n), torch.randn(n)
+    da, db, dsa, dsb, dbias = dev(a, b, sa, sb, bias)
+    torch.testing.assert_close(T.int_mm(da, db).cpu(), ref.int_mm(a, b), rtol=0, atol=0)
+    torch.testing.assert_close(
+        T.int8_mm(da, db, dsa, dsb, dbias).cpu(), ref.int8_mm(a, b, sa, sb, bias), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_quantize_and_linear_w8a8(m, k, n):
+    x = torch.randn(m, k)
+    wq, ws = torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n) * 0.01
+    bias = torch.randn(n)
+    dx, dwq, dws, dbias = dev(x, wq, ws, bias)
+    q, s = T.quantize_rowwise(dx)
+    q_ref, s_ref = ref.quantize_rowwise(x)
+    torch.testing.assert_close(q.cpu(), q_ref, rtol=0, atol=0)
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(
+        T.linear_w8a8(dx, dwq, dws, dbias).cpu(), ref.linear_w8a8(x, wq, ws, bias), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m,k,n", [(1, 16, 8), (17, 100, 40), (64, 272, 96)])
+def test_linear_w8a16_and_lowrank(m, k, n, dtype):
+    x = torch.randn(2, m, k).to(dtype)
+    wq, ws = torch.randint(-127, 128, (n, k), dtype=torch.int8), torch.rand(n) * 0.01
+    bias = torch.randn(n).to(dtype)
+    dx, dwq, dws, dbias = dev(x, wq, ws, bias)
+    out = T.linear_w8a16(dx, dwq, dws, dbias).cpu()
+    assert out.shape == (2, m, n) and out.dtype == dtype
+    assert rel(out, ref.linear_w8a16(x, wq, ws, bias)) < FLOAT_TOL[dtype]
+    a, b = torch.randn(8, k).to(dtype), torch.randn(n, 8).to(dtype)
+    da, db = dev(a, b)
+    low = T.lowrank_mm(dx, da, db, dbias).cpu()
+    expected = ref.lowrank_mm(x.float(), a.float(), b.float(), bias.float())
+    assert low.shape == (2, m, n) and rel(low, expected) < FLOAT_TOL[dtype]
+
+
+def test_same_errors_as_the_ops():
+    with pytest.raises(ValueError, match=r"qkernels\.int_mm: b must be int8 of shape \[N, K\]"):
+        T.int_mm(torch.zeros(2, 4, dtype=torch.int8), torch.zeros(3, 5, dtype=torch.int8))
+
+
+@pytest.mark.cuda
+def test_ops_dispatch_to_triton_on_cuda():
+    import qkernels
+
+    lin = torch.nn.Linear(256, 128).cuda()
+    q = qkernels.Int8Linear.from_float(lin)
+    x = torch.randn(4, 256, device="cuda")
+    assert ((q(x) - lin(x)).norm() / lin(x).norm()).item() < 1e-2
