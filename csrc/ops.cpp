@@ -34,6 +34,7 @@ std::string cpu_kernel(const std::string& op) {
   using namespace qkernels::cpu;
   const Isa isa = selected_isa(op.c_str());
   if (op == "lstm_w8a8") return std::string("cpu/") + isa_name(isa);
+  if (op == "lowrank_mm") return "cpu/blas";
   if (op.rfind("fake_quant", 0) == 0)
     return isa == Isa::kAvx512Vnni ? "cpu/avx512" : "cpu/scalar";
   if (op == "linear_w8a16") {
