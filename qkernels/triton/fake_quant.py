@@ -14,21 +14,11 @@ import triton
 import triton.language as tl
 
 from qkernels._fake_quant_registry import check_channel, check_group
+from qkernels.triton._common import round_half_even
 
 BLOCK = 1024
 ROWS = 16
 PER_TENSOR_SEGMENT = 1 << 14
-
-
-@triton.jit
-def _round_half_even(t):
-    # Adding 2**23 to |t| < 2**23 leaves no fraction bits, so the float add rounds
-    # half to even; larger |t| are integers already. No libdevice needed, so this
-    # also runs in the interpreter.
-    a = tl.abs(t)
-    r = (a + 8388608.0) - 8388608.0
-    r = tl.where(t < 0, -r, r)
-    return tl.where(a < 8388608.0, r, t)
 
 
 @triton.jit
@@ -46,8 +36,8 @@ def _store_rounded(ptr, offs, y, mask):
 @triton.jit
 def _levels(x, inv, zp, ZP_IN_ROUND: tl.constexpr):
     if ZP_IN_ROUND:
-        return _round_half_even(zp + x * inv)
-    return _round_half_even(x * inv) + zp
+        return round_half_even(zp + x * inv)
+    return round_half_even(x * inv) + zp
 
 
 @triton.jit

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from qkernels._lowrank_registry import _lowrank_mm_fake
 from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
+from qkernels.triton._common import round_half_even
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Trap: the interpreter's bf16 tl.dot returns garbage (fp16 is fine), so under the
@@ -43,14 +44,6 @@ def _arch(t: torch.Tensor) -> str | None:
 
 
 @triton.jit
-def _round_half_even(t):
-    a = tl.abs(t)
-    r = (a + 8388608.0) - 8388608.0
-    r = tl.where(t < 0, -r, r)
-    return tl.where(a < 8388608.0, r, t)
-
-
-@triton.jit
 def _row_absmax_scale(x_ptr, m, k, ldx, offs_m, qmax, BLOCK_K: tl.constexpr):
     amax = tl.zeros((offs_m.shape[0],), tl.float32)
     for k0 in range(0, k, BLOCK_K):
@@ -64,7 +57,7 @@ def _row_absmax_scale(x_ptr, m, k, ldx, offs_m, qmax, BLOCK_K: tl.constexpr):
 @triton.jit
 def _quantize(x, scale, qmax):
     # div_rn: IEEE division, as reference.quantize_rowwise (not an approximate divide).
-    q = _round_half_even(tl.math.div_rn(x.to(tl.float32), scale[:, None]))
+    q = round_half_even(tl.math.div_rn(x.to(tl.float32), scale[:, None]))
     return tl.minimum(tl.maximum(q, -qmax), qmax)
 
 
