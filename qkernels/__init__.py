@@ -5,6 +5,7 @@ ops then raise the reason when called (see `qkernels info`).
 """
 
 from qkernels import ops
+from qkernels._backend import get_backend, set_backend
 from qkernels._registry import EXTENSION_ERROR
 from qkernels.io import load, save
 from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
@@ -21,9 +22,11 @@ __all__ = [
     "QATLinear",
     "SwapReport",
     "convert",
+    "get_backend",
     "load",
     "ops",
     "save",
+    "set_backend",
     "swap",
     "__version__",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from qkernels._registry import check, describe
+from qkernels._registry import _lib, check, describe
 
 _ops = torch.ops.qkernels
 
@@ -34,6 +34,31 @@ def _lowrank_mm_fake(x, a, b, bias=None):
     return x.new_empty((*x.shape[:-1], b.shape[0]))
 
 
+@torch.library.register_fake("qkernels::lowrank_mm_backward")
+def _lowrank_mm_backward_fake(grad, x, a, b):
+    _lowrank_mm_fake(x, a, b)
+    n = b.shape[0]
+    check(
+        grad.shape == (*x.shape[:-1], n) and grad.dtype == x.dtype,
+        "lowrank_mm_backward",
+        f"grad must be {x.dtype} of shape {[*x.shape[:-1], n]} (the output's), "
+        f"got {describe(grad)}",
+    )
+    return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
+
+
+def _lowrank_mm_backward_cpu(grad, x, a, b):
+    _lowrank_mm_backward_fake(grad, x, a, b)
+    k, n = x.shape[-1], b.shape[0]
+    x2d, g2d = x.reshape(-1, k), grad.reshape(-1, n)
+    t = x2d @ a.T  # [M, r], recomputed from x (which autograd keeps anyway)
+    dt = g2d @ b  # [M, r]
+    return (dt @ a).reshape(x.shape), dt.T @ x2d, g2d.T @ t
+
+
+_lib.impl("lowrank_mm_backward", _lowrank_mm_backward_cpu, "CPU")
+
+
 def _setup(ctx, inputs, output):
     x, a, b, bias = inputs
     ctx.save_for_backward(x, a, b)
@@ -42,16 +67,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, a, b = ctx.saved_tensors
-    k, n = x.shape[-1], b.shape[0]
-    x2d, g2d = x.reshape(-1, k), grad.reshape(-1, n)
-    t = x2d @ a.T  # [M, r], recomputed from x (which autograd keeps anyway)
-    dt = g2d @ b  # [M, r]
+    dx, da, db = _ops.lowrank_mm_backward.default(grad.contiguous(), x, a, b)
     needs = ctx.needs_input_grad
-    dx = (dt @ a).reshape(x.shape) if needs[0] else None
-    da = dt.T @ x2d if needs[1] else None
-    db = g2d.T @ t if needs[2] else None
-    dbias = g2d.sum(0) if ctx.has_bias and needs[3] else None
-    return dx, da, db, dbias
+    dbias = grad.reshape(-1, b.shape[0]).sum(0) if ctx.has_bias and needs[3] else None
+    return dx if needs[0] else None, da if needs[1] else None, db if needs[2] else None, dbias
 
 
 torch.library.register_autograd("qkernels::lowrank_mm", _backward, setup_context=_setup)

@@ -31,6 +31,9 @@ SCHEMAS: dict[str, str] = {
     ),
     "pack_lstm_weight": "pack_lstm_weight(Tensor w) -> Tensor",
     "lowrank_mm": "lowrank_mm(Tensor x, Tensor a, Tensor b, Tensor? bias=None) -> Tensor",
+    "lowrank_mm_backward": (
+        "lowrank_mm_backward(Tensor grad, Tensor x, Tensor a, Tensor b) -> (Tensor, Tensor, Tensor)"
+    ),
     "lstm_w8a8": (
         "lstm_w8a8(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_ih_scale, Tensor w_hh, "
         "Tensor w_hh_scale, Tensor? b_ih, Tensor? b_hh, bool reverse, Tensor? w_hr=None, "
@@ -253,6 +256,10 @@ def _linear_w8a16_fake(x, wq, w_scale, bias=None):
     return _linear_fake("linear_w8a16", x, wq, w_scale, bias)
 
 
+# Ops whose CPU implementation is Python over torch ops (BLAS), not qkernels._C.
+PYTHON_CPU_OPS = ("lowrank_mm_backward",)
+
+
 def _load_extension() -> Exception | None:
     """Import qkernels._C (registers the C++ kernels). Never raises: a broken
     build is logged and each CPU op then raises the reason when called."""
@@ -261,7 +268,8 @@ def _load_extension() -> Exception | None:
     except Exception as e:  # noqa: BLE001 - any import failure must not break `import qkernels`
         log.warning("qkernels: C++ extension failed to load (%s); CPU ops will raise", e)
         for name in SCHEMAS:
-            _lib.impl(name, _raiser(name, e), "CPU")
+            if name not in PYTHON_CPU_OPS:
+                _lib.impl(name, _raiser(name, e), "CPU")
         return e
     return None
 
@@ -278,38 +286,7 @@ def _raiser(name: str, err: Exception):
 
 EXTENSION_ERROR = _load_extension()
 
-# Ops whose CUDA implementation is the Triton kernel of the same name in qkernels.triton.
-TRITON_CUDA_OPS = (
-    "fake_quant",
-    "fake_quant_backward",
-    "fake_quant_group",
-    "fake_quant_group_backward",
-    "fake_quant_lsq",
-    "fake_quant_lsq_backward",
-    "lstm_w8a8",
-    "quantize_rowwise",
-    "int_mm",
-    "int8_mm",
-    "linear_w8a8",
-    "linear_w8a16",
-    "lowrank_mm",
-)
-
-
-def _triton_impl(name: str):
-    def impl(*args):
-        # Imported on first call: `import qkernels` must work without Triton.
-        try:
-            from qkernels import triton as qk_triton
-        except ImportError as e:
-            raise RuntimeError(f"qkernels.{name}: the CUDA kernel needs Triton ({e})") from e
-        return getattr(qk_triton, name)(*args)
-
-    return impl
-
-
-for _name in TRITON_CUDA_OPS:
-    _lib.impl(_name, _triton_impl(_name), "CUDA")
-
-# Fake kernels (and autograd) of the other op families; they import from here.
-from qkernels import _fake_quant_registry, _lowrank_registry, _lstm_registry  # noqa: E402, F401
+# Fake kernels (and autograd) of the other op families, which import from here; then
+# the CUDA implementations and the backend choice (_backend, which needs all of them).
+from qkernels import _fake_quant_registry, _lowrank_registry, _lstm_registry  # noqa: E402, F401, I001
+from qkernels import _backend  # noqa: E402, F401, I001

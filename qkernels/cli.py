@@ -24,12 +24,14 @@ OPS = (
     "fake_quant_lsq",
     "lstm_w8a8",
     "lowrank_mm",
+    "lowrank_mm_backward",
 )
 
 
 def info() -> str:
     import qkernels
     from qkernels import _registry
+    from qkernels._backend import BACKENDS, ENV, cuda_cpp_ops, get_backend
 
     lines = [
         f"qkernels {qkernels.__version__}",
@@ -53,20 +55,24 @@ def info() -> str:
         f"best cpu isa: {_C.best_cpu_isa()} (override: QKERNELS_CPU_ISA=avx512_vnni|avx2|scalar)",
         f"cuda device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
         "",
-        f"{'op':<18} {'cpu kernel':<18} cuda kernel",
+        f"cuda backends: {', '.join(BACKENDS)} (choose: qkernels.set_backend or "
+        f"{ENV}=triton|op=backend,...; CUDA C++ ops built: {', '.join(cuda_cpp_ops()) or 'none'})",
+        "",
+        f"{'op':<20} {'cpu kernel':<18} cuda backend",
     ]
     for op in OPS:
         try:
-            cpu = _C.cpu_kernel(op)
+            cpu = "cpu/blas" if op in _registry.PYTHON_CPU_OPS else _C.cpu_kernel(op)
         except ValueError as e:  # a bad QKERNELS_CPU_ISA: show it, don't crash
             cpu = f"error: {e}"
         if op == "pack_weight":
             cuda = "cpu-only layout"
-        elif op in _registry.TRITON_CUDA_OPS:
-            cuda = "triton"
         else:
-            cuda = "none"
-        lines.append(f"{op:<18} {cpu:<18} {cuda}")
+            try:
+                cuda = get_backend(op)
+            except ValueError as e:  # a bad QKERNELS_BACKEND: show it, don't crash
+                cuda = f"error: {e}"
+        lines.append(f"{op:<20} {cpu:<18} {cuda}")
     return "\n".join(lines)
 
 

@@ -46,6 +46,13 @@ def test_opcheck(requires_grad):
     )
 
 
+def test_backward_op_opcheck_and_errors():
+    g, x, a, b = torch.randn(2, 3, 8), torch.randn(2, 3, 16), torch.randn(4, 16), torch.randn(8, 4)
+    torch.library.opcheck(OPS.lowrank_mm_backward.default, (g, x, a, b))
+    with pytest.raises(ValueError, match=r"qkernels\.lowrank_mm_backward: grad must be"):
+        OPS.lowrank_mm_backward(torch.randn(3, 8), x, a, b)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"qkernels\.lowrank_mm: a must be \[rank, K\] with K"):
         ops.lowrank_mm(torch.randn(3, 16), torch.randn(4, 15), torch.randn(8, 4))

@@ -72,6 +72,42 @@ def test_linear_w8a16_and_lowrank(m, k, n, dtype):
     assert low.shape == (2, m, n) and rel(low, expected) < FLOAT_TOL[dtype]
 
 
+@pytest.mark.parametrize("m", [1, 5, 16, 17])
+@pytest.mark.parametrize("k", [16, 100, 272])
+def test_linear_w8a16_split_k_decode(m, k):
+    """M <= 16 runs split-K (2 splits under the interpreter): the K slices, their
+    atomic sum and the last program's epilogue must give the unsplit result."""
+    x = torch.randn(m, k)
+    wq, ws = torch.randint(-127, 128, (40, k), dtype=torch.int8), torch.rand(40) * 0.01
+    bias = torch.randn(40)
+    out = T.linear_w8a16(*dev(x, wq, ws, bias)).cpu()
+    assert rel(out, ref.linear_w8a16(x, wq, ws, bias)) < FLOAT_TOL[torch.float32]
+    out = T.linear_w8a16(*dev(x, wq, ws)).cpu()  # no bias: the split path without it
+    assert rel(out, ref.linear_w8a16(x, wq, ws)) < FLOAT_TOL[torch.float32]
+
+
+@pytest.mark.parametrize("m", [1, 17, 64])
+def test_w8a8_quantize_strategies_agree_bit_exactly(m):
+    """Quantize-on-load and the separate quantize pass compute the same numbers."""
+    x, wq = torch.randn(m, 100), torch.randint(-127, 128, (40, 100), dtype=torch.int8)
+    ws, bias = torch.rand(40) * 0.01, torch.randn(40)
+    expected = ref.linear_w8a8(x, wq, ws, bias)
+    for fn in (T.linear_w8a8, T.int8_gemm.linear_w8a8_prologue, T.int8_gemm.linear_w8a8_two_pass):
+        torch.testing.assert_close(fn(*dev(x, wq, ws, bias)).cpu(), expected, rtol=0, atol=0)
+
+
+def test_noncontiguous_inputs():
+    x = torch.randn(100, 17).T  # [17, 100], transposed view
+    wq = torch.randint(-127, 128, (100, 40), dtype=torch.int8).T  # [40, 100]
+    ws = torch.rand(40) * 0.01
+    torch.testing.assert_close(
+        T.linear_w8a8(*dev(x, wq, ws)).cpu(), ref.linear_w8a8(x, wq, ws), rtol=0, atol=0
+    )
+    assert rel(T.linear_w8a16(*dev(x, wq, ws)).cpu(), ref.linear_w8a16(x, wq, ws)) < 1e-5
+    a = torch.randint(-128, 128, (100, 17), dtype=torch.int8).T
+    torch.testing.assert_close(T.int_mm(*dev(a, wq)).cpu(), ref.int_mm(a, wq), rtol=0, atol=0)
+
+
 def test_same_errors_as_the_ops():
     with pytest.raises(ValueError, match=r"qkernels\.int_mm: b must be int8 of shape \[N, K\]"):
         T.int_mm(torch.zeros(2, 4, dtype=torch.int8), torch.zeros(3, 5, dtype=torch.int8))
@@ -81,6 +117,7 @@ def test_same_errors_as_the_ops():
 def test_ops_dispatch_to_triton_on_cuda():
     import qkernels
 
+    assert qkernels.get_backend("linear_w8a8") == "triton"
     lin = torch.nn.Linear(256, 128).cuda()
     q = qkernels.Int8Linear.from_float(lin)
     x = torch.randn(4, 256, device="cuda")

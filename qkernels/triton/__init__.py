@@ -18,9 +18,9 @@ from qkernels.triton.int8_gemm import (
     int_mm,
     linear_w8a8,
     linear_w8a16,
-    lowrank_mm,
     quantize_rowwise,
 )
+from qkernels.triton.lowrank import lowrank_mm, lowrank_mm_backward
 from qkernels.triton.lstm import lstm_w8a8
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "linear_w8a8",
     "linear_w8a16",
     "lowrank_mm",
+    "lowrank_mm_backward",
     "lstm_w8a8",
     "quantize_rowwise",
 ]

@@ -1,46 +1,33 @@
-"""Triton kernels for the int8 GEMM family and lowrank_mm (the CUDA implementation;
-CPU-testable with TRITON_INTERPRET=1). Same signatures and numbers as the ops.
+"""Triton kernels of the int8 GEMM family (the CUDA implementation; CPU-testable with
+TRITON_INTERPRET=1). Same signatures and numbers as the ops.
 
-Status: correct against reference.py under the interpreter; NOT yet run or tuned
-on a GPU. `gemm_configs` is therefore one reasonable starting point per arch, not
-a measured choice (see its docstring).
+Every launch goes through `launch` (torch.library.wrap_triton), so torch.compile
+sees these kernels inside the ops (see qkernels/_backend.py). Block sizes come
+from the named config functions in `_configs.py`, autotuned per M bucket.
+Status: correct against reference.py under the interpreter; not yet verified on GPU.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from qkernels._lowrank_registry import _lowrank_mm_fake
 from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
-from qkernels.triton._common import round_half_even
+from qkernels.triton._common import autotuned, launch, round_half_even
+from qkernels.triton._configs import (
+    INTERPRET,
+    arch_of,
+    int8_gemm_configs,
+    m_bucket,
+    quantize_configs,
+    w8a8_quantize_in_prologue,
+    w8a16_configs,
+)
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # Trap: the interpreter's bf16 tl.dot returns garbage (fp16 is fine), so under the
 # interpreter bf16 operands are widened to fp32 first; GPUs run the native bf16 dot.
 UPCAST_BF16 = INTERPRET
-
-
-def gemm_configs(arch: str | None = None) -> dict:
-    """Block sizes per GPU arch. Untuned: the tile shapes int8 tensor cores want
-    (K step 32/64 bytes, 64-128 wide tiles) — sm_90 gets larger tiles for its larger
-    shared memory. To be replaced by a measured autotune table when a GPU is lent;
-    the interpreter uses small tiles so CPU tests stay fast."""
-    if INTERPRET or arch is None:
-        return {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32}
-    if arch == "sm_90":
-        return {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64}
-    return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64}  # sm_80 and others
-
-
-def _arch(t: torch.Tensor) -> str | None:
-    if t.device.type != "cuda":
-        return None
-    major, minor = torch.cuda.get_device_capability(t.device)
-    return f"sm_{major}{minor}"
 
 
 @triton.jit
@@ -134,6 +121,8 @@ def _w8a16_kernel(
     w_scale_ptr,
     bias_ptr,
     out_ptr,
+    partial_ptr,
+    ticket_ptr,
     m,
     n,
     k,
@@ -142,131 +131,109 @@ def _w8a16_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    SPLIT_K: tl.constexpr,
 ):
-    """x (fp32/bf16/fp16) @ int8 w^T, the weight widened to x's dtype in registers."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    """x (fp32/bf16/fp16) @ int8 w^T, the weight widened to x's dtype in registers.
+
+    SPLIT_K > 1 (decode sizes): program z sums one K slice, adds it into the
+    zeroed fp32 `partial` with atomics and takes a ticket; the last of a tile's
+    SPLIT_K programs reads the total back and writes the output (one launch, no
+    second reduction kernel). Float atomics make that sum's order vary run to run.
+    """
+    pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    k_per_split = tl.cdiv(tl.cdiv(k, SPLIT_K), BLOCK_K) * BLOCK_K
+    k_lo = tl.program_id(2) * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, k)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.float32)
-    for k0 in range(0, k, BLOCK_K):
+    for k0 in range(k_lo, k_hi, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(
             x_ptr + offs_m[:, None] * k + offs_k[None, :],
-            mask=(offs_m[:, None] < m) & (offs_k[None, :] < k),
+            mask=(offs_m[:, None] < m) & (offs_k[None, :] < k_hi),
             other=0.0,
         )
         w = tl.load(
             w_ptr + offs_n[None, :] * k + offs_k[:, None],
-            mask=(offs_k[:, None] < k) & (offs_n[None, :] < n),
+            mask=(offs_k[:, None] < k_hi) & (offs_n[None, :] < n),
             other=0,
         )
         if UPCAST:  # see UPCAST_BF16
             x = x.to(tl.float32)
         acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
     out = acc * tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :]
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        out_ptr + offs_m[:, None] * n + offs_n[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
-    )
-
-
-@triton.jit
-def _lowrank_kernel(
-    x_ptr,
-    a_ptr,
-    b_ptr,
-    bias_ptr,
-    out_ptr,
-    m,
-    n,
-    k,
-    r,
-    HAS_BIAS: tl.constexpr,
-    UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-):
-    """(x @ a^T) @ b^T with the [BLOCK_M, r] intermediate kept in registers."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_r = tl.arange(0, BLOCK_R)
-    t = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
-    for k0 in range(0, k, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(
-            x_ptr + offs_m[:, None] * k + offs_k[None, :],
-            mask=(offs_m[:, None] < m) & (offs_k[None, :] < k),
-            other=0.0,
+    omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
+    if SPLIT_K > 1:
+        pptrs = partial_ptr + offs_m[:, None] * n + offs_n[None, :]
+        tl.atomic_add(pptrs, out, mask=omask)
+        # acq_rel: this program's adds are visible before its ticket, and the last
+        # ticket holder sees every other program's adds.
+        ticket = tl.atomic_add(ticket_ptr + pid_m * tl.num_programs(1) + pid_n, 1)
+        if ticket == SPLIT_K - 1:
+            out = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
+            if HAS_BIAS:
+                out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[
+                    None, :
+                ]
+            tl.store(
+                out_ptr + offs_m[:, None] * n + offs_n[None, :],
+                out.to(out_ptr.dtype.element_ty),
+                mask=omask,
+            )
+    else:
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            out_ptr + offs_m[:, None] * n + offs_n[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=omask,
         )
-        a = tl.load(
-            a_ptr + offs_r[None, :] * k + offs_k[:, None],
-            mask=(offs_k[:, None] < k) & (offs_r[None, :] < r),
-            other=0.0,
-        )
-        if UPCAST:  # see UPCAST_BF16
-            x, a = x.to(tl.float32), a.to(tl.float32)
-        t += tl.dot(x, a, input_precision="ieee")
-    b = tl.load(
-        b_ptr + offs_n[None, :] * r + offs_r[:, None],
-        mask=(offs_r[:, None] < r) & (offs_n[None, :] < n),
-        other=0.0,
-    )
-    if UPCAST:
-        b = b.to(tl.float32)
-    out = tl.dot(t.to(b.dtype), b, input_precision="ieee")
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        out_ptr + offs_m[:, None] * n + offs_n[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
-    )
 
 
 # ---- host side ----
 
 
-def _grid(m: int, n: int, cfg: dict) -> tuple[int, int]:
-    return triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"])
+def _grid2(m: int, n: int):
+    return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))
 
 
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     _quantize_rowwise_fake(x, bits)
-    x2d = x.contiguous().reshape(-1, x.shape[-1]) if x.numel() else x.reshape(-1, x.shape[-1])
+    x2d = x.contiguous().reshape(-1, x.shape[-1])
     q = torch.empty(x2d.shape, dtype=torch.int8, device=x.device)
     s = torch.ones(x2d.shape[0], dtype=torch.float32, device=x.device)
     if x2d.numel():
-        cfg = gemm_configs(_arch(x))
-        _quantize_rows_kernel[(triton.cdiv(x2d.shape[0], cfg["BLOCK_M"]),)](
+        cfg = dict(quantize_configs(arch_of(x)))
+        launch(
+            _quantize_rows_kernel,
+            (triton.cdiv(x2d.shape[0], cfg["BLOCK_M"]),),
             x2d,
             q,
             s,
             x2d.shape[0],
             x2d.shape[1],
             float(2 ** (bits - 1) - 1),
-            BLOCK_M=cfg["BLOCK_M"],
-            BLOCK_K=cfg["BLOCK_K"],
+            **cfg,
         )
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
 def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool):
+    """The one int8 GEMM launch behind int_mm, int8_mm and linear_w8a8 (and the LSTM)."""
     m, k = a.shape
     n = b.shape[0]
     out = torch.empty(m, n, dtype=out_dtype if dequant else torch.int32, device=a.device)
     if m and n:
-        cfg = gemm_configs(_arch(a))
-        dummy = b_scale if b_scale is not None else out
-        _int8_gemm_kernel[_grid(m, n, cfg)](
+        kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m))
+        launch(
+            kernel,
+            _grid2(m, n),
             a.contiguous(),
             b.contiguous(),
-            a_scale.contiguous().reshape(-1) if a_scale is not None else dummy,
-            b_scale.contiguous().reshape(-1) if b_scale is not None else dummy,
-            bias if bias is not None else dummy,
+            a_scale.contiguous().reshape(-1) if a_scale is not None else None,
+            b_scale.contiguous().reshape(-1) if b_scale is not None else None,
+            bias,
             out,
             m,
             n,
@@ -274,7 +241,6 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
             QUANTIZE_A=quantize_a,
             DEQUANT=dequant,
             HAS_BIAS=bias is not None,
-            **cfg,
         )
     return out
 
@@ -292,11 +258,37 @@ def int8_mm(a, b, a_scale, b_scale, bias=None, out_dtype=None):
 
 
 def linear_w8a8(x, wq, w_scale, bias=None):
-    """Per-token quantization of x fused into the GEMM's prologue (quantize on load)."""
+    """Per-token quantization of x fused into the GEMM: in its prologue (quantize on
+    load) or as a separate pass, per `w8a8_quantize_in_prologue`."""
     _linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    x2d = x.reshape(-1, x.shape[-1])
-    out = _gemm(x2d.contiguous(), wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
+    x2d = x.reshape(-1, x.shape[-1]).contiguous()
+    if w8a8_quantize_in_prologue(arch_of(x), m_bucket(x2d.shape[0])):
+        out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
+    else:
+        q, s = quantize_rowwise(x2d)
+        out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
     return out.reshape(*x.shape[:-1], wq.shape[0])
+
+
+def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
+    """linear_w8a8 with the quantization always a separate pass (for the benchmark
+    that compares it with quantize-on-load)."""
+    _linear_fake("linear_w8a8", x, wq, w_scale, bias)
+    q, s = quantize_rowwise(x.reshape(-1, x.shape[-1]))
+    out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
+    return out.reshape(*x.shape[:-1], wq.shape[0])
+
+
+def linear_w8a8_prologue(x, wq, w_scale, bias=None):
+    """linear_w8a8 with the quantization always in the GEMM prologue (benchmark twin)."""
+    _linear_fake("linear_w8a8", x, wq, w_scale, bias)
+    x2d = x.reshape(-1, x.shape[-1]).contiguous()
+    out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
+    return out.reshape(*x.shape[:-1], wq.shape[0])
+
+
+# The split-K ticket buffer is sized for the smallest tile any configuration uses.
+_MIN_TILE_M, _MIN_TILE_N = 16, 32
 
 
 def linear_w8a16(x, wq, w_scale, bias=None):
@@ -306,48 +298,38 @@ def linear_w8a16(x, wq, w_scale, bias=None):
     n = wq.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m and n:
-        cfg = gemm_configs(_arch(x))
-        _w8a16_kernel[_grid(m, n, cfg)](
+        bucket = m_bucket(m)
+        decode = bucket <= 16  # only these configurations may split K
+        partial = tickets = None
+        if decode:
+            tiles = triton.cdiv(m, _MIN_TILE_M) * triton.cdiv(n, _MIN_TILE_N)
+            partial = torch.zeros(m * n, dtype=torch.float32, device=x.device)
+            tickets = torch.zeros(tiles, dtype=torch.int32, device=x.device)
+        kernel = autotuned(
+            _w8a16_kernel,
+            w8a16_configs,
+            arch_of(x),
+            bucket,
+            reset_to_zero=("partial_ptr", "ticket_ptr") if decode else (),
+        )
+        launch(
+            kernel,
+            lambda meta: (
+                triton.cdiv(m, meta["BLOCK_M"]),
+                triton.cdiv(n, meta["BLOCK_N"]),
+                meta["SPLIT_K"],
+            ),
             x2d,
             wq.contiguous(),
             w_scale.contiguous().reshape(-1),
-            bias if bias is not None else w_scale,
+            bias,
             out,
+            partial,
+            tickets,
             m,
             n,
             k,
             HAS_BIAS=bias is not None,
             UPCAST=UPCAST_BF16 and x.dtype == torch.bfloat16,
-            **cfg,
-        )
-    return out.reshape(*x.shape[:-1], n)
-
-
-def lowrank_mm(x, a, b, bias=None):
-    """Forward only here; its autograd formula (registered with the op) calls matmuls."""
-    _lowrank_mm_fake(x, a, b, bias)
-    r = a.shape[0]
-    if r > 256:  # the intermediate no longer fits on chip: two GEMMs
-        return torch.nn.functional.linear(torch.nn.functional.linear(x, a), b, bias)
-    x2d = x.reshape(-1, x.shape[-1]).contiguous()
-    m, k = x2d.shape
-    n = b.shape[0]
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    if m and n:
-        cfg = gemm_configs(_arch(x))
-        _lowrank_kernel[_grid(m, n, cfg)](
-            x2d,
-            a.contiguous(),
-            b.contiguous(),
-            bias if bias is not None else b,
-            out,
-            m,
-            n,
-            k,
-            r,
-            HAS_BIAS=bias is not None,
-            UPCAST=UPCAST_BF16 and x.dtype == torch.bfloat16,
-            BLOCK_R=max(16, triton.next_power_of_2(r)),
-            **cfg,
         )
     return out.reshape(*x.shape[:-1], n)
