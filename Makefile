@@ -41,6 +41,7 @@ test: $(BUILD_STAMP) lint
 bench-ci: $(BUILD_STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
 	$(VENV)/bin/qkernels bench --suite all --shapes ci --min-run-time 0.05 --json -
+	TRITON_INTERPRET=1 $(VENV)/bin/qkernels bench --suite gpu --shapes ci --min-run-time 0.01 --json -
 
 bench: $(BUILD_STAMP)
 	$(VENV)/bin/qkernels bench --suite all

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -109,6 +110,24 @@ def bench(args: argparse.Namespace) -> None:
         if args.json != "-":
             path = args.json or f"benchmarks/results/lstm-cpu-{stamp}.json"
             print(f"\nresults: {save_results(rows, path)}")
+    if args.suite == "gpu" or (args.suite == "all" and torch.cuda.is_available()):
+        from qkernels.bench_gpu import format_gpu_table, gpu_environment, ratios, run_gpu_suite
+
+        rows = run_gpu_suite("ci" if ci else "full", args.min_run_time)
+        print("\n" + format_gpu_table(rows))
+        if not torch.cuda.is_available():
+            print("(no GPU: the Triton kernels ran in the interpreter; these times mean nothing)")
+        if args.json != "-":
+            device = gpu_environment()["device"].replace(" ", "-").lower()
+            path = Path(args.json or f"benchmarks/results/gemm-gpu-{device}-{stamp}.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = {
+                "environment": gpu_environment(),
+                "ratios": ratios(rows),
+                "rows": [asdict(r) for r in rows],
+            }
+            path.write_text(json.dumps(payload, indent=1))
+            print(f"\nresults: {path}")
     if args.suite in ("qat", "all"):
         size, (m, k, n) = (256, (128, 128, 128)) if ci else (4096, (2048, 1024, 1024))
         rows = run_fake_quant_suite(size, size, args.min_run_time)
@@ -266,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-length", type=int, default=128)
     sub.add_parser("info", help="versions, build, CPU features, kernel per op")
     b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
-    b.add_argument("--suite", choices=["linear", "qat", "lstm", "all"], default="linear")
+    b.add_argument("--suite", choices=["linear", "qat", "lstm", "gpu", "all"], default="linear")
     b.add_argument("--shapes", choices=["full", "ci"], default="full")
     b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")

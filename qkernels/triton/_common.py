@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import triton
@@ -21,7 +20,11 @@ def round_half_even(t):
     return tl.where(a < 8388608.0, r, t)
 
 
-@functools.cache
+# (kernel name, config-function arguments) -> its Autotuner, made once per process,
+# so timings are cached for the process and torch.compile sees one kernel object.
+TUNERS: dict[tuple, triton.runtime.Autotuner] = {}
+
+
 def autotuned(
     kernel,
     configs_fn: Callable,
@@ -29,12 +32,26 @@ def autotuned(
     key: tuple[str, ...] = ("n", "k"),
     reset_to_zero: tuple[str, ...] = (),
 ):
-    """`kernel` autotuned over `configs_fn(*configs_args)`: one Autotuner per
-    (kernel, arch, M bucket, ...), made once, so its timing cache lives as long as
-    the process and torch.compile sees the same kernel object on every call."""
-    return triton.autotune(
-        configs=configs_fn(*configs_args), key=list(key), reset_to_zero=list(reset_to_zero) or None
-    )(kernel)
+    """`kernel` autotuned over `configs_fn(*configs_args)` (arch, M bucket, ...)."""
+    name = (kernel.__name__, *configs_args)
+    if name not in TUNERS:
+        TUNERS[name] = triton.autotune(
+            configs=configs_fn(*configs_args),
+            key=list(key),
+            reset_to_zero=list(reset_to_zero) or None,
+        )(kernel)
+    return TUNERS[name]
+
+
+def chosen_configs() -> dict[str, dict[str, str]]:
+    """What autotuning picked so far: {kernel/arch/bucket: {tuning key: config}}."""
+    chosen = {}
+    for name, tuner in TUNERS.items():
+        picks = {str(key): str(cfg) for key, cfg in tuner.cache.items()}
+        if len(tuner.configs) == 1:  # nothing to time: the one configuration runs
+            picks = {"any": str(tuner.configs[0])}
+        chosen["/".join(map(str, name))] = picks
+    return chosen
 
 
 def launch(kernel, grid, *args, **kwargs) -> None:
