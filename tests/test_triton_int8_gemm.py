@@ -96,6 +96,16 @@ def test_w8a8_quantize_strategies_agree_bit_exactly(m):
         torch.testing.assert_close(fn(*dev(x, wq, ws, bias)).cpu(), expected, rtol=0, atol=0)
 
 
+def test_grouped_tile_order_covers_every_tile():
+    """More row blocks than one group (GROUP_M = 8 blocks of 16 rows), with a
+    partial last group and a partial last block: every output tile is written once."""
+    a, b = (
+        torch.randint(-128, 128, (200, 48), dtype=torch.int8),
+        torch.randint(-128, 128, (72, 48), dtype=torch.int8),
+    )
+    torch.testing.assert_close(T.int_mm(*dev(a, b)).cpu(), ref.int_mm(a, b), rtol=0, atol=0)
+
+
 def test_noncontiguous_inputs():
     x = torch.randn(100, 17).T  # [17, 100], transposed view
     wq = torch.randint(-127, 128, (100, 40), dtype=torch.int8).T  # [40, 100]

@@ -20,6 +20,20 @@ def round_half_even(t):
     return tl.where(a < 8388608.0, r, t)
 
 
+@triton.jit
+def grouped_tile(m, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """(row block, column block) of this program on a 1-D grid, visiting GROUP_M
+    row blocks per column block before moving on, so that the programs running
+    together share B's column blocks (and A's rows) in L2 instead of each
+    streaming its own."""
+    pid = tl.program_id(0)
+    blocks_n = tl.cdiv(n, BLOCK_N)
+    per_group = GROUP_M * blocks_n
+    first_m = (pid // per_group) * GROUP_M
+    rows_in_group = tl.minimum(tl.cdiv(m, BLOCK_M) - first_m, GROUP_M)
+    return first_m + (pid % per_group) % rows_in_group, (pid % per_group) // rows_in_group
+
+
 # (kernel name, config-function arguments) -> its Autotuner, made once per process,
 # so timings are cached for the process and torch.compile sees one kernel object.
 TUNERS: dict[tuple, triton.runtime.Autotuner] = {}

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
-from qkernels.triton._common import autotuned, launch, round_half_even
+from qkernels.triton._common import autotuned, grouped_tile, launch, round_half_even
 from qkernels.triton._configs import (
     INTERPRET,
     arch_of,
@@ -83,11 +83,13 @@ def _int8_gemm_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
     """acc = A @ B^T in int32 (A int8, or float quantized per row on load), then
     int32 out, or acc * a_scale * b_scale + bias in out_ptr's dtype."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    pid_m, pid_n = grouped_tile(m, n, BLOCK_M, BLOCK_N, GROUP_M)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     if QUANTIZE_A:
         a_scale = _row_absmax_scale(a_ptr, m, k, k, offs_m, 127.0, BLOCK_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), tl.int32)
@@ -194,10 +196,6 @@ def _w8a16_kernel(
 # ---- host side ----
 
 
-def _grid2(m: int, n: int):
-    return lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))
-
-
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     _quantize_rowwise_fake(x, bits)
     x2d = x.contiguous().reshape(-1, x.shape[-1])
@@ -228,7 +226,7 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
         kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m))
         launch(
             kernel,
-            _grid2(m, n),
+            lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),),
             a.contiguous(),
             b.contiguous(),
             a_scale.contiguous().reshape(-1) if a_scale is not None else None,
@@ -241,6 +239,7 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
             QUANTIZE_A=quantize_a,
             DEQUANT=dequant,
             HAS_BIAS=bias is not None,
+            GROUP_M=8,
         )
     return out
 

@@ -2,7 +2,8 @@
 TRITON_INTERPRET=1).
 
 Forward: out = (x a^T) b^T + bias with the [BLOCK_M, r] intermediate in registers
-(r <= 256), so the [M, r] tensor never goes through memory.
+(r <= 256), so the [M, r] tensor never goes through memory; each row block
+computes it once and sweeps its share of the N tiles.
 Backward, given g = d out, with t = x a^T and dt = g b:
   dx = dt a,  da = dt^T x,  db = g^T t.
 One kernel per row block recomputes t, computes dt (both in registers), writes dx
@@ -74,36 +75,34 @@ def _lowrank_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_R: tl.constexpr,
 ):
+    """Program (i, j): rows block i; t = x a^T once, then the j-th share of the N
+    tiles, out = t b^T. Recomputing t per N tile instead would multiply the x a^T
+    work by N / BLOCK_N; the grid's second axis exists only to fill the GPU when
+    there are few row blocks (small M)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_r = tl.arange(0, BLOCK_R)
-    t = _x_at(
-        x_ptr,
-        a_ptr,
-        offs_m,
-        offs_r,
-        m,
-        k,
-        r,
-        UPCAST,
-        BLOCK_K,
-        tl.zeros((BLOCK_M, BLOCK_R), tl.float32),
-    )
-    b = tl.load(
-        b_ptr + offs_n[None, :] * r + offs_r[:, None],
-        mask=(offs_r[:, None] < r) & (offs_n[None, :] < n),
-        other=0.0,
-    )
-    if UPCAST:
-        b = b.to(tl.float32)
-    out = tl.dot(t.to(b.dtype), b, input_precision="ieee")
-    if HAS_BIAS:
-        out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        out_ptr + offs_m[:, None] * n + offs_n[None, :],
-        out.to(out_ptr.dtype.element_ty),
-        mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
-    )
+    t = tl.zeros((BLOCK_M, BLOCK_R), tl.float32)
+    t = _x_at(x_ptr, a_ptr, offs_m, offs_r, m, k, r, UPCAST, BLOCK_K, t)
+    n_tiles = tl.cdiv(n, BLOCK_N)
+    tiles_per_program = tl.cdiv(n_tiles, tl.num_programs(1))
+    first = tl.program_id(1) * tiles_per_program
+    for tile in range(first, tl.minimum(first + tiles_per_program, n_tiles)):
+        offs_n = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        b = tl.load(
+            b_ptr + offs_n[None, :] * r + offs_r[:, None],
+            mask=(offs_r[:, None] < r) & (offs_n[None, :] < n),
+            other=0.0,
+        )
+        if UPCAST:
+            b = b.to(tl.float32)
+        out = tl.dot(t.to(b.dtype), b, input_precision="ieee")
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+        tl.store(
+            out_ptr + offs_m[:, None] * n + offs_n[None, :],
+            out.to(out_ptr.dtype.element_ty),
+            mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
+        )
 
 
 @triton.jit
@@ -229,6 +228,15 @@ def _reduce_rows_kernel(
 # ---- host side ----
 
 
+def _program_target(x: torch.Tensor) -> int:
+    """How many programs keep the device busy: one per SM (a few under the
+    interpreter, so the CPU tests split the N tiles too, and when tracing fake
+    CUDA tensors without a GPU)."""
+    if x.device.type != "cuda" or not torch.cuda.is_available():
+        return 4
+    return torch.cuda.get_device_properties(x.device).multi_processor_count
+
+
 def _upcast(x: torch.Tensor) -> bool:
     return UPCAST_BF16 and x.dtype == torch.bfloat16
 
@@ -244,9 +252,15 @@ def lowrank_mm(x, a, b, bias=None):
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
     if m and n:
         kernel = autotuned(_lowrank_kernel, lowrank_configs, arch_of(x), m_bucket(m), r)
+        programs = _program_target(x)
+
+        def grid(meta):
+            row_blocks, n_tiles = triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"])
+            return row_blocks, min(n_tiles, triton.cdiv(programs, row_blocks))
+
         launch(
             kernel,
-            lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"])),
+            grid,
             x2d,
             a.contiguous(),
             b.contiguous(),
