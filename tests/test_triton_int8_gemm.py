@@ -32,12 +32,16 @@ def dev(*ts):
 def test_int_and_int8_mm(m, k, n):
     a = torch.randint(-128, 128, (m, k), dtype=torch.int8)
     b = torch.randint(-127, 128, (n, k), dtype=torch.int8)
-    sa, sb, bias = torch.rand(m), torch.rand(n), torch.randn(n)
+    sa, sb, bias = torch.rand(m) * 0.1, torch.rand(n) * 0.1, torch.randn(n)
     da, db, dsa, dsb, dbias = dev(a, b, sa, sb, bias)
     torch.testing.assert_close(T.int_mm(da, db).cpu(), ref.int_mm(a, b), rtol=0, atol=0)
-    torch.testing.assert_close(
-        T.int8_mm(da, db, dsa, dsb, dbias).cpu(), ref.int8_mm(a, b, sa, sb, bias), rtol=0, atol=0
-    )
+    for dtype in (None, torch.bfloat16, torch.float16):  # 16-bit outputs round half to even
+        torch.testing.assert_close(
+            T.int8_mm(da, db, dsa, dsb, dbias, dtype).cpu(),
+            ref.int8_mm(a, b, sa, sb, bias, dtype),
+            rtol=0,
+            atol=0,
+        )
 
 
 @pytest.mark.parametrize("m,k,n", SHAPES)
@@ -52,6 +56,13 @@ def test_quantize_and_linear_w8a8(m, k, n):
     torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0)
     torch.testing.assert_close(
         T.linear_w8a8(dx, dwq, dws, dbias).cpu(), ref.linear_w8a8(x, wq, ws, bias), rtol=0, atol=0
+    )
+    xb = x.to(torch.bfloat16)
+    torch.testing.assert_close(
+        T.linear_w8a8(*dev(xb, wq, ws, bias)).cpu(),
+        ref.linear_w8a8(xb, wq, ws, bias),
+        rtol=0,
+        atol=0,
     )
 
 

@@ -21,6 +21,18 @@ def round_half_even(t):
 
 
 @triton.jit
+def rne(y, like_ptr):
+    """fp32 y in like_ptr's element type, rounded half to even like torch. bf16 is
+    rounded by hand: the interpreter's fp32 -> bf16 cast truncates (GPUs round
+    already; by hand it is three integer ops, and inf / NaN stay inf / NaN)."""
+    if like_ptr.dtype.element_ty == tl.bfloat16:
+        bits = y.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    return y.to(like_ptr.dtype.element_ty)
+
+
+@triton.jit
 def grouped_tile(m, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(row block, column block) of this program on a 1-D grid, visiting GROUP_M
     row blocks per column block before moving on, so that the programs running

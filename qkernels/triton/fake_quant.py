@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from qkernels._fake_quant_registry import check_channel, check_group
-from qkernels.triton._common import round_half_even
+from qkernels.triton._common import rne, round_half_even
 
 BLOCK = 1024
 ROWS = 16
@@ -23,14 +23,8 @@ PER_TENSOR_SEGMENT = 1 << 14
 
 @triton.jit
 def _store_rounded(ptr, offs, y, mask):
-    """Store fp32 y into ptr's dtype, rounding half to even like torch. bf16 is
-    rounded by hand: the interpreter's fp32 -> bf16 cast truncates."""
-    if ptr.dtype.element_ty == tl.bfloat16:
-        bits = y.to(tl.uint32, bitcast=True)
-        bits = bits + 0x7FFF + ((bits >> 16) & 1)
-        tl.store(ptr + offs, (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
-    else:
-        tl.store(ptr + offs, y.to(ptr.dtype.element_ty), mask=mask)
+    """Store fp32 y into ptr's dtype, rounding half to even like torch."""
+    tl.store(ptr + offs, rne(y, ptr), mask=mask)
 
 
 @triton.jit

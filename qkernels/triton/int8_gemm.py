@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
-from qkernels.triton._common import autotuned, grouped_tile, launch, round_half_even
+from qkernels.triton._common import autotuned, grouped_tile, launch, rne, round_half_even
 from qkernels.triton._configs import (
     INTERPRET,
     arch_of,
@@ -111,7 +111,7 @@ def _int8_gemm_kernel(
         out = acc.to(tl.float32) * a_scale[:, None] * b_scale[None, :]
         if HAS_BIAS:
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-        tl.store(optrs, out.to(out_ptr.dtype.element_ty), mask=omask)
+        tl.store(optrs, rne(out, out_ptr), mask=omask)
     else:
         tl.store(optrs, acc, mask=omask)
 
@@ -180,7 +180,7 @@ def _w8a16_kernel(
                 ]
             tl.store(
                 out_ptr + offs_m[:, None] * n + offs_n[None, :],
-                out.to(out_ptr.dtype.element_ty),
+                rne(out, out_ptr),
                 mask=omask,
             )
     else:
@@ -188,7 +188,7 @@ def _w8a16_kernel(
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
         tl.store(
             out_ptr + offs_m[:, None] * n + offs_n[None, :],
-            out.to(out_ptr.dtype.element_ty),
+            rne(out, out_ptr),
             mask=omask,
         )
 

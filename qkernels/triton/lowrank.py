@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from qkernels._lowrank_registry import _lowrank_mm_backward_fake, _lowrank_mm_fake
-from qkernels.triton._common import autotuned, launch
+from qkernels.triton._common import autotuned, launch, rne
 from qkernels.triton._configs import (
     arch_of,
     lowrank_backward_configs,
@@ -95,12 +95,12 @@ def _lowrank_kernel(
         )
         if UPCAST:
             b = b.to(tl.float32)
-        out = tl.dot(t.to(b.dtype), b, input_precision="ieee")
+        out = tl.dot(rne(t, b_ptr).to(b.dtype), b, input_precision="ieee")
         if HAS_BIAS:
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
         tl.store(
             out_ptr + offs_m[:, None] * n + offs_n[None, :],
-            out.to(out_ptr.dtype.element_ty),
+            rne(out, out_ptr),
             mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
         )
 
@@ -156,10 +156,8 @@ def _lowrank_backward_rows_kernel(
             g, b = g.to(tl.float32), b.to(tl.float32)
         dt += tl.dot(g, b, input_precision="ieee")
     rmask = row_ok & (offs_r[None, :] < r)
-    tl.store(
-        t_ptr + offs_m[:, None] * r + offs_r[None, :], t.to(t_ptr.dtype.element_ty), mask=rmask
-    )
-    dt = dt.to(dt_ptr.dtype.element_ty)  # rounded like autograd's dt, before dx uses it
+    tl.store(t_ptr + offs_m[:, None] * r + offs_r[None, :], rne(t, t_ptr), mask=rmask)
+    dt = rne(dt, dt_ptr)  # rounded like autograd's dt, before dx uses it
     tl.store(dt_ptr + offs_m[:, None] * r + offs_r[None, :], dt, mask=rmask)
     if UPCAST:
         dt = dt.to(tl.float32)
@@ -175,7 +173,7 @@ def _lowrank_backward_rows_kernel(
         dx = tl.dot(dt, a, input_precision="ieee")
         tl.store(
             dx_ptr + offs_m[:, None] * k + offs_k[None, :],
-            dx.to(dx_ptr.dtype.element_ty),
+            rne(dx, dx_ptr),
             mask=row_ok & (offs_k[None, :] < k),
         )
 
