@@ -1,0 +1,328 @@
+"""Compile every Triton GEMM kernel for sm_80 and sm_90 with every configuration its
+table offers, without a GPU (Triton's compiler and ptxas need no driver), and
+report what the hardware would get: registers, spilled stack bytes, shared memory
+against the arch's limit, and the matrix instructions in the SASS (IGMMA / HGMMA:
+Hopper warpgroup MMA; IMMA / HMMA: Ampere mma.sync).
+
+    python -m qkernels.triton.compile_check [--quick] [--json PATH]
+
+Static evidence only — it says a configuration is legal and how heavy it is,
+not how fast it runs. Run it without TRITON_INTERPRET.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ARCHS = {"sm_80": 80, "sm_90": 90}
+SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}  # per block, opt-in maximum
+MMA_PREFIXES = ("IGMMA", "HGMMA", "IMMA", "HMMA")
+ALIGNED_SIZES = ("n", "k", "r", "p", "q")  # M (tokens) is any number
+
+
+@dataclass
+class Variant:
+    """One kernel specialization: its argument types and fixed constexprs."""
+
+    name: str
+    kernel: str  # attribute path in qkernels.triton
+    signature: dict[str, str]
+    constants: dict[str, object]
+    configs: str  # config function in _configs
+    config_args: tuple  # after arch
+
+
+@dataclass
+class Result:
+    variant: str
+    arch: str
+    config: str
+    ok: bool
+    error: str = ""
+    registers: int = 0
+    stack_bytes: int = 0
+    shared_bytes: int = 0
+    shared_limit: int = 0
+    mma: str = ""
+    seconds: float = 0.0
+
+
+def _gemm_sig(a: str, out: str, a_scale: bool, b_scale: bool) -> dict[str, str]:
+    return {
+        "a_ptr": a,
+        "b_ptr": "*i8",
+        "a_scale_ptr": "*fp32" if a_scale else "constexpr",
+        "b_scale_ptr": "*fp32" if b_scale else "constexpr",
+        "bias_ptr": "*bf16",
+        "out_ptr": out,
+        "m": "i32",
+        "n": "i32",
+        "k": "i32",
+    }
+
+
+def variants() -> list[Variant]:
+    none = None
+    out = []
+    for bucket in (16, 64, 256, 1024, 1 << 30):
+        out += [
+            Variant(
+                f"int_mm/M<={bucket}",
+                "int8_gemm._int8_gemm_kernel",
+                _gemm_sig("*i8", "*i32", False, False),
+                {
+                    "a_scale_ptr": none,
+                    "b_scale_ptr": none,
+                    "bias_ptr": none,
+                    "QUANTIZE_A": False,
+                    "DEQUANT": False,
+                    "HAS_BIAS": False,
+                    "GROUP_M": 8,
+                },
+                "int8_gemm_configs",
+                (bucket,),
+            ),
+            Variant(
+                f"linear_w8a8 bf16 (quantize on load)/M<={bucket}",
+                "int8_gemm._int8_gemm_kernel",
+                _gemm_sig("*bf16", "*bf16", False, True),
+                {
+                    "a_scale_ptr": none,
+                    "QUANTIZE_A": True,
+                    "DEQUANT": True,
+                    "HAS_BIAS": True,
+                    "GROUP_M": 8,
+                },
+                "int8_gemm_configs",
+                (bucket,),
+            ),
+            Variant(
+                f"linear_w8a16 bf16/M<={bucket}",
+                "int8_gemm._w8a16_kernel",
+                {
+                    "x_ptr": "*bf16",
+                    "w_ptr": "*i8",
+                    "w_scale_ptr": "*fp32",
+                    "bias_ptr": "constexpr",
+                    "out_ptr": "*bf16",
+                    "partial_ptr": "*fp32",
+                    "ticket_ptr": "*i32",
+                    "m": "i32",
+                    "n": "i32",
+                    "k": "i32",
+                },
+                {"bias_ptr": none, "HAS_BIAS": False, "UPCAST": False},
+                "w8a16_configs",
+                (bucket,),
+            ),
+        ]
+    for rank in (16, 64, 256):
+        for bucket in (16, 1 << 30):
+            out.append(
+                Variant(
+                    f"lowrank_mm bf16 r={rank}/M<={bucket}",
+                    "lowrank._lowrank_kernel",
+                    {
+                        "x_ptr": "*bf16",
+                        "a_ptr": "*bf16",
+                        "b_ptr": "*bf16",
+                        "bias_ptr": "constexpr",
+                        "out_ptr": "*bf16",
+                        "m": "i32",
+                        "n": "i32",
+                        "k": "i32",
+                        "r": "i32",
+                    },
+                    {"bias_ptr": none, "HAS_BIAS": False, "UPCAST": False, "BLOCK_R": rank},
+                    "lowrank_configs",
+                    (bucket, rank),
+                )
+            )
+        out.append(
+            Variant(
+                f"lowrank_mm_backward rows bf16 r={rank}",
+                "lowrank._lowrank_backward_rows_kernel",
+                {
+                    "g_ptr": "*bf16",
+                    "x_ptr": "*bf16",
+                    "a_ptr": "*bf16",
+                    "b_ptr": "*bf16",
+                    "dx_ptr": "*bf16",
+                    "t_ptr": "*bf16",
+                    "dt_ptr": "*bf16",
+                    "m": "i32",
+                    "n": "i32",
+                    "k": "i32",
+                    "r": "i32",
+                },
+                {"UPCAST": False, "BLOCK_R": rank},
+                "lowrank_backward_configs",
+                (rank,),
+            )
+        )
+    out.append(
+        Variant(
+            "lowrank_mm_backward reduce bf16",
+            "lowrank._reduce_rows_kernel",
+            {
+                "p_ptr": "*bf16",
+                "q_ptr": "*bf16",
+                "c_ptr": "*fp32",
+                "m": "i32",
+                "p": "i32",
+                "q": "i32",
+            },
+            {"UPCAST": False},
+            "reduce_rows_configs",
+            (),
+        )
+    )
+    return out
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _resources(cubin: bytes) -> tuple[int, int, int, str]:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        usage = subprocess.run(
+            [_tool("cuobjdump"), "--dump-resource-usage", f.name], capture_output=True, text=True
+        ).stdout
+        sass = subprocess.run(
+            [_tool("cuobjdump"), "-sass", f.name], capture_output=True, text=True
+        ).stdout
+    fields = dict(
+        item.split(":", 1) for line in usage.splitlines() if "REG:" in line for item in line.split()
+    )
+    mma = collections.Counter(
+        word.split(".")[0] for word in sass.split() if word.startswith(MMA_PREFIXES)
+    )
+    return (
+        int(fields.get("REG", 0)),
+        int(fields.get("STACK", 0)),
+        int(fields.get("SHARED", 0)),
+        " ".join(f"{k}x{v}" for k, v in sorted(mma.items())),
+    )
+
+
+def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    from qkernels import triton as qk_triton
+    from qkernels.triton import _configs
+
+    module, attr = variant.kernel.split(".")
+    kernel = getattr(getattr(qk_triton, module), attr)
+    config = getattr(_configs, variant.configs)(arch, *variant.config_args)[config_index]
+    consts = {**variant.constants, **config.kwargs}
+    signature = {**variant.signature, **{name: "constexpr" for name in consts}}
+    result = Result(variant.name, arch, str(config), ok=False, shared_limit=SHARED_LIMIT[arch])
+    start = time.time()
+    # As the launcher specializes them at run time: tensors 16-byte aligned (torch's
+    # allocations are), and the sizes real layers have, N and K multiples of 16.
+    aligned = [
+        (kernel.arg_names.index(name),)
+        for name, ty in variant.signature.items()
+        if ty.startswith("*") or name in ALIGNED_SIZES
+    ]
+    attrs = {index: [["tt.divisibility", 16]] for index in aligned}
+    try:
+        compiled = compile(
+            ASTSource(kernel, signature, consts, attrs),
+            target=GPUTarget("cuda", ARCHS[arch], 32),
+            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+        )
+        regs, stack, static_shared, mma = _resources(compiled.asm["cubin"])
+        result.registers, result.stack_bytes, result.mma = regs, stack, mma
+        result.shared_bytes = compiled.metadata.shared + static_shared
+        result.ok = result.shared_bytes <= result.shared_limit
+        if not result.ok:
+            result.error = "shared memory over the limit"
+    except Exception as e:  # noqa: BLE001 - a failed compile is a result to report
+        result.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    result.seconds = round(time.time() - start, 2)
+    return result
+
+
+def jobs(quick: bool) -> list[tuple[Variant, str, int]]:
+    from qkernels.triton import _configs
+
+    out = []
+    for variant in variants():
+        for arch in ARCHS:
+            count = len(getattr(_configs, variant.configs)(arch, *variant.config_args))
+            out += [(variant, arch, i) for i in range(1 if quick else count)]
+    return out
+
+
+def format_results(results: list[Result]) -> str:
+    header = (
+        f"{'kernel variant':<46} {'arch':<6} {'regs':>4} {'stack':>6} {'smem KB':>8} "
+        f"{'mma':<12} config"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        if r.ok:
+            lines.append(
+                f"{r.variant:<46} {r.arch:<6} {r.registers:>4} {r.stack_bytes:>6} "
+                f"{r.shared_bytes / 1024:>8.1f} {r.mma:<12} {r.config}"
+            )
+        else:
+            lines.append(f"{r.variant:<46} {r.arch:<6} FAILED {r.error}  ({r.config})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m qkernels.triton.compile_check", description=__doc__
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="first configuration of each table only"
+    )
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        parser.error("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
+    from tqdm import tqdm
+
+    todo = jobs(args.quick)
+    with ProcessPoolExecutor(args.workers) as pool:
+        results = list(
+            tqdm(pool.map(compile_one, *zip(*todo, strict=True)), total=len(todo), desc="compile")
+        )
+    print(format_results(results))
+    if args.json:
+        import triton
+
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "triton": triton.__version__,
+                    "date": time.strftime("%Y-%m-%d"),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=1,
+            )
+        )
+    return 0 if all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
