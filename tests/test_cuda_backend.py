@@ -93,3 +93,28 @@ def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
     }
     for op, contents in graphs["cpu"].items():
         assert contents == {"kernels": [], "ops": [f"qkernels.{op}.default"]}
+
+
+def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
+    """Triton's compiler and ptxas need no GPU: the first configuration of every
+    table compiles for both archs, fits shared memory, spills nothing, and uses the
+    matrix instructions of its arch (warpgroup MMA on sm_90 for the large tiles)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = tmp_path / "compile.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qkernels.triton.compile_check", "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert len(results) == 2 * len({r["variant"] for r in results})
+    for r in results:
+        assert r["ok"] and r["stack_bytes"] == 0, r
+        assert r["mma"], r  # every kernel runs on the tensor cores
+    hopper = [
+        r for r in results if r["arch"] == "sm_90" and r["variant"].startswith("int_mm/M<=1024")
+    ]
+    assert hopper and "IGMMA" in hopper[0]["mma"]

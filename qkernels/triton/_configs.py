@@ -1,20 +1,25 @@
 """Launch configurations of the Triton GEMM kernels: one named function per kernel,
 separate sets for sm_80 (A100) and sm_90 (H100/H200), keyed on a bucket of M.
 
-How these were chosen (read before editing): NOT measured yet — no GPU has run
+How these were chosen (read before editing): speed NOT measured yet — no GPU has run
 them (see benchmarks/results for what has been). Each set is a short list of
 candidates for `triton.autotune`, which times them on the first call per (bucket,
 N, K) and keeps the fastest; the lists bound that search to shapes that suit the
 hardware:
 - int8 operands: K steps of 64-128 bytes (one or two 128-byte lines per row per stage).
 - sm_90: 227 KB shared memory per SM and warpgroup MMA (BLOCK_M >= 64, 4 or 8 warps),
-  so larger tiles and 3-4 stages; sm_80: 164 KB, tiles at most 128 x 256 x 64.
-  Every candidate's stages * (BLOCK_M + BLOCK_N) * BLOCK_K * bytes fits its arch.
+  so larger tiles and 3-4 stages; sm_80: 164 KB and mma.sync, tiles up to 128 x 128 int32.
 - decode (M <= 16): the weight read dominates, so narrow N tiles and split-K give
   enough programs to keep every SM streaming weights (132 SMs on H100).
+- checked without a GPU: `python -m qkernels.triton.compile_check` compiles every
+  candidate for sm_80 and sm_90 (benchmarks/results/triton-compile-sm80-sm90-*.json):
+  all fit shared memory and run on tensor cores (warpgroup MMA on sm_90 wherever
+  BLOCK_M >= 64); the sm_80 128 x 256 int8 tiles first proposed spilled registers
+  and were replaced; one candidate still spills 8 bytes (sm_80, quantize on load,
+  64 x 64 x 128) and is left for the autotuner to rank.
 Under TRITON_INTERPRET=1 (CPU tests) every kernel gets one small configuration, so
 nothing is timed and the tests stay fast. Replace these lists by the measured
-winners (`qkernels bench --suite gemm-gpu` prints the chosen configs) when a GPU run
+winners (`qkernels bench --suite gpu` writes the chosen configs to its JSON) when a GPU run
 has them.
 """
 
@@ -65,8 +70,8 @@ def int8_gemm_configs(arch: str | None, bucket: int) -> list[Config]:
         rows = [(16, 64, 128, 4, 4), (16, 128, 128, 4, 4), (16, 64, 256, 3, 4), (32, 64, 128, 4, 4)]
     elif bucket <= 64:
         rows = [
-            (64, 64, 128, 4, 4),
             (64, 128, 128, 3, 4),
+            (64, 64, 128, 3, 4),
             (32, 128, 128, 4, 4),
             (64, 64, 256, 3, 4),
         ]
@@ -84,12 +89,12 @@ def int8_gemm_configs(arch: str | None, bucket: int) -> list[Config]:
             (128, 128, 128, 4, 8),
             (128, 256, 64, 4, 8),
         ]
-    else:
+    else:  # no warpgroup MMA on sm_80: a 128 x 256 int32 tile spills even at 8 warps
         rows = [
-            (128, 256, 64, 3, 8),
-            (256, 128, 64, 3, 8),
             (128, 128, 128, 3, 8),
-            (128, 128, 64, 4, 4),
+            (128, 128, 64, 4, 8),
+            (64, 256, 128, 3, 8),
+            (256, 64, 128, 3, 8),
         ]
     return _cfgs(rows)
 
@@ -150,7 +155,7 @@ def lowrank_configs(arch: str | None, bucket: int, rank: int) -> list[Config]:
             (bm_max, 128, 64, 3, 8),
             (bm_max, 64, 64, 3, 4),
             (min(bm_max, 64), 128, 64, 3, 4),
-            (min(bm_max, 64), 256, 32, 3, 8),
+            (min(bm_max, 64), 64, 128, 3, 8),
         ]
     return _cfgs(rows)
 
@@ -161,7 +166,8 @@ def lowrank_backward_configs(arch: str | None, rank: int) -> list[Config]:
     if INTERPRET or arch is None:
         return _interpreted()
     bm = 64 if rank <= 64 else 32 if rank <= 128 else 16
-    return _cfgs([(bm, 64, 64, 3, 4), (bm, 128, 64, 3, 8), (bm, 64, 128, 3, 4)])
+    warps = 4 if rank <= 128 else 8  # two [BLOCK_M, rank] fp32 tiles must fit in registers
+    return _cfgs([(bm, 64, 64, 3, warps), (bm, 128, 64, 3, 8), (bm, 64, 128, 3, warps)])
 
 
 def reduce_rows_configs(arch: str | None) -> list[Config]:

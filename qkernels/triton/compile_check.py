@@ -71,6 +71,8 @@ def _gemm_sig(a: str, out: str, a_scale: bool, b_scale: bool) -> dict[str, str]:
 
 
 def variants() -> list[Variant]:
+    from qkernels.triton import _configs
+
     none = None
     out = []
     for bucket in (16, 64, 256, 1024, 1 << 30):
@@ -86,20 +88,6 @@ def variants() -> list[Variant]:
                     "QUANTIZE_A": False,
                     "DEQUANT": False,
                     "HAS_BIAS": False,
-                    "GROUP_M": 8,
-                },
-                "int8_gemm_configs",
-                (bucket,),
-            ),
-            Variant(
-                f"linear_w8a8 bf16 (quantize on load)/M<={bucket}",
-                "int8_gemm._int8_gemm_kernel",
-                _gemm_sig("*bf16", "*bf16", False, True),
-                {
-                    "a_scale_ptr": none,
-                    "QUANTIZE_A": True,
-                    "DEQUANT": True,
-                    "HAS_BIAS": True,
                     "GROUP_M": 8,
                 },
                 "int8_gemm_configs",
@@ -125,6 +113,23 @@ def variants() -> list[Variant]:
                 (bucket,),
             ),
         ]
+        if _configs.w8a8_quantize_in_prologue("sm_90", bucket):  # only where linear_w8a8 uses it
+            out.append(
+                Variant(
+                    f"linear_w8a8 bf16 (quantize on load)/M<={bucket}",
+                    "int8_gemm._int8_gemm_kernel",
+                    _gemm_sig("*bf16", "*bf16", False, True),
+                    {
+                        "a_scale_ptr": none,
+                        "QUANTIZE_A": True,
+                        "DEQUANT": True,
+                        "HAS_BIAS": True,
+                        "GROUP_M": 8,
+                    },
+                    "int8_gemm_configs",
+                    (bucket,),
+                )
+            )
     for rank in (16, 64, 256):
         for bucket in (16, 1 << 30):
             out.append(
@@ -296,12 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--only", default="", help="variants whose name contains this")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: interpreted kernels cannot be compiled")
     from tqdm import tqdm
 
-    todo = jobs(args.quick)
+    todo = [job for job in jobs(args.quick) if args.only in job[0].name]
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(
             tqdm(pool.map(compile_one, *zip(*todo, strict=True)), total=len(todo), desc="compile")
