@@ -103,7 +103,6 @@ def variants() -> list[Variant]:
                     "bias_ptr": "constexpr",
                     "out_ptr": "*bf16",
                     "partial_ptr": "*fp32",
-                    "ticket_ptr": "*i32",
                     "m": "i32",
                     "n": "i32",
                     "k": "i32",

@@ -124,7 +124,6 @@ def _w8a16_kernel(
     bias_ptr,
     out_ptr,
     partial_ptr,
-    ticket_ptr,
     m,
     n,
     k,
@@ -138,9 +137,10 @@ def _w8a16_kernel(
     """x (fp32/bf16/fp16) @ int8 w^T, the weight widened to x's dtype in registers.
 
     SPLIT_K > 1 (decode sizes): program z sums one K slice, adds it into the
-    zeroed fp32 `partial` with atomics and takes a ticket; the last of a tile's
-    SPLIT_K programs reads the total back and writes the output (one launch, no
-    second reduction kernel). Float atomics make that sum's order vary run to run.
+    zeroed fp32 `partial` [M, N] with atomics and takes a ticket (int32 counters
+    stored after it, so one memset clears both); the last of a tile's SPLIT_K
+    programs reads the total back and writes the output (one launch, no second
+    reduction kernel). Float atomics make that sum's order vary run to run.
     """
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -171,7 +171,8 @@ def _w8a16_kernel(
         tl.atomic_add(pptrs, out, mask=omask)
         # acq_rel: this program's adds are visible before its ticket, and the last
         # ticket holder sees every other program's adds.
-        ticket = tl.atomic_add(ticket_ptr + pid_m * tl.num_programs(1) + pid_n, 1)
+        tickets = partial_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + m * n
+        ticket = tl.atomic_add(tickets + pid_m * tl.num_programs(1) + pid_n, 1)
         if ticket == SPLIT_K - 1:
             out = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
             if HAS_BIAS:
@@ -299,17 +300,16 @@ def linear_w8a16(x, wq, w_scale, bias=None):
     if m and n:
         bucket = m_bucket(m)
         decode = bucket <= 16  # only these configurations may split K
-        partial = tickets = None
-        if decode:
+        partial = None
+        if decode:  # fp32 partial sums, then one int32 ticket per tile (zero bits either way)
             tiles = triton.cdiv(m, _MIN_TILE_M) * triton.cdiv(n, _MIN_TILE_N)
-            partial = torch.zeros(m * n, dtype=torch.float32, device=x.device)
-            tickets = torch.zeros(tiles, dtype=torch.int32, device=x.device)
+            partial = torch.zeros(m * n + tiles, dtype=torch.float32, device=x.device)
         kernel = autotuned(
             _w8a16_kernel,
             w8a16_configs,
             arch_of(x),
             bucket,
-            reset_to_zero=("partial_ptr", "ticket_ptr") if decode else (),
+            reset_to_zero=("partial_ptr",) if decode else (),
         )
         launch(
             kernel,
@@ -324,7 +324,6 @@ def linear_w8a16(x, wq, w_scale, bias=None):
             bias,
             out,
             partial,
-            tickets,
             m,
             n,
             k,
