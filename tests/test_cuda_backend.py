@@ -96,9 +96,10 @@ def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
 
 
 def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
-    """Triton's compiler and ptxas need no GPU: the first configuration of every
-    table compiles for both archs, fits shared memory, spills nothing, and uses the
-    matrix instructions of its arch (warpgroup MMA on sm_90 for the large tiles)."""
+    """Triton's compiler and ptxas need no GPU: every kernel (GEMMs with the first
+    configuration of their table, fake-quant, the LSTM step) compiles for both archs,
+    fits shared memory, spills nothing, and the GEMMs use the matrix instructions of
+    their arch (warpgroup MMA on sm_90 for the large tiles)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "compile.json"
     proc = subprocess.run(
@@ -113,7 +114,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
     assert len(results) == 2 * len({r["variant"] for r in results})
     for r in results:
         assert r["ok"] and r["stack_bytes"] == 0, r
-        assert r["mma"], r  # every kernel runs on the tensor cores
+        if not r["variant"].startswith("fake_quant"):  # elementwise: no matrix product
+            assert r["mma"], r  # every GEMM kernel runs on the tensor cores
     hopper = [
         r for r in results if r["arch"] == "sm_90" and r["variant"].startswith("int_mm/M<=1024")
     ]

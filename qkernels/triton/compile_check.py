@@ -1,8 +1,9 @@
 """Compile every Triton GEMM kernel for sm_80 and sm_90 with every configuration its
 table offers, without a GPU (Triton's compiler and ptxas need no driver), and
 report what the hardware would get: registers, spilled stack bytes, shared memory
-against the arch's limit, and the matrix instructions in the SASS (IGMMA / HGMMA:
-Hopper warpgroup MMA; IMMA / HMMA: Ampere mma.sync).
+against the arch's limit, the matrix instructions in the SASS (IGMMA / HGMMA:
+Hopper warpgroup MMA; IMMA / HMMA: Ampere mma.sync) and how many global loads move
+16 bytes per thread (LDG / LDGSTS .128).
 
     python -m qkernels.triton.compile_check [--quick] [--json PATH]
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib
 import json
 import os
 import subprocess
@@ -26,7 +28,8 @@ from pathlib import Path
 ARCHS = {"sm_80": 80, "sm_90": 90}
 SHARED_LIMIT = {"sm_80": 163 * 1024, "sm_90": 227 * 1024}  # per block, opt-in maximum
 MMA_PREFIXES = ("IGMMA", "HGMMA", "IMMA", "HMMA")
-ALIGNED_SIZES = ("n", "k", "r", "p", "q")  # M (tokens) is any number
+# Size arguments specialized as multiples of 16, as real layers' are (M, tokens, is any).
+ALIGNED_SIZES = ("n", "k", "r", "p", "q", "hidden", "numel", "seg_len")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Result:
     shared_bytes: int = 0
     shared_limit: int = 0
     mma: str = ""
+    loads_16B: str = ""  # global load instructions moving 16 bytes per thread / all of them
     seconds: float = 0.0
 
 
@@ -173,6 +177,7 @@ def variants() -> list[Variant]:
                 (rank,),
             )
         )
+    out += _fixed_block_variants()
     out.append(
         Variant(
             "lowrank_mm_backward reduce bf16",
@@ -193,13 +198,126 @@ def variants() -> list[Variant]:
     return out
 
 
+def _fixed_block_variants() -> list[Variant]:
+    """Kernels launched with fixed block sizes (no table): fake-quant and the LSTM step."""
+    # importlib: qkernels.triton.fake_quant is also the name of a function there.
+    fake_quant = importlib.import_module("qkernels.triton.fake_quant")
+    lstm = importlib.import_module("qkernels.triton.lstm")
+
+    sizes = {"numel": "i32", "seg_len": "i32", "n_params": "i32", "qmin": "fp32", "qmax": "fp32"}
+    out = []
+    for x in ("*fp32", "*bf16"):
+        for along in (False, True):
+            tag = f"{x[1:]} {'along the last dim' if along else 'per segment'}"
+            block, rows = fake_quant.tile(along, lsq=False)
+            consts = {"ALONG": along, "ROWS": rows, "BLOCK": block}
+            block, rows = fake_quant.tile(along, lsq=True)
+            lsq_consts = {"ALONG": along, "ROWS": rows, "BLOCK": block}
+            out += [
+                Variant(
+                    f"fake_quant {tag}",
+                    "fake_quant._forward_kernel",
+                    {
+                        "x_ptr": x,
+                        "y_ptr": x,
+                        "scale_ptr": "*fp32",
+                        "inv_ptr": "*fp32",
+                        "zp_ptr": "*fp32",
+                        **sizes,
+                    },
+                    {"ZP_IN_ROUND": along, **consts},
+                    "fixed",
+                    (),
+                ),
+                Variant(
+                    f"fake_quant_backward {tag}",
+                    "fake_quant._backward_kernel",
+                    {
+                        "dy_ptr": x,
+                        "x_ptr": x,
+                        "dx_ptr": x,
+                        "inv_ptr": "*fp32",
+                        "zp_ptr": "*fp32",
+                        **sizes,
+                    },
+                    {"ZP_IN_ROUND": False, **consts},
+                    "fixed",
+                    (),
+                ),
+                Variant(
+                    f"fake_quant_lsq_backward {tag}",
+                    "fake_quant._lsq_backward_kernel",
+                    {
+                        "dy_ptr": x,
+                        "x_ptr": x,
+                        "dx_ptr": x,
+                        "dscale_ptr": "*fp32",
+                        "dzp_ptr": "*fp32",
+                        "scale_ptr": "*fp32",
+                        "inv_ptr": "*fp32",
+                        "zp_ptr": "*fp32",
+                        **sizes,
+                        "grad_factor": "fp32",
+                    },
+                    lsq_consts,
+                    "fixed",
+                    (),
+                ),
+            ]
+    out.append(
+        Variant(
+            "lstm_w8a8 step",
+            "lstm._lstm_step_kernel",
+            {
+                "h_prev_ptr": "*fp32",
+                "w_hh_ptr": "*i8",
+                "w_hh_scale_ptr": "*fp32",
+                "gx_ptr": "*fp32",
+                "c_ptr": "*fp32",
+                "h_out_ptr": "*fp32",
+                "rows": "i32",
+                "hidden": "i32",
+                "k": "i32",
+            },
+            {"BLOCK_B": lstm.BLOCK_M, "BLOCK_H": lstm.BLOCK_N, "BLOCK_K": lstm.BLOCK_K},
+            "fixed",
+            (),
+        )
+    )
+    return out
+
+
+def _configs_of(variant: Variant, arch: str) -> list:
+    from triton import Config
+
+    from qkernels.triton import _configs
+
+    if variant.configs == "fixed":  # the launch's own constants, Triton's default warps
+        return [Config({}, num_warps=4, num_stages=3)]
+    return getattr(_configs, variant.configs)(arch, *variant.config_args)
+
+
 def _tool(name: str) -> str:
     import triton
 
     return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
 
 
-def _resources(cubin: bytes) -> tuple[int, int, int, str]:
+def _opcodes(sass: str) -> list[str]:
+    """Opcodes of cuobjdump -sass lines (`/*0040*/  @P0 LDG.E.128 R4, ... ;`)."""
+    ops = []
+    for line in sass.splitlines():
+        if "/*" not in line or "*/" not in line:
+            continue
+        words = line.split("*/", 1)[1].split()
+        if words and words[0].startswith("@"):  # predicate
+            words = words[1:]
+        if words:
+            ops.append(words[0])
+    return ops
+
+
+def _resources(cubin: bytes) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
@@ -212,27 +330,26 @@ def _resources(cubin: bytes) -> tuple[int, int, int, str]:
     fields = dict(
         item.split(":", 1) for line in usage.splitlines() if "REG:" in line for item in line.split()
     )
-    mma = collections.Counter(
-        word.split(".")[0] for word in sass.split() if word.startswith(MMA_PREFIXES)
-    )
-    return (
-        int(fields.get("REG", 0)),
-        int(fields.get("STACK", 0)),
-        int(fields.get("SHARED", 0)),
-        " ".join(f"{k}x{v}" for k, v in sorted(mma.items())),
-    )
+    ops = _opcodes(sass)
+    mma = collections.Counter(op.split(".")[0] for op in ops if op.startswith(MMA_PREFIXES))
+    # Global loads: plain (LDG) or asynchronous into shared memory (LDGSTS, cp.async).
+    loads = [op for op in ops if op.startswith("LDG") and op != "LDGDEPBAR"]
+    return {
+        "registers": int(fields.get("REG", 0)),
+        "stack_bytes": int(fields.get("STACK", 0)),
+        "static_shared": int(fields.get("SHARED", 0)),
+        "mma": " ".join(f"{k}x{v}" for k, v in sorted(mma.items())),
+        "loads_16B": f"{sum(op.endswith('.128') for op in loads)}/{len(loads)}",
+    }
 
 
 def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
-    from qkernels import triton as qk_triton
-    from qkernels.triton import _configs
-
     module, attr = variant.kernel.split(".")
-    kernel = getattr(getattr(qk_triton, module), attr)
-    config = getattr(_configs, variant.configs)(arch, *variant.config_args)[config_index]
+    kernel = getattr(importlib.import_module(f"qkernels.triton.{module}"), attr)
+    config = _configs_of(variant, arch)[config_index]
     consts = {**variant.constants, **config.kwargs}
     signature = {**variant.signature, **{name: "constexpr" for name in consts}}
     result = Result(variant.name, arch, str(config), ok=False, shared_limit=SHARED_LIMIT[arch])
@@ -251,9 +368,10 @@ def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
             target=GPUTarget("cuda", ARCHS[arch], 32),
             options={"num_warps": config.num_warps, "num_stages": config.num_stages},
         )
-        regs, stack, static_shared, mma = _resources(compiled.asm["cubin"])
-        result.registers, result.stack_bytes, result.mma = regs, stack, mma
-        result.shared_bytes = compiled.metadata.shared + static_shared
+        res = _resources(compiled.asm["cubin"])
+        result.registers, result.stack_bytes = res["registers"], res["stack_bytes"]
+        result.mma, result.loads_16B = res["mma"], res["loads_16B"]
+        result.shared_bytes = compiled.metadata.shared + res["static_shared"]
         result.ok = result.shared_bytes <= result.shared_limit
         if not result.ok:
             result.error = "shared memory over the limit"
@@ -264,12 +382,11 @@ def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
 
 
 def jobs(quick: bool) -> list[tuple[Variant, str, int]]:
-    from qkernels.triton import _configs
 
     out = []
     for variant in variants():
         for arch in ARCHS:
-            count = len(getattr(_configs, variant.configs)(arch, *variant.config_args))
+            count = len(_configs_of(variant, arch))
             out += [(variant, arch, i) for i in range(1 if quick else count)]
     return out
 
@@ -277,14 +394,15 @@ def jobs(quick: bool) -> list[tuple[Variant, str, int]]:
 def format_results(results: list[Result]) -> str:
     header = (
         f"{'kernel variant':<46} {'arch':<6} {'regs':>4} {'stack':>6} {'smem KB':>8} "
-        f"{'mma':<12} config"
+        f"{'mma':<12} {'16B loads':>9} config"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         if r.ok:
             lines.append(
                 f"{r.variant:<46} {r.arch:<6} {r.registers:>4} {r.stack_bytes:>6} "
-                f"{r.shared_bytes / 1024:>8.1f} {r.mma:<12} {r.config}"
+                f"{r.shared_bytes / 1024:>8.1f} {r.mma:<12} {r.loads_16B:>9} "
+                f"{r.config.split(', num_ctas')[0]}"
             )
         else:
             lines.append(f"{r.variant:<46} {r.arch:<6} FAILED {r.error}  ({r.config})")

@@ -4,7 +4,8 @@ Layout, as in csrc/cpu/kernel_args.h: x is cut into segments of contiguous
 elements. In segment mode one program covers BLOCK elements of one segment,
 whose (scale, zero_point) is params[segment % n_params], so its LSQ partial
 sums reduce in registers to one atomic add. In channel-last mode the params
-vary along the segment (a row) and a program walks ROWS rows of BLOCK channels.
+vary along the segment (a row) and a program walks ROWS rows of BLOCK channels
+(`tile` sets both).
 """
 
 from __future__ import annotations
@@ -16,9 +17,18 @@ import triton.language as tl
 from qkernels._fake_quant_registry import check_channel, check_group
 from qkernels.triton._common import rne, round_half_even
 
-BLOCK = 1024
-ROWS = 16
 PER_TENSOR_SEGMENT = 1 << 14
+
+
+def tile(along: bool, lsq: bool) -> tuple[int, int]:
+    """(BLOCK, ROWS) of one program: 8-16 elements per thread at 4 warps, so the
+    tile stays in registers on a GPU (`python -m qkernels.triton.compile_check`
+    shows the spills of larger ones). LSQ along the last dim takes tall, narrow
+    tiles: each program ends in one atomic per column, so more rows per program
+    means fewer atomics."""
+    if not along:
+        return 1024, 1
+    return (64, 32) if lsq else (256, 4)
 
 
 @triton.jit
@@ -38,26 +48,32 @@ def _levels(x, inv, zp, ZP_IN_ROUND: tl.constexpr):
 def _offsets(
     numel, seg_len, n_params, ALONG: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr
 ):
-    """Element offsets [ROWS, BLOCK], their mask and param index."""
+    """Element offsets [ROWS, BLOCK] and their mask; the param index: the columns
+    ([1, BLOCK]) along the last dim, else one scalar for the whole segment (so each
+    param is loaded once per program, not once per element)."""
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     if ALONG:
         rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
         offs = rows[:, None] * seg_len + cols[None, :]
         mask = (cols[None, :] < seg_len) & (offs < numel)
-        k = tl.broadcast_to(cols[None, :], (ROWS, BLOCK))
+        k = cols[None, :]
     else:  # ROWS == 1: one segment, one param
         seg = tl.program_id(0).to(tl.int64)
         offs = (seg * seg_len + cols)[None, :]
         mask = (cols[None, :] < seg_len) & (offs < numel)
-        k = tl.zeros((1, BLOCK), tl.int64) + seg % n_params
+        k = seg % n_params
     return offs, mask, k
 
 
 @triton.jit
-def _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask):
-    s = tl.load(scale_ptr + k, mask=mask, other=1.0)
-    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
-    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+def _load_params(scale_ptr, inv_ptr, zp_ptr, k, seg_len, ALONG: tl.constexpr):
+    if ALONG:
+        kmask = k < seg_len
+        s = tl.load(scale_ptr + k, mask=kmask, other=1.0)
+        inv = tl.load(inv_ptr + k, mask=kmask, other=1.0)
+        zp = tl.load(zp_ptr + k, mask=kmask, other=0.0)
+    else:
+        s, inv, zp = tl.load(scale_ptr + k), tl.load(inv_ptr + k), tl.load(zp_ptr + k)
     return s, inv, zp
 
 
@@ -80,7 +96,7 @@ def _forward_kernel(
 ):
     offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask)
+    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, seg_len, ALONG)
     r = _levels(x, inv, zp, ZP_IN_ROUND)
     rc = tl.minimum(tl.maximum(r, qmin), qmax)
     if ZP_IN_ROUND:  # fractional zero point: (rc - zp) * s in float64, as torch
@@ -110,8 +126,7 @@ def _backward_kernel(
     offs, mask, k = _offsets(numel, seg_len, n_params, ALONG, BLOCK, ROWS)
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0)
-    inv = tl.load(inv_ptr + k, mask=mask, other=1.0)
-    zp = tl.load(zp_ptr + k, mask=mask, other=0.0)
+    _, inv, zp = _load_params(inv_ptr, inv_ptr, zp_ptr, k, seg_len, ALONG)
     r = _levels(x, inv, zp, ZP_IN_ROUND)
     keep = (r >= qmin) & (r <= qmax)
     tl.store(dx_ptr + offs, tl.where(keep, dy, tl.zeros_like(dy)), mask=mask)
@@ -141,7 +156,7 @@ def _lsq_backward_kernel(
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     dy_raw = tl.load(dy_ptr + offs, mask=mask, other=0.0)
     dy = dy_raw.to(tl.float32)
-    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, mask)
+    s, inv, zp = _load_params(scale_ptr, inv_ptr, zp_ptr, k, seg_len, ALONG)
     r = _levels(x, inv, zp, True)
     inside = (r >= qmin) & (r <= qmax)
     tl.store(dx_ptr + offs, tl.where(inside, dy_raw, tl.zeros_like(dy_raw)), mask=mask)
@@ -174,11 +189,11 @@ def _channel_layout(x: torch.Tensor, n_params: int, axis: int) -> tuple[int, int
     return (n_params, n_params, True) if inner == 1 else (inner, n_params, False)
 
 
-def _grid(numel: int, seg_len: int, along: bool) -> tuple[int, int]:
+def _grid(numel: int, seg_len: int, along: bool, block: int, rows: int) -> tuple[int, int]:
     segments = triton.cdiv(numel, seg_len)
     if along:
-        return triton.cdiv(segments, ROWS), triton.cdiv(seg_len, BLOCK)
-    return segments, triton.cdiv(seg_len, BLOCK)
+        return triton.cdiv(segments, rows), triton.cdiv(seg_len, block)
+    return segments, triton.cdiv(seg_len, block)
 
 
 def _params(scale: torch.Tensor, zp: torch.Tensor):
@@ -199,7 +214,8 @@ def _launch_forward(x, layout, scale, zp, zp_in_round, qmin, qmax):
     if xc.numel():
         seg_len, n_params, along = layout
         s, inv, z = _params(scale, zp)
-        _forward_kernel[_grid(xc.numel(), seg_len, along)](
+        block, rows = tile(along, lsq=False)
+        _forward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             xc,
             y,
             s,
@@ -212,8 +228,8 @@ def _launch_forward(x, layout, scale, zp, zp_in_round, qmin, qmax):
             float(qmax),
             ALONG=along,
             ZP_IN_ROUND=zp_in_round,
-            BLOCK=BLOCK,
-            ROWS=ROWS if along else 1,
+            BLOCK=block,
+            ROWS=rows,
         )
     return y
 
@@ -224,7 +240,8 @@ def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
     if xc.numel():
         seg_len, n_params, along = layout
         _, inv, z = _params(scale, zp)
-        _backward_kernel[_grid(xc.numel(), seg_len, along)](
+        block, rows = tile(along, lsq=False)
+        _backward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             gc,
             xc,
             dx,
@@ -237,8 +254,8 @@ def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
             float(qmax),
             ALONG=along,
             ZP_IN_ROUND=zp_in_round,
-            BLOCK=BLOCK,
-            ROWS=ROWS if along else 1,
+            BLOCK=block,
+            ROWS=rows,
         )
     return dx
 
@@ -290,7 +307,8 @@ def fake_quant_lsq_backward(
     dzp = torch.zeros(n, dtype=torch.float32, device=x.device)
     if xc.numel():
         s, inv, z = _params(scale, _lsq_zero_point(zero_point, qmin, qmax, n == 1))
-        _lsq_backward_kernel[_grid(xc.numel(), seg_len, along)](
+        block, rows = tile(along, lsq=True)
+        _lsq_backward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             gc,
             xc,
             dx,
@@ -306,8 +324,8 @@ def fake_quant_lsq_backward(
             float(qmax),
             float(grad_factor),
             ALONG=along,
-            BLOCK=BLOCK,
-            ROWS=ROWS if along else 1,
+            BLOCK=block,
+            ROWS=rows,
         )
     zp_dtype = zero_point.dtype if zero_point.is_floating_point() else torch.float32
     return dx, dscale.view(scale.shape), dzp.to(zp_dtype).view(zero_point.shape)
