@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (see the device tool's METHOD.md): build, the GPU
-# tests, the GPU benchmark suite. Logs and the results JSON (named with the device
-# and date) go to $OUT (default benchmarks/results); the output ends with the
-# ratio table. A failing test does not stop the benchmark: both are worth having.
+# A GPU session on a lent machine (see the device tool's METHOD.md), in steps that
+# each fit one device call (10 minutes):
+#   bash benchmarks/gpu_session.sh test                 # build + pytest -m cuda
+#   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
+#   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16
+#   bash benchmarks/gpu_session.sh bench lowrank_mm,lowrank_mm_backward
+# Logs and results JSON (named with the device, date and ops) go to $OUT (default
+# benchmarks/results); the output ends with the ratio table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv
 pip install -q -e . --no-build-isolation || exit 1
-python -m pytest -q -m cuda tests > "$OUT/pytest-cuda.log" 2>&1
-echo "pytest -m cuda: exit $? (log: $OUT/pytest-cuda.log)"; tail -15 "$OUT/pytest-cuda.log"
-device=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
-qkernels bench --suite gpu --json "$OUT/gemm-gpu-$device-$(date +%F).json" > "$OUT/bench-gpu.log" 2>&1
-echo "bench: exit $?"; tail -60 "$OUT/bench-gpu.log"
+case "${1:-}" in
+  test)
+    python -m pytest -q -m cuda tests > "$OUT/pytest-cuda.log" 2>&1
+    echo "pytest -m cuda: exit $? (log: $OUT/pytest-cuda.log)"
+    tail -25 "$OUT/pytest-cuda.log"
+    ;;
+  bench)
+    device=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
+    ops="${2:?which ops, e.g. int8_mm}"
+    qkernels bench --suite gpu --ops "$ops" \
+      --json "$OUT/gemm-gpu-$device-$(date +%F)-${ops//,/-}.json" > "$OUT/bench-$ops.log" 2>&1
+    echo "bench $ops: exit $?"
+    tail -60 "$OUT/bench-$ops.log"
+    ;;
+  *)
+    echo "usage: $0 test | bench OPS" >&2
+    exit 2
+    ;;
+esac

@@ -96,22 +96,22 @@ def _rel(out: torch.Tensor, ref: torch.Tensor) -> float:
 def _operands(case: Case, device: str, copy: int) -> dict[str, torch.Tensor]:
     """One set of inputs for `case` (copy i: its own weights, drawn from seed i)."""
     m, k, n, r, bf16 = case.m, case.k, case.n, case.rank, torch.bfloat16
-    gen = torch.Generator(device="cpu").manual_seed(copy)
+    gen = torch.Generator(device=device).manual_seed(copy)  # drawn where they are used
     t = {
-        "x": torch.randn(m, k, generator=gen).to(bf16),
-        "wq": torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8),
-        "ws": torch.rand(n, generator=gen) * 0.01 + 1e-3,
+        "x": torch.randn(m, k, generator=gen, device=device).to(bf16),
+        "wq": torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8, device=device),
+        "ws": torch.rand(n, generator=gen, device=device) * 0.01 + 1e-3,
     }
     t["w_bf16"] = (t["wq"].float() * t["ws"][:, None]).to(bf16)  # the bf16 peer's same weight
     if case.op == "int8_mm":
-        t["a"] = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8)
-        t["sa"] = torch.rand(m, generator=gen) * 0.01 + 1e-3
+        t["a"] = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8, device=device)
+        t["sa"] = torch.rand(m, generator=gen, device=device) * 0.01 + 1e-3
         t["a_bf16"] = (t["a"].float() * t["sa"][:, None]).to(bf16)
     if case.op.startswith("lowrank"):
-        t["la"] = (torch.randn(r, k, generator=gen) / k**0.5).to(bf16)
-        t["lb"] = (torch.randn(n, r, generator=gen) / r**0.5).to(bf16)
-        t["g"] = torch.randn(m, n, generator=gen).to(bf16)
-    return {name: v.to(device) for name, v in t.items()}
+        t["la"] = (torch.randn(r, k, generator=gen, device=device) / k**0.5).to(bf16)
+        t["lb"] = (torch.randn(n, r, generator=gen, device=device) / r**0.5).to(bf16)
+        t["g"] = torch.randn(m, n, generator=gen, device=device).to(bf16)
+    return t
 
 
 def _exact(case: Case, t: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -260,8 +260,12 @@ def _timer(device: str, min_run_time: float) -> Callable[[Callable[[], object]],
 
 @torch.no_grad()
 def run_gpu_suite(
-    shapes: str = "full", min_run_time: float = 0.1, progress: bool = True
+    shapes: str = "full",
+    min_run_time: float = 0.1,
+    progress: bool = True,
+    ops: tuple[str, ...] | None = None,
 ) -> list[GpuRow]:
+    """Every case of `shapes` (or only those of `ops`), each implementation timed."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
@@ -274,7 +278,13 @@ def run_gpu_suite(
 
     time_ms = _timer(device, min_run_time)
     rows = []
-    for case in tqdm(cases(shapes), desc="gpu suite", disable=not progress):
+    unknown = set(ops or ()) - set(PEERS)
+    if unknown:
+        raise ValueError(
+            f"qkernels bench --ops: unknown {sorted(unknown)}; choose from {list(PEERS)}"
+        )
+    todo = [c for c in cases(shapes) if ops is None or c.op in ops]
+    for case in tqdm(todo, desc="gpu suite", disable=not progress):
         sets = [_operands(case, device, i) for i in range(_copies(case, device))]
         exact = _exact(case, sets[0])
         for name, fn in _implementations(case, device).items():

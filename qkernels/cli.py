@@ -113,13 +113,15 @@ def bench(args: argparse.Namespace) -> None:
     if args.suite == "gpu" or (args.suite == "all" and torch.cuda.is_available()):
         from qkernels.bench_gpu import format_gpu_table, gpu_environment, ratios, run_gpu_suite
 
-        rows = run_gpu_suite("ci" if ci else "full", args.min_run_time)
+        ops = tuple(args.ops.split(",")) if args.ops else None
+        rows = run_gpu_suite("ci" if ci else "full", args.min_run_time, ops=ops)
         print("\n" + format_gpu_table(rows))
         if not torch.cuda.is_available():
             print("(no GPU: the Triton kernels ran in the interpreter; these times mean nothing)")
         if args.json != "-":
             device = gpu_environment()["device"].replace(" ", "-").lower()
-            path = Path(args.json or f"benchmarks/results/gemm-gpu-{device}-{stamp}.json")
+            part = "-" + "-".join(ops) if ops else ""
+            path = Path(args.json or f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json")
             path.parent.mkdir(parents=True, exist_ok=True)
             payload = {
                 "environment": gpu_environment(),
@@ -289,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--shapes", choices=["full", "ci"], default="full")
     b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")
+    b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
     b.add_argument(
         "--json",
