@@ -14,6 +14,7 @@ torch.export keeps the ops whole, as it does for triton_op.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -27,8 +28,8 @@ from qkernels._registry import _lib, check
 BACKENDS = ("triton", "cuda")
 ENV = "QKERNELS_BACKEND"
 
-# Every op with a CUDA implementation; all have a Triton one.
-CUDA_OPS = (
+# Ops torch.compile traces into (their Triton launches enter the graph) ...
+TRACEABLE_OPS = (
     "quantize_rowwise",
     "int_mm",
     "int8_mm",
@@ -36,6 +37,10 @@ CUDA_OPS = (
     "linear_w8a16",
     "lowrank_mm",
     "lowrank_mm_backward",
+)
+# ... and the others, one opaque op in the graph: the LSTM's per-step launch loop
+# and the elementwise fake-quant gain nothing from being traced.
+OPAQUE_OPS = (
     "fake_quant",
     "fake_quant_backward",
     "fake_quant_group",
@@ -44,9 +49,7 @@ CUDA_OPS = (
     "fake_quant_lsq_backward",
     "lstm_w8a8",
 )
-# Ops torch.compile traces into (the others stay one opaque op in the graph: the
-# LSTM's per-step launch loop and the elementwise fake-quant gain nothing from it).
-TRACEABLE_OPS = CUDA_OPS[:7]
+CUDA_OPS = TRACEABLE_OPS + OPAQUE_OPS  # every op with a CUDA kernel; all have a Triton one
 
 _chosen: dict[str, str] = {}  # set_backend's choices; they override the environment
 
@@ -84,9 +87,11 @@ def _validate(where: str, backend: str, ops: Iterable[str]) -> None:
         )
 
 
-def _from_env() -> dict[str, str]:
-    """QKERNELS_BACKEND=triton (every op) or op=backend,op=backend (those ops)."""
-    value = os.environ.get(ENV, "").strip()
+@functools.lru_cache(maxsize=8)
+def _parse_env(value: str) -> dict[str, str]:
+    """QKERNELS_BACKEND=triton (every op) or op=backend,op=backend (those ops).
+    Cached per value: get_backend runs on every CUDA op call."""
+    value = value.strip()
     if not value:
         return {}
     where = f"{ENV}={value!r}"
@@ -113,10 +118,11 @@ def set_backend(backend: str, ops: str | Iterable[str] | None = None) -> None:
 def get_backend(op: str) -> str:
     """The backend `op` runs on for CUDA tensors: set_backend, else QKERNELS_BACKEND,
     else triton."""
-    _check_op("get_backend", op)
+    if op not in CUDA_OPS:
+        _check_op("get_backend", op)
     if op in _chosen:
         return _chosen[op]
-    return _from_env().get(op, "triton")
+    return _parse_env(os.environ.get(ENV, "")).get(op, "triton")
 
 
 def _triton_fn(name: str):

@@ -47,13 +47,19 @@ def _lowrank_mm_backward_fake(grad, x, a, b):
     return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
 
 
-def _lowrank_mm_backward_cpu(grad, x, a, b):
-    _lowrank_mm_backward_fake(grad, x, a, b)
+def lowrank_backward_by_matmuls(grad, x, a, b):
+    """(dx, da, db) of lowrank_mm as five matmuls (BLAS on CPU; the Triton backward's
+    fallback for ranks too wide to keep on chip)."""
     k, n = x.shape[-1], b.shape[0]
     x2d, g2d = x.reshape(-1, k), grad.reshape(-1, n)
     t = x2d @ a.T  # [M, r], recomputed from x (which autograd keeps anyway)
     dt = g2d @ b  # [M, r]
     return (dt @ a).reshape(x.shape), dt.T @ x2d, g2d.T @ t
+
+
+def _lowrank_mm_backward_cpu(grad, x, a, b):
+    _lowrank_mm_backward_fake(grad, x, a, b)
+    return lowrank_backward_by_matmuls(grad, x, a, b)
 
 
 _lib.impl("lowrank_mm_backward", _lowrank_mm_backward_cpu, "CPU")

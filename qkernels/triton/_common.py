@@ -33,6 +33,19 @@ def rne(y, like_ptr):
 
 
 @triton.jit
+def store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS: tl.constexpr):
+    """The float GEMM epilogue: out (+ bias over columns) into the row-major
+    [m, n] out_ptr at (offs_m, offs_n), rounded to out_ptr's dtype."""
+    if HAS_BIAS:
+        out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        out_ptr + offs_m[:, None] * n + offs_n[None, :],
+        rne(out, out_ptr),
+        mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
+    )
+
+
+@triton.jit
 def grouped_tile(m, n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """(row block, column block) of this program on a 1-D grid, visiting GROUP_M
     row blocks per column block before moving on, so that the programs running

@@ -9,12 +9,20 @@ Status: correct against reference.py under the interpreter; not yet verified on 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
 
 from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
-from qkernels.triton._common import autotuned, grouped_tile, launch, rne, round_half_even
+from qkernels.triton._common import (
+    autotuned,
+    grouped_tile,
+    launch,
+    round_half_even,
+    store_output,
+)
 from qkernels.triton._configs import (
     INTERPRET,
     arch_of,
@@ -25,9 +33,12 @@ from qkernels.triton._configs import (
     w8a16_configs,
 )
 
-# Trap: the interpreter's bf16 tl.dot returns garbage (fp16 is fine), so under the
-# interpreter bf16 operands are widened to fp32 first; GPUs run the native bf16 dot.
-UPCAST_BF16 = INTERPRET
+
+def upcast(t: torch.Tensor) -> bool:
+    """Trap: the interpreter's bf16 tl.dot returns garbage (fp16 is fine), so under
+    the interpreter bf16 operands are widened to fp32 first (a kernel's UPCAST);
+    GPUs run the native bf16 dot."""
+    return INTERPRET and t.dtype == torch.bfloat16
 
 
 @triton.jit
@@ -102,18 +113,18 @@ def _int8_gemm_kernel(
         bmask = (offs_k[:, None] < k) & (offs_n[None, :] < n)
         b = tl.load(b_ptr + offs_n[None, :] * k + offs_k[:, None], mask=bmask, other=0)
         acc += tl.dot(a, b, out_dtype=tl.int32)
-    omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
-    optrs = out_ptr + offs_m[:, None] * n + offs_n[None, :]
     if DEQUANT:
         if not QUANTIZE_A:
             a_scale = tl.load(a_scale_ptr + offs_m, mask=offs_m < m, other=0.0)
         b_scale = tl.load(b_scale_ptr + offs_n, mask=offs_n < n, other=0.0)
         out = acc.to(tl.float32) * a_scale[:, None] * b_scale[None, :]
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-        tl.store(optrs, rne(out, out_ptr), mask=omask)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
     else:
-        tl.store(optrs, acc, mask=omask)
+        tl.store(
+            out_ptr + offs_m[:, None] * n + offs_n[None, :],
+            acc,
+            mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
+        )
 
 
 @triton.jit
@@ -161,37 +172,23 @@ def _w8a16_kernel(
             mask=(offs_k[:, None] < k_hi) & (offs_n[None, :] < n),
             other=0,
         )
-        if UPCAST:  # see UPCAST_BF16
+        if UPCAST:  # see upcast()
             x = x.to(tl.float32)
         acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
     out = acc * tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :]
-    omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
     if SPLIT_K > 1:
         pptrs = partial_ptr + offs_m[:, None] * n + offs_n[None, :]
+        omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
         tl.atomic_add(pptrs, out, mask=omask)
         # acq_rel: this program's adds are visible before its ticket, and the last
         # ticket holder sees every other program's adds.
         tickets = partial_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + m * n
         ticket = tl.atomic_add(tickets + pid_m * tl.num_programs(1) + pid_n, 1)
         if ticket == SPLIT_K - 1:
-            out = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
-            if HAS_BIAS:
-                out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[
-                    None, :
-                ]
-            tl.store(
-                out_ptr + offs_m[:, None] * n + offs_n[None, :],
-                rne(out, out_ptr),
-                mask=omask,
-            )
+            total = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
+            store_output(total, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
     else:
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-        tl.store(
-            out_ptr + offs_m[:, None] * n + offs_n[None, :],
-            rne(out, out_ptr),
-            mask=omask,
-        )
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
 
 
 # ---- host side ----
@@ -203,7 +200,7 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     q = torch.empty(x2d.shape, dtype=torch.int8, device=x.device)
     s = torch.ones(x2d.shape[0], dtype=torch.float32, device=x.device)
     if x2d.numel():
-        cfg = dict(quantize_configs(arch_of(x)))
+        cfg = quantize_configs(arch_of(x))
         launch(
             _quantize_rows_kernel,
             (triton.cdiv(x2d.shape[0], cfg["BLOCK_M"]),),
@@ -260,19 +257,13 @@ def int8_mm(a, b, a_scale, b_scale, bias=None, out_dtype=None):
 def linear_w8a8(x, wq, w_scale, bias=None):
     """Per-token quantization of x fused into the GEMM: in its prologue (quantize on
     load) or as a separate pass, per `w8a8_quantize_in_prologue`."""
-    _linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    x2d = x.reshape(-1, x.shape[-1]).contiguous()
-    if w8a8_quantize_in_prologue(arch_of(x), m_bucket(x2d.shape[0])):
-        out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
-    else:
-        q, s = quantize_rowwise(x2d)
-        out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
-    return out.reshape(*x.shape[:-1], wq.shape[0])
+    prologue = w8a8_quantize_in_prologue(arch_of(x), m_bucket(math.prod(x.shape[:-1])))
+    return (linear_w8a8_prologue if prologue else linear_w8a8_two_pass)(x, wq, w_scale, bias)
 
 
 def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
-    """linear_w8a8 with the quantization always a separate pass (for the benchmark
-    that compares it with quantize-on-load)."""
+    """linear_w8a8 with the quantization a separate pass (also timed on its own by
+    the GPU benchmark, against quantize-on-load)."""
     _linear_fake("linear_w8a8", x, wq, w_scale, bias)
     q, s = quantize_rowwise(x.reshape(-1, x.shape[-1]))
     out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
@@ -280,7 +271,7 @@ def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
 
 
 def linear_w8a8_prologue(x, wq, w_scale, bias=None):
-    """linear_w8a8 with the quantization always in the GEMM prologue (benchmark twin)."""
+    """linear_w8a8 with the quantization in the GEMM prologue (quantize on load)."""
     _linear_fake("linear_w8a8", x, wq, w_scale, bias)
     x2d = x.reshape(-1, x.shape[-1]).contiguous()
     out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
@@ -328,6 +319,6 @@ def linear_w8a16(x, wq, w_scale, bias=None):
             n,
             k,
             HAS_BIAS=bias is not None,
-            UPCAST=UPCAST_BF16 and x.dtype == torch.bfloat16,
+            UPCAST=upcast(x),
         )
     return out.reshape(*x.shape[:-1], n)

@@ -18,8 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._lowrank_registry import _lowrank_mm_backward_fake, _lowrank_mm_fake
-from qkernels.triton._common import autotuned, launch, rne
+from qkernels._lowrank_registry import (
+    _lowrank_mm_backward_fake,
+    _lowrank_mm_fake,
+    lowrank_backward_by_matmuls,
+)
+from qkernels.triton._common import autotuned, launch, rne, store_output
 from qkernels.triton._configs import (
     arch_of,
     lowrank_backward_configs,
@@ -27,7 +31,7 @@ from qkernels.triton._configs import (
     m_bucket,
     reduce_rows_configs,
 )
-from qkernels.triton.int8_gemm import UPCAST_BF16
+from qkernels.triton.int8_gemm import upcast
 
 MAX_FUSED_RANK = 256  # beyond this the intermediate does not fit on chip: two GEMMs
 
@@ -51,7 +55,7 @@ def _x_at(x_ptr, a_ptr, offs_m, offs_r, m, k, r, UPCAST, BLOCK_K: tl.constexpr, 
             mask=(offs_k[:, None] < k) & (offs_r[None, :] < r),
             other=0.0,
         )
-        if UPCAST:  # see UPCAST_BF16
+        if UPCAST:  # see upcast()
             x, a = x.to(tl.float32), a.to(tl.float32)
         acc += tl.dot(x, a, input_precision="ieee")
     return acc
@@ -96,13 +100,7 @@ def _lowrank_kernel(
         if UPCAST:
             b = b.to(tl.float32)
         out = tl.dot(rne(t, b_ptr).to(b.dtype), b, input_precision="ieee")
-        if HAS_BIAS:
-            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
-        tl.store(
-            out_ptr + offs_m[:, None] * n + offs_n[None, :],
-            rne(out, out_ptr),
-            mask=(offs_m[:, None] < m) & (offs_n[None, :] < n),
-        )
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
 
 
 @triton.jit
@@ -235,10 +233,6 @@ def _program_target(x: torch.Tensor) -> int:
     return torch.cuda.get_device_properties(x.device).multi_processor_count
 
 
-def _upcast(x: torch.Tensor) -> bool:
-    return UPCAST_BF16 and x.dtype == torch.bfloat16
-
-
 def lowrank_mm(x, a, b, bias=None):
     _lowrank_mm_fake(x, a, b, bias)
     r = a.shape[0]
@@ -269,7 +263,7 @@ def lowrank_mm(x, a, b, bias=None):
             k,
             r,
             HAS_BIAS=bias is not None,
-            UPCAST=_upcast(x),
+            UPCAST=upcast(x),
             BLOCK_R=_block_r(r),
         )
     return out.reshape(*x.shape[:-1], n)
@@ -301,7 +295,7 @@ def _reduce_rows(p_rows: torch.Tensor, q_rows: torch.Tensor, dtype: torch.dtype)
             m,
             p,
             q,
-            UPCAST=_upcast(p_rows),
+            UPCAST=upcast(p_rows),
         )
     return c.to(dtype)
 
@@ -311,11 +305,10 @@ def lowrank_mm_backward(grad, x, a, b):
     _lowrank_mm_backward_fake(grad, x, a, b)
     r, k = a.shape
     n = b.shape[0]
+    if r > MAX_FUSED_RANK:
+        return lowrank_backward_by_matmuls(grad, x, a, b)
     x2d = x.reshape(-1, k).contiguous()
     g2d = grad.reshape(-1, n).contiguous()
-    if r > MAX_FUSED_RANK:
-        t, dt = x2d @ a.T, g2d @ b
-        return (dt @ a).reshape(x.shape), dt.T @ x2d, g2d.T @ t
     m = x2d.shape[0]
     dx = torch.empty_like(x2d)
     t = torch.empty(m, r, dtype=x.dtype, device=x.device)
@@ -336,7 +329,7 @@ def lowrank_mm_backward(grad, x, a, b):
             n,
             k,
             r,
-            UPCAST=_upcast(x),
+            UPCAST=upcast(x),
             BLOCK_R=_block_r(r),
         )
     return dx.reshape(x.shape), _reduce_rows(dt, x2d, a.dtype), _reduce_rows(g2d, t, b.dtype)
