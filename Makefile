@@ -31,7 +31,7 @@ demo: $(BUILD_STAMP)
 	$(PY) -m qkernels.demo
 
 lint: $(DEPS_STAMP)
-	$(VENV)/bin/ruff check qkernels tests benchmarks examples setup.py
+	$(VENV)/bin/ruff check qkernels tests benchmarks examples tools setup.py
 
 test: $(BUILD_STAMP) lint
 	$(PY) -m pytest -q tests

@@ -30,7 +30,7 @@ def _want_cuda(cuda_sources: list[str]) -> bool:
 
 
 def _extension():
-    cpu_sources = sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/ops.cpp"]
+    cpu_sources = sorted(glob.glob("csrc/cpu/*.cpp")) + ["csrc/extension.cpp"]
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     # -ffp-contract=off: keep mul/add as written so epilogues round like reference.py.
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]

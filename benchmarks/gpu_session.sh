@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A GPU session on a lent machine (see the device tool's METHOD.md), in steps that
-# each fit one device call (10 minutes):
+# A GPU session on a CUDA machine with this repo checked out (the extension is built
+# there against its own torch), in steps of at most ~10 minutes each:
 #   bash benchmarks/gpu_session.sh test                 # build + pytest -m cuda
 #   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
 #   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from qkernels.bench_qat import fake_quant_cases
+from qkernels.bench.qat import fake_quant_cases
 
 SIZE = 4096 if os.environ.get("QKERNELS_BENCH") == "full" else 256
 CASES = [

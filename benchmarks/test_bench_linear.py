@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from qkernels.benchmarking import CI_SHAPES, FULL_SHAPES, default_impls
+from qkernels.bench.linear import CI_SHAPES, FULL_SHAPES, default_impls
 
 SHAPES = FULL_SHAPES if os.environ.get("QKERNELS_BENCH") == "full" else CI_SHAPES
 

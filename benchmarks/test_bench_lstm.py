@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from qkernels.bench_lstm import CI_SHAPES, FULL_SHAPES, _torch_ao_lstm
+from qkernels.bench.lstm import CI_SHAPES, FULL_SHAPES, torch_ao_lstm
 from qkernels.nn import Int8LSTM
 
 SHAPES = FULL_SHAPES if os.environ.get("QKERNELS_BENCH") == "full" else CI_SHAPES
@@ -19,7 +19,7 @@ def test_lstm(benchmark, shape, impl):
     lstm = torch.nn.LSTM(hidden, hidden, num_layers=layers).eval()
     module = {
         "fp32": lambda: lstm,
-        "torch.ao": lambda: _torch_ao_lstm(lstm),
+        "torch.ao": lambda: torch_ao_lstm(lstm),
         "qkernels": lambda: Int8LSTM.from_float(lstm).eval(),
     }[impl]()
     x = torch.randn(steps, batch, hidden)

@@ -6,9 +6,9 @@ ops then raise the reason when called (see `qkernels info`).
 
 from qkernels import ops
 from qkernels._backend import get_backend, set_backend
-from qkernels._registry import EXTENSION_ERROR
+from qkernels._library import EXTENSION_ERROR
 from qkernels.io import load, save
-from qkernels.nn import QATLSTM, Int8Linear, Int8LSTM, QATLinear
+from qkernels.nn import QATLSTM, Int8Linear, Int8LowRankLinear, Int8LSTM, LowRankLinear, QATLinear
 from qkernels.swap import SwapReport, convert, swap
 
 __version__ = "0.1.0"
@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EXTENSION_ERROR",
     "Int8Linear",
+    "Int8LowRankLinear",
     "Int8LSTM",
     "LowRankLinear",
     "QATLSTM",

@@ -8,7 +8,7 @@ torch.compile: the GEMM family's ops are decomposed, under AOTAutograd's
 functionalization, into their Triton host code, whose launches go through
 `wrap_triton` — so Inductor sees the kernels themselves (what
 `torch.library.triton_op` does; done here by hand because these ops are defined
-once in _registry.py for every device, and CPU tensors must keep the op).
+once for every device (`_library`), and CPU tensors must keep the op).
 torch.export keeps the ops whole, as it does for triton_op.
 """
 
@@ -23,41 +23,20 @@ from torch._library.triton import set_wrap_triton_enabled
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 
-from qkernels._registry import _lib, check
+from qkernels._common import check
+from qkernels._library import EXTENSION_ERROR, lib
+from qkernels.op_table import BACKENDS, OPS, cuda_ops
 
-BACKENDS = ("triton", "cuda")
 ENV = "QKERNELS_BACKEND"
 
-# Ops torch.compile traces into (their Triton launches enter the graph) ...
-TRACEABLE_OPS = (
-    "quantize_rowwise",
-    "int_mm",
-    "int8_mm",
-    "linear_w8a8",
-    "linear_w8a16",
-    "lowrank_mm",
-    "lowrank_mm_backward",
-)
-# ... and the others, one opaque op in the graph: the LSTM's per-step launch loop
-# and the elementwise fake-quant gain nothing from being traced.
-OPAQUE_OPS = (
-    "fake_quant",
-    "fake_quant_backward",
-    "fake_quant_group",
-    "fake_quant_group_backward",
-    "fake_quant_lsq",
-    "fake_quant_lsq_backward",
-    "lstm_w8a8",
-)
-CUDA_OPS = TRACEABLE_OPS + OPAQUE_OPS  # every op with a CUDA kernel; all have a Triton one
+# Every op with a CUDA kernel (all have a Triton one), from the op table.
+CUDA_OPS = cuda_ops()
 
 _chosen: dict[str, str] = {}  # set_backend's choices; they override the environment
 
 
 def cuda_cpp_ops() -> tuple[str, ...]:
     """Ops with a CUDA C++ kernel in this build of qkernels._C."""
-    from qkernels._registry import EXTENSION_ERROR
-
     if EXTENSION_ERROR is not None:
         return ()
     from qkernels import _C
@@ -172,9 +151,10 @@ def _decompose_into_triton(name: str):
     return decompose
 
 
-for _name in CUDA_OPS:
-    _lib.impl(_name, _cuda_impl(_name), "CUDA")
-for _name in TRACEABLE_OPS:
-    torch.library.register_torch_dispatch(
-        f"qkernels::{_name}", FunctionalTensorMode, _decompose_into_triton(_name), lib=_lib
-    )
+for _op in OPS:
+    if _op.cuda:
+        lib.impl(_op.name, _cuda_impl(_op.name), "CUDA")
+    if _op.traceable:
+        torch.library.register_torch_dispatch(
+            _op.qualname, FunctionalTensorMode, _decompose_into_triton(_op.name), lib=lib
+        )

@@ -1,4 +1,4 @@
-"""`qkernels info | bench`: what was built and how fast it is."""
+"""`qkernels info | bench | finetune | quantize | eval`: the command line."""
 
 from __future__ import annotations
 
@@ -8,31 +8,16 @@ import json
 import os
 import platform
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-OPS = (
-    "quantize_rowwise",
-    "int_mm",
-    "int8_mm",
-    "linear_w8a8",
-    "linear_w8a16",
-    "pack_weight",
-    "fake_quant",
-    "fake_quant_group",
-    "fake_quant_lsq",
-    "lstm_w8a8",
-    "lowrank_mm",
-    "lowrank_mm_backward",
-)
-
 
 def info() -> str:
     import qkernels
-    from qkernels import _registry
-    from qkernels._backend import BACKENDS, ENV, cuda_cpp_ops, get_backend
+    from qkernels._backend import ENV, cuda_cpp_ops, get_backend
+    from qkernels._library import EXTENSION_ERROR
+    from qkernels.op_table import BACKENDS, OPS
 
     lines = [
         f"qkernels {qkernels.__version__}",
@@ -45,8 +30,8 @@ def info() -> str:
         lines.append(f"triton {triton.__version__}")
     except ImportError:
         lines.append("triton: not installed")
-    if _registry.EXTENSION_ERROR is not None:
-        lines.append(f"qkernels._C: NOT LOADED ({_registry.EXTENSION_ERROR})")
+    if EXTENSION_ERROR is not None:
+        lines.append(f"qkernels._C: NOT LOADED ({EXTENSION_ERROR})")
         return "\n".join(lines)
     from qkernels import _C
 
@@ -59,89 +44,74 @@ def info() -> str:
         f"cuda backends: {', '.join(BACKENDS)} (choose: qkernels.set_backend or "
         f"{ENV}=triton|op=backend,...; CUDA C++ ops built: {', '.join(cuda_cpp_ops()) or 'none'})",
         "",
-        f"{'op':<20} {'cpu kernel':<18} cuda backend",
+        f"{'op':<26} {'family':<11} {'cpu kernel':<28} cuda backend",
     ]
     for op in OPS:
-        try:
-            cpu = "cpu/blas" if op in _registry.PYTHON_CPU_OPS else _C.cpu_kernel(op)
+        try:  # the C++ side answers from the kernel table the op itself reads
+            cpu = "cpu/" + (_C.cpu_kernel(op.name) if op.cpu == "cpp" else "torch (python)")
         except ValueError as e:  # a bad QKERNELS_CPU_ISA: show it, don't crash
             cpu = f"error: {e}"
-        if op == "pack_weight":
-            cuda = "cpu-only layout"
+        if not op.cuda:
+            cuda = "none (cpu-only layout)"
         else:
             try:
-                cuda = get_backend(op)
+                cuda = get_backend(op.name)
             except ValueError as e:  # a bad QKERNELS_BACKEND: show it, don't crash
                 cuda = f"error: {e}"
-        lines.append(f"{op:<20} {cpu:<18} {cuda}")
+        lines.append(f"{op.name:<26} {op.family:<11} {cpu:<28} {cuda}")
     return "\n".join(lines)
 
 
 def bench(args: argparse.Namespace) -> None:
-    from qkernels.bench_qat import format_qat_table, run_fake_quant_suite, run_qat_step_suite
-    from qkernels.benchmarking import (
-        CI_SHAPES,
-        FULL_SHAPES,
-        format_table,
-        run_linear_suite,
-        save_results,
-    )
+    from qkernels.bench import gpu, linear, lstm, qat, report
 
     ci = args.shapes == "ci"
     stamp = dt.date.today().isoformat()
+
+    def emit(text: str, rows: list, default_path: str, gpu_env: bool = False, **summaries) -> None:
+        print("\n" + text)
+        if args.json != "-":
+            env = report.environment(gpu=gpu_env)
+            path = report.save_json(args.json or default_path, rows, env, **summaries)
+            print(f"\nresults: {path}")
+
     if args.suite in ("linear", "all"):
-        rows = run_linear_suite(
-            CI_SHAPES if ci else FULL_SHAPES,
+        rows = linear.run_linear_suite(
+            linear.CI_SHAPES if ci else linear.FULL_SHAPES,
             weights=args.weights,
             compile_=args.compile,
             min_run_time=args.min_run_time,
         )
-        print("\n" + format_table(rows))
-        if args.json != "-":
-            path = args.json or f"benchmarks/results/linear-cpu-{stamp}.json"
-            print(f"\nresults: {save_results(rows, path)}")
+        emit(
+            linear.format_table(rows),
+            rows,
+            f"benchmarks/results/linear-cpu-{stamp}.json",
+            summary=linear.summarize(rows),
+        )
     if args.suite in ("lstm", "all"):
-        from qkernels.bench_lstm import CI_SHAPES as LSTM_CI
-        from qkernels.bench_lstm import FULL_SHAPES as LSTM_FULL
-        from qkernels.bench_lstm import format_lstm_table, run_lstm_suite
-
-        rows = run_lstm_suite(LSTM_CI if ci else LSTM_FULL, args.min_run_time)
-        print("\n" + format_lstm_table(rows))
-        if args.json != "-":
-            path = args.json or f"benchmarks/results/lstm-cpu-{stamp}.json"
-            print(f"\nresults: {save_results(rows, path)}")
+        rows = lstm.run_lstm_suite(lstm.CI_SHAPES if ci else lstm.FULL_SHAPES, args.min_run_time)
+        emit(lstm.format_lstm_table(rows), rows, f"benchmarks/results/lstm-cpu-{stamp}.json")
     if args.suite == "gpu" or (args.suite == "all" and torch.cuda.is_available()):
-        from qkernels.bench_gpu import format_gpu_table, gpu_environment, ratios, run_gpu_suite
-
         ops = tuple(args.ops.split(",")) if args.ops else None
-        rows = run_gpu_suite("ci" if ci else "full", args.min_run_time, ops=ops)
-        print("\n" + format_gpu_table(rows))
+        rows = gpu.run_gpu_suite("ci" if ci else "full", args.min_run_time, ops=ops)
+        text = gpu.format_gpu_table(rows)
         if not torch.cuda.is_available():
-            print("(no GPU: the Triton kernels ran in the interpreter; these times mean nothing)")
-        if args.json != "-":
-            device = gpu_environment()["device"].replace(" ", "-").lower()
-            part = "-" + "-".join(ops) if ops else ""
-            path = Path(args.json or f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            payload = {
-                "environment": gpu_environment(),
-                "ratios": ratios(rows),
-                "rows": [asdict(r) for r in rows],
-            }
-            path.write_text(json.dumps(payload, indent=1))
-            print(f"\nresults: {path}")
+            text += (
+                "\n(no GPU: the Triton kernels ran in the interpreter; these times mean nothing)"
+            )
+        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
+        part = "-" + "-".join(ops) if ops else ""
+        path = f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json"
+        emit(text, rows, path, gpu_env=True, ratios=gpu.ratios(rows))
     if args.suite in ("qat", "all"):
         size, (m, k, n) = (256, (128, 128, 128)) if ci else (4096, (2048, 1024, 1024))
-        rows = run_fake_quant_suite(size, size, args.min_run_time)
-        rows += run_qat_step_suite(m, k, n, args.min_run_time)
-        print("\n" + format_qat_table(rows))
-        print(
-            "(qkernels reuses its large CPU output buffers across calls, as a training "
+        rows = qat.run_fake_quant_suite(size, size, args.min_run_time)
+        rows += qat.run_qat_step_suite(m, k, n, args.min_run_time)
+        text = qat.format_qat_table(rows) + (
+            "\n(qkernels reuses its large CPU output buffers across calls, as a training "
             "loop would; torch's CPU allocator maps fresh pages for every >32 MB tensor)"
         )
-        if args.json != "-":
-            path = args.json or f"benchmarks/results/qat-cpu-{stamp}.json"
-            print(f"\nresults: {save_results(rows, path)}")
+        emit(text, rows, f"benchmarks/results/qat-cpu-{stamp}.json")
 
 
 def finetune_cmd(args: argparse.Namespace) -> None:

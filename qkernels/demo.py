@@ -56,7 +56,7 @@ def embed(model, tokenizer, sentences: list[str], batch_size: int = 32) -> torch
 def main() -> None:
     """The main job: MiniLM, distilled quantization-aware on the Python language
     reference, converted to int8; then the Linear benchmark for two shapes."""
-    from qkernels.benchmarking import format_table, run_linear_suite
+    from qkernels.bench.linear import format_table, run_linear_suite
     from qkernels.finetune import FinetuneConfig, finetune, format_report
 
     print(

@@ -360,11 +360,25 @@ def prepare(cfg: FinetuneConfig, model: nn.Module, train: Dataset, tokenizer, te
     return report
 
 
-def finetune(cfg: FinetuneConfig) -> dict:
-    """Run one fine-tuning job; returns (and writes to output/report.json) the
-    before/after metric, size and latency."""
+@dataclass
+class Job:
+    """Everything one fine-tuning run works on, built by `setup`."""
+
+    cfg: FinetuneConfig
+    rank: int
+    world: int
+    out: Path
+    train: Dataset
+    valid: Dataset
+    model: nn.Module
+    tokenizer: object
+    teacher: nn.Module | None  # distillation: the frozen float model
+    probe: dict  # one evaluation batch, for latency
+
+
+def setup(cfg: FinetuneConfig) -> Job:
+    """Seeds, output directory, data, model and tokenizer (and the teacher for distill)."""
     cfg.check()
-    started_dist = _init_distributed()
     rank, world = _world()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -382,85 +396,116 @@ def finetune(cfg: FinetuneConfig) -> dict:
             if isinstance(module, nn.Dropout):
                 module.p = 0.0
     probe = next(eval_batches(valid, 32, tokenizer, cfg.max_length))
-    before = {
-        "metric": evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher),
+    return Job(cfg, rank, world, out, train, valid, model, tokenizer, teacher, probe)
+
+
+def measure(job: Job, model: nn.Module | None = None) -> dict:
+    """The task metric on the validation set, the model's size and its latency."""
+    model = job.model if model is None else model
+    cfg = job.cfg
+    return {
+        "metric": evaluate(cfg.task, model, job.valid, job.tokenizer, cfg.max_length, job.teacher),
         "bytes": model_bytes(model),
-        "latency_ms": latency_ms(model, probe),
+        "latency_ms": latency_ms(model, job.probe),
     }
-    baseline_w8a8 = None
-    if cfg.method == "qat":  # what plain conversion gives, for comparison
-        plain = copy.deepcopy(model)
-        qkernels.swap(plain, "w8a8")
-        baseline_w8a8 = evaluate(cfg.task, plain, valid, tokenizer, cfg.max_length, teacher)
-    report = prepare(cfg, model, train, tokenizer, teacher)
+
+
+def train(job: Job) -> tuple[list[dict], float | None]:
+    """The training loop (QAT, low-rank, fp32; nothing for post-training methods):
+    AdamW, warmup + linear decay, DDP under torchrun, periodic evaluation and
+    checkpoints, exact resume. Returns the evaluation history and the loop's own
+    overhead relative to the model's forward + backward + step time."""
+    cfg, model = job.cfg, job.model
     steps = cfg.steps if cfg.method in TRAINED else 0
+    if not steps:
+        return [], None
     train_model = model
-    if world > 1 and steps:
+    if job.world > 1:
         # Unused parameters are normal here (a pooler under distillation, say).
         train_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr) if params else None
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
     warmup = max(1, steps // 10)
-    sched = (
-        torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / max(steps, 1))
-        )
-        if opt
-        else None
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / max(steps, 1))
     )
-    start = load_checkpoint(out, model, opt, sched) if cfg.resume and steps else 0
-    history, loop_overhead = [], None
-    if steps:
-        from tqdm import tqdm
+    start = load_checkpoint(job.out, model, opt, sched) if cfg.resume else 0
+    history = []
+    from tqdm import tqdm
 
-        model.train()
-        bar = tqdm(
-            range(start, steps),
-            initial=start,
-            total=steps,
-            desc=f"{cfg.method} {cfg.task}",
-            disable=not cfg.progress or rank != 0,
+    model.train()
+    bar = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        desc=f"{cfg.method} {cfg.task}",
+        disable=not cfg.progress or job.rank != 0,
+    )
+    seen, t0 = 0, time.perf_counter()
+    model_time = side_time = 0.0  # forward+backward+step; evaluation and checkpoints
+    for step in bar:
+        batch = batches(
+            job.train,
+            cfg.batch_size,
+            job.tokenizer,
+            cfg.max_length,
+            step,
+            cfg.seed,
+            job.rank,
+            job.world,
         )
-        seen, t0 = 0, time.perf_counter()
-        model_time = side_time = 0.0  # forward+backward+step; evaluation and checkpoints
-        for step in bar:
-            batch = batches(
-                train, cfg.batch_size, tokenizer, cfg.max_length, step, cfg.seed, rank, world
-            )
-            t_model = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(cfg.task, train_model, batch, teacher)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            model_time += time.perf_counter() - t_model
-            seen += batch["input_ids"].shape[0] * world
-            bar.set_postfix(
-                loss=f"{loss.item():.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
-            )
-            done = step + 1
-            t_side = time.perf_counter()
-            if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
-                metric = evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher)
-                history.append({"step": done, "metric": metric})
-                model.train()
-            if rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == steps):
-                save_checkpoint(out, done, model, opt, sched)
-            side_time += time.perf_counter() - t_side
-        # What the loop itself adds (data, progress bar, bookkeeping) on top of the
-        # model's forward + backward + optimizer step.
-        loop_overhead = (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
+        t_model = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(cfg.task, train_model, batch, job.teacher)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        model_time += time.perf_counter() - t_model
+        seen += batch["input_ids"].shape[0] * job.world
+        bar.set_postfix(
+            loss=f"{loss.item():.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
+        )
+        done = step + 1
+        t_side = time.perf_counter()
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
+            history.append({"step": done, "metric": measure(job)["metric"]})
+            model.train()
+        if job.rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == steps):
+            save_checkpoint(job.out, done, model, opt, sched)
+        side_time += time.perf_counter() - t_side
+    # What the loop itself adds (data, progress bar, bookkeeping) on top of the
+    # model's forward + backward + optimizer step.
+    return history, (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
+
+
+def save_outputs(job: Job, result: dict) -> None:
+    """Rank 0 writes the model (qkernels.save), its tokenizer and report.json."""
+    if job.rank == 0:
+        qkernels.save(job.model, job.out / "model")
+        job.tokenizer.save_pretrained(job.out / "model")
+        (job.out / "report.json").write_text(json.dumps(result, indent=1))
+
+
+def finetune(cfg: FinetuneConfig) -> dict:
+    """Run one fine-tuning job: setup, measure, swap, train, convert, measure, save.
+    Returns (and writes to output/report.json) the before/after metric, size and latency."""
+    cfg.check()  # before starting a process group that a bad config would leave behind
+    started_dist = _init_distributed()
+    job = setup(cfg)
+    before = measure(job)
+    baseline_w8a8 = None
+    if cfg.method == "qat":  # what plain conversion gives, for comparison
+        plain = copy.deepcopy(job.model)
+        qkernels.swap(plain, "w8a8")
+        baseline_w8a8 = measure(job, plain)["metric"]
+    report = prepare(cfg, job.model, job.train, job.tokenizer, job.teacher)
+    history, loop_overhead = train(job)
     if cfg.method in ("qat", "ptq"):
-        qkernels.convert(model)
+        qkernels.convert(job.model)
     if cfg.method == "lowrank" and cfg.lowrank_int8:
-        qkernels.convert(model, lowrank_to_int8=True)
-    model.eval()
-    after = {
-        "metric": evaluate(cfg.task, model, valid, tokenizer, cfg.max_length, teacher),
-        "bytes": model_bytes(model),
-        "latency_ms": latency_ms(model, probe),
-    }
+        qkernels.convert(job.model, lowrank_to_int8=True)
+    job.model.eval()
     result = {
         "config": asdict(cfg),
         "metric_name": {
@@ -469,20 +514,17 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "distill": "mean cosine to fp32",
         }[cfg.task],
         "before": before,
-        "after": after,
+        "after": measure(job),
         "history": history,
         "replaced": len(report.replaced) if report else 0,
         "loop_overhead": loop_overhead,
-        "world_size": world,
+        "world_size": job.world,
     }
     if baseline_w8a8 is not None:
         result["plain_w8a8_metric"] = baseline_w8a8
-    if world > 1:
-        result["weights_checksum"] = _checksum_all_ranks(model)
-    if rank == 0:
-        qkernels.save(model, out / "model")
-        tokenizer.save_pretrained(out / "model")
-        (out / "report.json").write_text(json.dumps(result, indent=1))
+    if job.world > 1:
+        result["weights_checksum"] = _checksum_all_ranks(job.model)
+    save_outputs(job, result)
     if started_dist:
         dist.destroy_process_group()
     return result

@@ -30,80 +30,27 @@ from qkernels.nn import (
 PLAN_FILE = "qkernels.json"
 WEIGHTS_FILE = "model.safetensors"
 
-_LSTM_ARGS = (
-    "input_size",
-    "hidden_size",
-    "num_layers",
-    "bias",
-    "batch_first",
-    "dropout",
-    "bidirectional",
-    "proj_size",
-)
+# The qkernels modules a saved plan may name; each says how to rebuild itself (`spec`).
+MODULE_TYPES: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (Int8Linear, QATLinear, Int8LowRankLinear, LowRankLinear, Int8LSTM, QATLSTM)
+}
 
 
 def module_spec(module: nn.Module) -> dict | None:
     """Constructor arguments that rebuild an empty qkernels module, or None."""
-    if isinstance(module, Int8Linear):
-        return {
-            "type": "Int8Linear",
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "bias": module.bias is not None,
-            "mode": module.mode,
-            "static_act": module.static_act,
-        }
-    if isinstance(module, QATLinear):
-        return {
-            "type": "QATLinear",
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "bias": module.bias is not None,
-            "act": module.act,
-            "weight_lsq": module.weight_lsq,
-            "ema_momentum": module.ema_momentum,
-        }
-    if isinstance(module, Int8LowRankLinear):
-        return {
-            "type": "Int8LowRankLinear",
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "rank": module.rank,
-            "bias": module.up.bias is not None,
-        }
-    if isinstance(module, LowRankLinear):
-        return {
-            "type": "LowRankLinear",
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "rank": module.rank,
-            "bias": module.bias is not None,
-        }
-    if isinstance(module, (Int8LSTM, QATLSTM)):
-        spec = {"type": type(module).__name__, **{a: getattr(module, a) for a in _LSTM_ARGS}}
-        if isinstance(module, QATLSTM):
-            spec["weight_lsq"] = module.weight_lsq
-        return spec
-    return None
+    kind = type(module).__name__
+    if MODULE_TYPES.get(kind) is not type(module):
+        return None
+    return {"type": kind, **module.spec()}
 
 
 def _build(spec: dict) -> nn.Module:
     spec = dict(spec)
     kind = spec.pop("type")
-    classes = {
-        "Int8Linear": Int8Linear,
-        "QATLinear": QATLinear,
-        "Int8LSTM": Int8LSTM,
-        "QATLSTM": QATLSTM,
-        "LowRankLinear": LowRankLinear,
-        "Int8LowRankLinear": Int8LowRankLinear,
-    }
-    if kind not in classes:
+    if kind not in MODULE_TYPES:
         raise ValueError(f"qkernels.load: unknown module type {kind!r} in the saved plan")
-    if kind in ("Int8LSTM", "QATLSTM"):
-        args = [spec.pop(a) for a in _LSTM_ARGS]
-        return classes[kind](*args, **spec)
-    return classes[kind](**spec)
+    return MODULE_TYPES[kind](**spec)
 
 
 def swap_plan(model: nn.Module) -> dict[str, dict]:

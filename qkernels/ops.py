@@ -1,4 +1,5 @@
-"""Public ops: thin typed wrappers over torch.ops.qkernels.* (contract in DESIGN.md).
+"""Public ops: thin typed wrappers over torch.ops.qkernels.* (contract in DESIGN.md;
+the op table in `qkernels.op_table`).
 
 Weights (`b`, `wq`) are int8 [N, K] on every device; on CPU they may also be the
 packed uint8 layout returned by `pack_weight`, which skips a per-call repack.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from qkernels import _registry  # noqa: F401  (defines the ops, loads the kernels)
+from qkernels import _backend, meta  # noqa: F401  (fakes, autograd, CUDA registrations)
 
 _ops = torch.ops.qkernels
 

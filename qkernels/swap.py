@@ -74,6 +74,31 @@ def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 
+def _replace_all(
+    model: nn.Module,
+    report: SwapReport,
+    wanted: Callable[[nn.Module], bool],
+    make: Callable[[nn.Module], nn.Module],
+    skip_reason: Callable[[str], str | None] = lambda name: None,
+) -> SwapReport:
+    """The one replace walk of swap and convert: every wanted submodule (by qualified
+    name, unless skip_reason names a reason) is replaced in place by make(module)."""
+    # Collect first: replacing while iterating named_modules would walk the new modules.
+    targets = [(n, m) for n, m in model.named_modules() if n and wanted(m)]
+    for name, module in targets:
+        reason = skip_reason(name)
+        if reason:
+            report.skipped.append((name, reason))
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        new = make(module)
+        setattr(parent, child, new)
+        report.replaced.append((name, type(module).__name__, type(new).__name__))
+    _record_plan(model)
+    return report
+
+
 def swap(
     model: nn.Module,
     method: str,
@@ -90,27 +115,18 @@ def swap(
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None
     exclude = list(exclude)
-    report = SwapReport(method)
 
-    # Collect first: replacing while iterating named_modules would walk the new modules.
-    def swappable(m: nn.Module) -> bool:
+    def wanted(m: nn.Module) -> bool:
         return _is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
 
-    targets = [(n, m) for n, m in model.named_modules() if n and swappable(m)]
-    for name, module in targets:
+    def skip_reason(name: str) -> str | None:
         if _matches(name, exclude):
-            report.skipped.append((name, "excluded"))
-            continue
+            return "excluded"
         if include is not None and not _matches(name, include):
-            report.skipped.append((name, "not included"))
-            continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        new = make(module)
-        setattr(parent, child, new)
-        report.replaced.append((name, type(module).__name__, type(new).__name__))
-    _record_plan(model)
-    return report
+            return "not included"
+        return None
+
+    return _replace_all(model, SwapReport(method), wanted, make, skip_reason)
 
 
 def _record_plan(model: nn.Module) -> None:
@@ -124,18 +140,11 @@ def convert(model: nn.Module, lowrank_to_int8: bool = False) -> SwapReport:
     """Replace every QAT module of `model` by the int8 inference module it trained
     for (QATLinear -> Int8Linear, QATLSTM -> Int8LSTM, via `to_int8()`), in place;
     with lowrank_to_int8, LowRankLinear -> Int8LowRankLinear (two int8 GEMMs) too."""
-    report = SwapReport("convert")
     kinds = (QATLinear, QATLSTM, LowRankLinear) if lowrank_to_int8 else (QATLinear, QATLSTM)
-    targets = [(n, m) for n, m in model.named_modules() if n and isinstance(m, kinds)]
-    for name, module in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        new = (
-            Int8LowRankLinear.from_lowrank(module)
-            if isinstance(module, LowRankLinear)
-            else module.to_int8()
-        )
-        setattr(parent, child, new)
-        report.replaced.append((name, type(module).__name__, type(new).__name__))
-    _record_plan(model)
-    return report
+
+    def make(module: nn.Module) -> nn.Module:
+        if isinstance(module, LowRankLinear):
+            return Int8LowRankLinear.from_lowrank(module)
+        return module.to_int8()
+
+    return _replace_all(model, SwapReport("convert"), lambda m: isinstance(m, kinds), make)

@@ -8,10 +8,9 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from backends import ALL_ISAS, BACKENDS, Backend, triton_runs  # noqa: E402
 
 import qkernels  # noqa: E402
-
-ALL_ISAS = ("avx512_vnni", "avx2", "scalar")
 
 
 def available_isas() -> list[str]:
@@ -28,6 +27,21 @@ def isa(request, monkeypatch):
         pytest.skip(f"CPU lacks {request.param}")
     monkeypatch.setenv("QKERNELS_CPU_ISA", request.param)
     return request.param
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch) -> Backend:
+    name = request.param
+    if name.startswith("cpu-"):
+        isa = name.removeprefix("cpu-")
+        if isa not in available_isas():
+            pytest.skip(f"CPU lacks {isa}")
+        monkeypatch.setenv("QKERNELS_CPU_ISA", isa)
+    elif name == "triton" and not triton_runs():
+        pytest.skip("needs the Triton interpreter or a GPU")
+    elif name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return Backend(name)
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@
 
 #include "alloc.h"
 #include "checks.h"
+#include "fake_quant_kernels.h"
 #include "isa.h"
-#include "kernel_args.h"
+#include "op_registry.h"
 
 namespace qkernels::cpu {
 namespace {
@@ -85,10 +86,9 @@ int64_t grain(const FakeQuantArgs& p) {
   return std::max<int64_t>(1, kMinElementsPerTask / p.seg_len);
 }
 
-using Kernel = void (*)(const FakeQuantArgs&, int64_t, int64_t);
-
-void run(const FakeQuantArgs& p, Kernel avx512, Kernel scalar, const char* op) {
-  const Kernel fn = selected_isa(op) == Isa::kAvx512Vnni ? avx512 : scalar;
+// `kernel` picks the forward or backward entry of the ISA's table.
+void run(const FakeQuantArgs& p, FakeQuantFn FakeQuantKernels::*kernel, const char* op) {
+  const FakeQuantFn fn = fake_quant_kernels(selected_isa(op)).*kernel;
   at::parallel_for(0, segments(p), grain(p), [&](int64_t b, int64_t e) { fn(p, b, e); });
 }
 
@@ -183,7 +183,7 @@ at::Tensor forward(const char* op, const at::Tensor& x, const Layout& l, const Q
   if (xc.numel() == 0) return y;
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.out = y.data_ptr();
-  run(p, avx512_fake_quant_forward, scalar_fake_quant_forward, op);
+  run(p, &FakeQuantKernels::forward, op);
   return y;
 }
 
@@ -195,7 +195,7 @@ at::Tensor backward(const char* op, const at::Tensor& grad, const at::Tensor& x,
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.dy = gc.data_ptr();
   p.out = dx.data_ptr();
-  run(p, avx512_fake_quant_backward, scalar_fake_quant_backward, op);
+  run(p, &FakeQuantKernels::backward, op);
   return dx;
 }
 
@@ -287,8 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward(
     p.dy = gc.data_ptr();
     p.out = dx.data_ptr();
     p.grad_factor = static_cast<float>(grad_factor);
-    const Kernel fn = selected_isa(op) == Isa::kAvx512Vnni ? avx512_lsq_backward
-                                                          : scalar_lsq_backward;
+    const FakeQuantFn fn = fake_quant_kernels(selected_isa(op)).lsq_backward;
     std::mutex merge;
     at::parallel_for(0, segments(p), grain(p), [&](int64_t b, int64_t e) {
       std::vector<double> ds(n, 0.0), dz(n, 0.0);
@@ -311,6 +310,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward(
     return t.to(dt).view(like.sizes());
   };
   return {dx, to_tensor(dscale, scale), to_tensor(dzp, zero_point)};
+}
+
+const FakeQuantKernels& fake_quant_kernels(Isa isa) {
+  static const FakeQuantKernels kAvx512{"avx512", avx512_fake_quant_forward,
+                                        avx512_fake_quant_backward, avx512_lsq_backward};
+  static const FakeQuantKernels kScalar{"scalar", scalar_fake_quant_forward,
+                                        scalar_fake_quant_backward, scalar_lsq_backward};
+  return isa == Isa::kAvx512Vnni ? kAvx512 : kScalar;
+}
+
+namespace {
+
+const char* fake_quant_kernel(Isa isa) { return fake_quant_kernels(isa).name; }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
+  register_cpu_op(m, "fake_quant", fake_quant, fake_quant_kernel);
+  register_cpu_op(m, "fake_quant_backward", fake_quant_backward, fake_quant_kernel);
+  register_cpu_op(m, "fake_quant_group", fake_quant_group, fake_quant_kernel);
+  register_cpu_op(m, "fake_quant_group_backward", fake_quant_group_backward, fake_quant_kernel);
+  register_cpu_op(m, "fake_quant_lsq", fake_quant_lsq, fake_quant_kernel);
+  register_cpu_op(m, "fake_quant_lsq_backward", fake_quant_lsq_backward, fake_quant_kernel);
 }
 
 }  // namespace qkernels::cpu

@@ -5,7 +5,7 @@
 // readable version.
 #include <cstdint>
 
-#include "kernel_args.h"
+#include "fake_quant_kernels.h"
 #include "scalar_convert.h"
 
 #pragma GCC push_options

@@ -2,7 +2,7 @@
 // AVX-512 file vectorizes). Semantics in kernel_args.h, FakeQuantArgs.
 #include <cmath>
 
-#include "kernel_args.h"
+#include "fake_quant_kernels.h"
 #include "scalar_convert.h"
 
 namespace qkernels::cpu {

@@ -5,11 +5,31 @@
 #include <ATen/Parallel.h>
 
 #include "checks.h"
-#include "gemm_driver.h"
+#include "int8_gemm_driver.h"
+#include "int8_gemm_kernels.h"
 #include "isa.h"
-#include "kernel_args.h"
+#include "op_registry.h"
 
 namespace qkernels::cpu {
+
+const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
+  static const Int8GemmKernels kTable[] = {
+      {"scalar", scalar_int8_gemm_block, scalar_quantize_rows},
+      {"avx2", avx2_int8_gemm_block, avx2_quantize_rows},
+      {"avx512_vnni", avx512_int8_gemm_block, avx512_quantize_rows},
+  };
+  return kTable[static_cast<int>(isa)];
+}
+
+const W8A16Kernels& w8a16_kernels(Isa isa) {
+  static const W8A16Kernels kBf16{"avx512_bf16", avx512bf16_w8a16_block, true};
+  static const W8A16Kernels kAvx2{"avx2_fma", avx2_w8a16_block, false};
+  static const W8A16Kernels kScalar{"scalar", scalar_w8a16_block, false};
+  // Trap: AVX512-BF16 is a separate CPUID bit; a VNNI CPU without it runs the AVX2 kernel.
+  if (isa == Isa::kAvx512Vnni && cpu_features().avx512bf16) return kBf16;
+  return isa == Isa::kScalar ? kScalar : kAvx2;
+}
+
 namespace {
 
 InKind in_kind(const char* op, const char* name, const at::Tensor& x) {
@@ -129,17 +149,13 @@ QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padde
 }
 
 void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa) {
-  auto fn = isa == Isa::kAvx512Vnni ? avx512_quantize_rows
-            : isa == Isa::kAvx2     ? avx2_quantize_rows
-                                    : scalar_quantize_rows;
+  const QuantizeRowsFn fn = int8_gemm_kernels(isa).quantize;
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.k, 1)),
                    [&](int64_t b, int64_t e) { fn(p, b, e); });
 }
 
 void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa) {
-  auto fn = isa == Isa::kAvx512Vnni ? avx512_int8_gemm_block
-            : isa == Isa::kAvx2     ? avx2_int8_gemm_block
-                                    : scalar_int8_gemm_block;
+  const GemmBlockFn fn = int8_gemm_kernels(isa).gemm;
   parallel_tiles(m, groups, p.k4 * kKStep, kRowBlock, [&](int64_t m0, int64_t m1, int64_t g0,
                                                           int64_t g1) { fn(p, m0, m1, g0, g1); });
 }
@@ -275,7 +291,8 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
-  const bool bf16 = w8a16_uses_bf16(isa);
+  const W8A16Kernels& kernels = w8a16_kernels(isa);
+  const bool bf16 = kernels.bf16_x;
   // The kernels read x as bf16 (AVX512-BF16) or fp32, zero beyond K.
   const at::ScalarType x_dtype = bf16 ? at::kBFloat16 : at::kFloat;
   const int64_t ldx = packed.size(1) + kRowPadBytes / static_cast<int64_t>(at::elementSize(x_dtype));
@@ -293,8 +310,7 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
               out.data_ptr(),
               n,
               out_kind(x.scalar_type())};
-  auto fn = bf16 ? avx512bf16_w8a16_block
-            : (isa == Isa::kScalar ? scalar_w8a16_block : avx2_w8a16_block);
+  const W8A16BlockFn fn = kernels.block;
   parallel_tiles(m, packed.size(0) / kGroupCols, k, /*row_block=*/64,
                  [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { fn(p, m0, m1, g0, g1); });
   return out.view(out_shape(x, n));
@@ -323,6 +339,24 @@ std::string dtype_name(at::ScalarType t) {
     case at::kBool: return "torch.bool";
     default: return std::string("torch.") + c10::toString(t);
   }
+}
+
+namespace {
+
+const char* portable(Isa) { return "portable"; }
+const char* w8a8_kernel(Isa isa) { return int8_gemm_kernels(isa).name; }
+const char* w8a16_kernel(Isa isa) { return w8a16_kernels(isa).name; }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
+  register_cpu_op(m, "pack_weight", pack_int8_weight, portable);
+  register_cpu_op(m, "unpack_weight", unpack_int8_weight, portable);
+  register_cpu_op(m, "quantize_rowwise", quantize_rowwise, w8a8_kernel);
+  register_cpu_op(m, "int_mm", int_mm, w8a8_kernel);
+  register_cpu_op(m, "int8_mm", int8_mm, w8a8_kernel);
+  register_cpu_op(m, "linear_w8a8", linear_w8a8, w8a8_kernel);
+  register_cpu_op(m, "linear_w8a16", linear_w8a16, w8a16_kernel);
 }
 
 }  // namespace qkernels::cpu

@@ -70,10 +70,6 @@ Isa selected_isa(const char* op) {
   return Isa::kScalar;
 }
 
-bool w8a16_uses_bf16(Isa isa) {
-  return isa == Isa::kAvx512Vnni && cpu_features().avx512bf16;
-}
-
 std::string features_string() {
   const CpuFeatures& f = cpu_features();
   std::string s;

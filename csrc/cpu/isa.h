@@ -20,8 +20,6 @@ Isa best_isa();
 // every call so tests can switch it), else best_isa(). A forced ISA the CPU
 // lacks, or an unknown name, raises a ValueError naming `op`.
 Isa selected_isa(const char* op);
-// Whether the weight-only kernel may use AVX512-BF16 under `isa`.
-bool w8a16_uses_bf16(Isa isa);
 const char* isa_name(Isa isa);
 std::string features_string();
 

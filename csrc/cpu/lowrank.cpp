@@ -3,6 +3,7 @@
 #include "lowrank.h"
 
 #include "checks.h"
+#include "op_registry.h"
 
 namespace qkernels::cpu {
 
@@ -40,5 +41,13 @@ at::Tensor lowrank_mm(const at::Tensor& x, const at::Tensor& a, const at::Tensor
   shape.back() = n;
   return out.view(shape);
 }
+
+namespace {
+
+const char* blas(Isa) { return "blas"; }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) { register_cpu_op(m, "lowrank_mm", lowrank_mm, blas); }
 
 }  // namespace qkernels::cpu

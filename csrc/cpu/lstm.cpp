@@ -7,8 +7,10 @@
 #include <vector>
 
 #include "checks.h"
-#include "gemm_driver.h"
 #include "int8_gemm.h"
+#include "int8_gemm_driver.h"
+#include "lstm_kernels.h"
+#include "op_registry.h"
 
 namespace qkernels::cpu {
 namespace {
@@ -129,6 +131,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
     }
   }
   const Isa isa = selected_isa(kOp);
+  const LstmKernels& kernels = lstm_kernels(isa);
 
   // ---- input projection of every step, both biases folded in ----
   at::Tensor bias = at::zeros({4 * h}, x.options().dtype(at::kFloat));
@@ -152,7 +155,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   at::Tensor q_scale = at::empty({batch}, c.options());
   at::Tensor q_sum = at::empty({batch}, x.options().dtype(at::kInt));
   at::Tensor acc;  // int32 step GEMM for the non-fused path
-  if (isa != Isa::kAvx512Vnni) acc = at::empty({batch, 4 * h16}, x.options().dtype(at::kInt));
+  if (!kernels.fused_step) acc = at::empty({batch, 4 * h16}, x.options().dtype(at::kInt));
   const at::Tensor whh_scale = interleave_gates(w_hh_scale, h);
   at::Tensor y = at::zeros({steps, batch, out}, x.options());
 
@@ -175,10 +178,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
                     q_sum.data_ptr<int32_t>()};
     quantize_rows_into(qa, rows, isa);
     p.gx = gx.data_ptr<float>() + t * batch * 4 * h16;
-    if (isa == Isa::kAvx512Vnni) {
+    if (kernels.fused_step) {
       parallel_tiles(rows, blocks, kp, kRowBlock,
                      [&](int64_t m0, int64_t m1, int64_t b0, int64_t b1) {
-                       avx512_lstm_step_block(p, m0, m1, b0, b1);
+                       kernels.fused_step(p, m0, m1, b0, b1);
                      });
     } else {
       Int8GemmArgs g = p.gemm;
@@ -186,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
       g.ldo = 4 * h16;
       run_int8_gemm(g, rows, 4 * blocks, isa);
       at::parallel_for(0, rows, 1, [&](int64_t m0, int64_t m1) {
-        scalar_lstm_epilogue(p, acc.data_ptr<int32_t>(), m0, m1, 0, blocks);
+        kernels.epilogue(p, acc.data_ptr<int32_t>(), m0, m1, 0, blocks);
       });
     }
     at::Tensor h_t = hid.slice(0, 0, rows).slice(1, 0, h);
@@ -198,6 +201,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   }
   const at::Tensor h_n = (proj ? hprev : hid.slice(1, 0, h)).to(x.scalar_type()).contiguous();
   return {y, h_n, c.slice(1, 0, h).to(x.scalar_type()).contiguous()};
+}
+
+const LstmKernels& lstm_kernels(Isa isa) {
+  static const LstmKernels kFused{"avx512_vnni (fused step)", avx512_lstm_step_block,
+                                  scalar_lstm_epilogue};
+  static const LstmKernels kAvx2{"avx2 gemm + scalar gates", nullptr, scalar_lstm_epilogue};
+  static const LstmKernels kScalar{"scalar", nullptr, scalar_lstm_epilogue};
+  return isa == Isa::kAvx512Vnni ? kFused : isa == Isa::kAvx2 ? kAvx2 : kScalar;
+}
+
+namespace {
+
+const char* portable(Isa) { return "portable"; }
+const char* lstm_kernel(Isa isa) { return lstm_kernels(isa).name; }
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
+  register_cpu_op(m, "pack_lstm_weight", pack_lstm_weight, portable);
+  register_cpu_op(m, "lstm_w8a8", lstm_w8a8, lstm_kernel);
 }
 
 }  // namespace qkernels::cpu

@@ -19,6 +19,23 @@ class RnnInput:
     unsorted_idx: torch.Tensor | None = None
 
 
+LSTM_ARGS = (
+    "input_size",
+    "hidden_size",
+    "num_layers",
+    "bias",
+    "batch_first",
+    "dropout",
+    "bidirectional",
+    "proj_size",
+)
+
+
+def lstm_spec(module) -> dict:
+    """nn.LSTM's constructor arguments, read off an LSTM-like module."""
+    return {a: getattr(module, a) for a in LSTM_ARGS}
+
+
 def to_time_major(name: str, input, batch_first: bool, input_size: int) -> RnnInput:
     if isinstance(input, PackedSequence):
         x, lengths = pad_packed_sequence(PackedSequence(input.data, input.batch_sizes))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from qkernels import ops
+from qkernels.nn._packed import PackedWeights
 
 MODES = ("w8a8", "w8a16")
 
@@ -20,7 +21,7 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(module).__name__}")
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(PackedWeights):
     """y = x @ dequant(W)^T + b with W int8 and one float32 scale per output row.
 
     mode="w8a8": x is quantized per token on the fly (dynamic) and the product
@@ -87,7 +88,14 @@ class Int8Linear(nn.Module):
 
     @property
     def is_packed(self) -> bool:
-        return self.weight.dtype == torch.uint8
+        return self._is_packed()
+
+    def _packed_weights(self):
+        yield (
+            "weight",
+            ops.pack_weight,
+            lambda p: ops.unpack_weight(p, self.out_features, self.in_features),
+        )
 
     def load_int8(
         self,
@@ -123,37 +131,6 @@ class Int8Linear(nn.Module):
             return ops.unpack_weight(self.weight, self.out_features, self.in_features)
         return self.weight
 
-    def _relayout(self) -> None:
-        """CPU kernels read the packed layout; everything else the plain one."""
-        on_cpu = self.weight.device.type == "cpu"
-        if on_cpu and not self.is_packed:
-            self.weight = ops.pack_weight(self.weight)
-        elif not on_cpu and self.is_packed:
-            raise RuntimeError("Int8Linear: packed weight on a non-CPU device")
-
-    def _apply(self, fn, recurse=True):
-        # Unpack before a device move so the target device gets the portable layout.
-        if self.is_packed:
-            self.weight = self.int8_weight()
-        super()._apply(fn, recurse)
-        # Module.to(dtype) casts every float buffer; scales stay float32 (op contract).
-        self.weight_scale = self.weight_scale.float()
-        if self.static_act:
-            self.act_scale = self.act_scale.float()
-        self._relayout()
-        return self
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        destination[prefix + "weight"] = self.int8_weight()
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if self.is_packed:
-            self.weight = self.int8_weight()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.weight_scale = self.weight_scale.float()
-        self._relayout()
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.static_act:
             return self._forward_static(x)
@@ -167,6 +144,16 @@ class Int8Linear(nn.Module):
         a_scale = self.act_scale.expand(x2d.shape[0]).contiguous()
         out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "mode": self.mode,
+            "static_act": self.static_act,
+        }
 
     def extra_repr(self) -> str:
         return (

@@ -3,12 +3,15 @@ int8 activations, each layer/direction one `lstm_w8a8` op call."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from qkernels import ops
-from qkernels.nn._rnn_io import from_time_major, initial_state, to_time_major
+from qkernels.nn._packed import PackedWeights
+from qkernels.nn._rnn_io import from_time_major, initial_state, lstm_spec, to_time_major
 
 
 def _unpack_lstm_weight(packed: torch.Tensor, hidden: int, k: int) -> torch.Tensor:
@@ -19,7 +22,7 @@ def _unpack_lstm_weight(packed: torch.Tensor, hidden: int, k: int) -> torch.Tens
     return rows[:, :hidden].reshape(4 * hidden, k).contiguous()
 
 
-class Int8LSTM(nn.Module):
+class Int8LSTM(PackedWeights):
     """Drop-in for nn.LSTM (inference): num_layers, bias, batch_first, dropout (between
     layers, in training mode), bidirectional, proj_size, optional (h0, c0),
     PackedSequence and unbatched inputs, the same outputs and shapes.
@@ -117,38 +120,9 @@ class Int8LSTM(nn.Module):
 
     # ---- layouts: packed on CPU, portable int8 everywhere else and in state_dict ----
 
-    def _is_packed(self) -> bool:
-        return self.weight_ih_l0.dtype == torch.uint8
-
-    def _unpack(self) -> None:
-        if self._is_packed():
-            for name, hidden, k in self._gate_weights():
-                setattr(self, name, _unpack_lstm_weight(getattr(self, name), hidden, k))
-
-    def _relayout(self) -> None:
-        if self.weight_ih_l0.device.type == "cpu" and not self._is_packed():
-            for name, _, _ in self._gate_weights():
-                setattr(self, name, ops.pack_lstm_weight(getattr(self, name)))
-
-    def _apply(self, fn, recurse=True):
-        self._unpack()
-        super()._apply(fn, recurse)
-        for name, buf in list(self._buffers.items()):
-            if name.endswith("_scale"):  # scales stay float32 under .to(dtype)
-                self._buffers[name] = buf.float()
-        self._relayout()
-        return self
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self._is_packed():
-            for name, hidden, k in self._gate_weights():
-                destination[prefix + name] = _unpack_lstm_weight(getattr(self, name), hidden, k)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        self._unpack()
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self._relayout()
+    def _packed_weights(self):
+        for name, hidden, k in self._gate_weights():
+            yield name, ops.pack_lstm_weight, partial(_unpack_lstm_weight, hidden=hidden, k=k)
 
     # ---- forward ----
 
@@ -189,6 +163,10 @@ class Int8LSTM(nn.Module):
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         return from_time_major(inp, layer_in, torch.stack(h_n), torch.stack(c_n), self.batch_first)
+
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return lstm_spec(self)
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"

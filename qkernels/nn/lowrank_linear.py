@@ -70,6 +70,15 @@ class LowRankLinear(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return ops.lowrank_mm(x, self.a.to(x.dtype), self.b.to(x.dtype), bias)
 
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "rank": self.rank,
+            "bias": self.bias is not None,
+        }
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -113,6 +122,15 @@ class Int8LowRankLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(self.down(x))
+
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "rank": self.rank,
+            "bias": self.up.bias is not None,
+        }
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

@@ -201,6 +201,17 @@ class QATLinear(nn.Module):
         )
         return out
 
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            "act": self.act,
+            "weight_lsq": self.weight_lsq,
+            "ema_momentum": self.ema_momentum,
+        }
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "

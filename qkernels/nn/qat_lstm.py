@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qkernels import ops
-from qkernels.nn._rnn_io import from_time_major, initial_state, to_time_major
+from qkernels.nn._rnn_io import from_time_major, initial_state, lstm_spec, to_time_major
 from qkernels.nn.int8_lstm import Int8LSTM
 from qkernels.nn.qat_linear import QMAX, positive, quantize_with_scale, weight_scale_from_absmax
 
@@ -37,6 +37,10 @@ class QATLSTM(nn.LSTM):
             for name in self._weight_names():
                 scale = weight_scale_from_absmax(getattr(self, name))
                 self.register_parameter(f"{name}_scale", nn.Parameter(scale))
+
+    def spec(self) -> dict:
+        """Constructor arguments that rebuild this module empty (for qkernels.load)."""
+        return {**lstm_spec(self), "weight_lsq": self.weight_lsq}
 
     def _weight_names(self) -> list[str]:
         return [

@@ -1,26 +1,25 @@
 """Launch configurations of the Triton GEMM kernels: one named function per kernel,
 separate sets for sm_80 (A100) and sm_90 (H100/H200), keyed on a bucket of M.
 
-How these were chosen (read before editing): speed NOT measured yet — no GPU has run
-them (see benchmarks/results for what has been). Each set is a short list of
-candidates for `triton.autotune`, which times them on the first call per (bucket,
-N, K) and keeps the fastest; the lists bound that search to shapes that suit the
-hardware:
+How these were chosen (read before editing): from the hardware's limits, not from
+timings (what has been measured: README "GPU status" and benchmarks/results).
+Each set is a short list of candidates for `triton.autotune`, which times them on
+the first call per (bucket, N, K) and keeps the fastest; the lists bound that search
+to shapes that suit the hardware:
 - int8 operands: K steps of 64-128 bytes (one or two 128-byte lines per row per stage).
 - sm_90: 227 KB shared memory per SM and warpgroup MMA (BLOCK_M >= 64, 4 or 8 warps),
   so larger tiles and 3-4 stages; sm_80: 164 KB and mma.sync, tiles up to 128 x 128 int32.
 - decode (M <= 16): the weight read dominates, so narrow N tiles and split-K give
   enough programs to keep every SM streaming weights (132 SMs on H100).
-- checked without a GPU: `python -m qkernels.triton.compile_check` compiles every
+- checked without a GPU: `python tools/compile_check.py` compiles every
   candidate for sm_80 and sm_90 (benchmarks/results/triton-compile-sm80-sm90-*.json):
   all fit shared memory and run on tensor cores (warpgroup MMA on sm_90 wherever
   BLOCK_M >= 64); the sm_80 128 x 256 int8 tiles first proposed spilled registers
   and were replaced; one candidate still spills 8 bytes (sm_80, quantize on load,
   64 x 64 x 128) and is left for the autotuner to rank.
 Under TRITON_INTERPRET=1 (CPU tests) every kernel gets one small configuration, so
-nothing is timed and the tests stay fast. Replace these lists by the measured
-winners (`qkernels bench --suite gpu` writes the chosen configs to its JSON) when a GPU run
-has them.
+nothing is timed and the tests stay fast. A GPU run of `qkernels bench --suite gpu`
+writes the autotuner's picks to its JSON; those replace these lists.
 """
 
 from __future__ import annotations
@@ -194,7 +193,8 @@ def quantize_configs(arch: str | None) -> dict:
 def w8a8_quantize_in_prologue(arch: str | None, bucket: int) -> bool:
     """linear_w8a8: quantize x per token inside the GEMM (each N-tile program reads
     its rows twice, once for the absmax) or in a separate pass first (one more
-    launch and an int8 copy of x). Not measured yet: the prologue wins where the
-    launch dominates (small M); the separate pass where x's re-reads across the N
-    tiles cost more than writing int8 x once."""
+    launch and an int8 copy of x). The reasoning behind the default (timings replace
+    it, see the module docstring): the prologue wins where the launch dominates
+    (small M); the separate pass where x's re-reads across the N tiles cost more than
+    writing int8 x once."""
     return INTERPRET or arch is None or bucket <= 64

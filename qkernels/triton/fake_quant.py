@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._fake_quant_registry import check_channel, check_group
+from qkernels.meta.fake_quant import check_channel, check_group
 from qkernels.triton._common import rne, round_half_even
 
 PER_TENSOR_SEGMENT = 1 << 14
@@ -22,7 +22,7 @@ PER_TENSOR_SEGMENT = 1 << 14
 
 def tile(along: bool, lsq: bool) -> tuple[int, int]:
     """(BLOCK, ROWS) of one program: 8-16 elements per thread at 4 warps, so the
-    tile stays in registers on a GPU (`python -m qkernels.triton.compile_check`
+    tile stays in registers on a GPU (`python tools/compile_check.py`
     shows the spills of larger ones). LSQ along the last dim takes tall, narrow
     tiles: each program ends in one atomic per column, so more rows per program
     means fewer atomics."""

@@ -4,7 +4,6 @@ TRITON_INTERPRET=1). Same signatures and numbers as the ops.
 Every launch goes through `launch` (torch.library.wrap_triton), so torch.compile
 sees these kernels inside the ops (see qkernels/_backend.py). Block sizes come
 from the named config functions in `_configs.py`, autotuned per M bucket.
-Status: correct against reference.py under the interpreter; not yet verified on GPU.
 """
 
 from __future__ import annotations
@@ -15,8 +14,9 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._registry import _int8_mm_fake, _int_mm_fake, _linear_fake, _quantize_rowwise_fake
+from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
 from qkernels.triton._common import (
+    as_rows,
     autotuned,
     grouped_tile,
     launch,
@@ -195,8 +195,8 @@ def _w8a16_kernel(
 
 
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    _quantize_rowwise_fake(x, bits)
-    x2d = x.contiguous().reshape(-1, x.shape[-1])
+    quantize_rowwise_fake(x, bits)
+    x2d = as_rows(x)
     q = torch.empty(x2d.shape, dtype=torch.int8, device=x.device)
     s = torch.ones(x2d.shape[0], dtype=torch.float32, device=x.device)
     if x2d.numel():
@@ -229,7 +229,7 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
             b.contiguous(),
             a_scale.contiguous().reshape(-1) if a_scale is not None else None,
             b_scale.contiguous().reshape(-1) if b_scale is not None else None,
-            bias,
+            bias.contiguous() if bias is not None else None,  # kernels read dense rows
             out,
             m,
             n,
@@ -243,12 +243,12 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    _int_mm_fake(a, b)
+    int_mm_fake(a, b)
     return _gemm(a, b, None, None, None, None, quantize_a=False, dequant=False)
 
 
 def int8_mm(a, b, a_scale, b_scale, bias=None, out_dtype=None):
-    _int8_mm_fake(a, b, a_scale, b_scale, bias, out_dtype)
+    int8_mm_fake(a, b, a_scale, b_scale, bias, out_dtype)
     return _gemm(
         a, b, a_scale, b_scale, bias, out_dtype or torch.float32, quantize_a=False, dequant=True
     )
@@ -264,16 +264,16 @@ def linear_w8a8(x, wq, w_scale, bias=None):
 def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
     """linear_w8a8 with the quantization a separate pass (also timed on its own by
     the GPU benchmark, against quantize-on-load)."""
-    _linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    q, s = quantize_rowwise(x.reshape(-1, x.shape[-1]))
+    linear_fake("linear_w8a8", x, wq, w_scale, bias)
+    q, s = quantize_rowwise(as_rows(x))
     out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
     return out.reshape(*x.shape[:-1], wq.shape[0])
 
 
 def linear_w8a8_prologue(x, wq, w_scale, bias=None):
     """linear_w8a8 with the quantization in the GEMM prologue (quantize on load)."""
-    _linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    x2d = x.reshape(-1, x.shape[-1]).contiguous()
+    linear_fake("linear_w8a8", x, wq, w_scale, bias)
+    x2d = as_rows(x)
     out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
     return out.reshape(*x.shape[:-1], wq.shape[0])
 
@@ -283,8 +283,8 @@ _MIN_TILE_M, _MIN_TILE_N = 16, 32
 
 
 def linear_w8a16(x, wq, w_scale, bias=None):
-    _linear_fake("linear_w8a16", x, wq, w_scale, bias)
-    x2d = x.reshape(-1, x.shape[-1]).contiguous()
+    linear_fake("linear_w8a16", x, wq, w_scale, bias)
+    x2d = as_rows(x)
     m, k = x2d.shape
     n = wq.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -312,7 +312,7 @@ def linear_w8a16(x, wq, w_scale, bias=None):
             x2d,
             wq.contiguous(),
             w_scale.contiguous().reshape(-1),
-            bias,
+            bias.contiguous() if bias is not None else None,
             out,
             partial,
             m,

@@ -18,12 +18,12 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._lowrank_registry import (
-    _lowrank_mm_backward_fake,
-    _lowrank_mm_fake,
+from qkernels.meta.lowrank import (
     lowrank_backward_by_matmuls,
+    lowrank_mm_backward_fake,
+    lowrank_mm_fake,
 )
-from qkernels.triton._common import autotuned, launch, rne, store_output
+from qkernels.triton._common import as_rows, autotuned, launch, rne, store_output
 from qkernels.triton._configs import (
     arch_of,
     lowrank_backward_configs,
@@ -234,11 +234,11 @@ def _program_target(x: torch.Tensor) -> int:
 
 
 def lowrank_mm(x, a, b, bias=None):
-    _lowrank_mm_fake(x, a, b, bias)
+    lowrank_mm_fake(x, a, b, bias)
     r = a.shape[0]
     if r > MAX_FUSED_RANK:
         return torch.nn.functional.linear(torch.nn.functional.linear(x, a), b, bias)
-    x2d = x.reshape(-1, x.shape[-1]).contiguous()
+    x2d = as_rows(x)
     m, k = x2d.shape
     n = b.shape[0]
     out = torch.empty(m, n, dtype=x.dtype, device=x.device)
@@ -256,7 +256,7 @@ def lowrank_mm(x, a, b, bias=None):
             x2d,
             a.contiguous(),
             b.contiguous(),
-            bias,
+            bias.contiguous() if bias is not None else None,  # kernels read dense rows
             out,
             m,
             n,
@@ -302,13 +302,13 @@ def _reduce_rows(p_rows: torch.Tensor, q_rows: torch.Tensor, dtype: torch.dtype)
 
 def lowrank_mm_backward(grad, x, a, b):
     """(dx, da, db) of lowrank_mm; the bias gradient is grad summed over rows."""
-    _lowrank_mm_backward_fake(grad, x, a, b)
+    lowrank_mm_backward_fake(grad, x, a, b)
     r, k = a.shape
     n = b.shape[0]
     if r > MAX_FUSED_RANK:
         return lowrank_backward_by_matmuls(grad, x, a, b)
-    x2d = x.reshape(-1, k).contiguous()
-    g2d = grad.reshape(-1, n).contiguous()
+    x2d = as_rows(x)
+    g2d = as_rows(grad)
     m = x2d.shape[0]
     dx = torch.empty_like(x2d)
     t = torch.empty(m, r, dtype=x.dtype, device=x.device)

@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._lstm_registry import _lstm_w8a8_fake
+from qkernels.meta.lstm import lstm_w8a8_fake
 from qkernels.triton.int8_gemm import _gemm, _quantize, _row_absmax_scale
 
 BLOCK_M, BLOCK_N, BLOCK_K = 16, 32, 32
@@ -113,7 +113,7 @@ def lstm_w8a8(
 ):
     """Same signature and numbers (up to float rounding) as ops.lstm_w8a8; weights
     in the plain int8 [4 * hidden, K] layout."""
-    _lstm_w8a8_fake(
+    lstm_w8a8_fake(
         x,
         h0,
         c0,

@@ -1,0 +1,196 @@
+// AVX2 kernels, for x86 CPUs without AVX-512 VNNI.
+//
+// Int8 GEMM: vpmaddubsw would saturate (255 * 127 * 2 > INT16_MAX) and break
+// exactness, so both operands are widened to int16 and multiplied by vpmaddwd,
+// which is exact. Same packed layout and +128 compensation as the VNNI kernel.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "int8_gemm_kernels.h"
+#include "scalar_convert.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#include <immintrin.h>
+
+#include "unroll.h"
+
+namespace qkernels::cpu {
+namespace {
+
+// Writes 16 int32 column results of one row through the shared epilogue.
+inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc) {
+  const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
+  const uint32_t comp = static_cast<uint32_t>(p.a_rowsum[row]) * 128u;
+  for (int64_t c = 0; c < valid; ++c) {
+    const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) - comp);
+    if (p.out_kind == OutKind::kInt32) {
+      static_cast<int32_t*>(p.out)[row * p.ldo + n0 + c] = v;
+      continue;
+    }
+    float f = static_cast<float>(v) * p.a_scale[row] * p.b_scale[n0 + c];
+    if (p.bias) f += p.bias[n0 + c];
+    store_float(p.out, p.out_kind, row * p.ldo + n0 + c, f);
+  }
+}
+
+// MR rows x one group of 16 columns. Each 16-byte quarter of a packed k4
+// slice holds 4 columns x 4 k; widened to int16 and multiplied with the row's
+// 4 activations repeated, vpmaddwd leaves two partial sums per column.
+template <int MR>
+void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+  __m256i acc[MR][4];
+  unroll<MR>([&](auto i) { unroll<4>([&](auto q) { acc[i][q] = _mm256_setzero_si256(); }); });
+  const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
+  const int8_t* ap = p.a + m * p.lda;
+  for (int64_t k = 0; k < p.k4; ++k) {
+    __m256i bw[4];
+    unroll<4>([&](auto q) {
+      bw[q] = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+          reinterpret_cast<const __m128i*>(bp + k * kGroupBytesPerK4 + q * 16)));
+    });
+    unroll<MR>([&](auto i) {
+      const __m128i a4 =
+          _mm_cvtepi8_epi16(_mm_cvtsi32_si128(load_i32(ap + i * p.lda + k * kKStep)));
+      const __m256i av = _mm256_broadcastq_epi64(a4);
+      unroll<4>([&](auto q) {
+        acc[i][q] = _mm256_add_epi32(acc[i][q], _mm256_madd_epi16(bw[q], av));
+      });
+    });
+  }
+  unroll<MR>([&](auto i) {
+    alignas(32) int32_t lanes[32];
+    unroll<4>([&](auto q) {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(lanes + 8 * q), acc[i][q]);
+    });
+    int32_t sums[16];
+    for (int c = 0; c < 16; ++c)
+      sums[c] = static_cast<int32_t>(static_cast<uint32_t>(lanes[2 * c]) +
+                                     static_cast<uint32_t>(lanes[2 * c + 1]));
+    epilogue_row(p, m + i, g * kGroupCols, sums);
+  });
+}
+
+template <int kk>
+inline __m256 byte_to_f32(__m256i v) {
+  if constexpr (kk == 3) return _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 24));
+  return _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 24 - 8 * kk), 24));
+}
+
+// Weight-only: MR rows x 16 columns in fp32 FMA; x is fp32 here.
+template <int MR>
+void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
+  __m256 acc[MR][2];
+  unroll<MR>([&](auto i) { acc[i][0] = acc[i][1] = _mm256_setzero_ps(); });
+  const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
+  const float* xp = static_cast<const float*>(p.x) + m * p.ldx;
+  const __m256i flip = _mm256_set1_epi32(static_cast<int32_t>(0x80808080u));
+  for (int64_t k = 0; k < p.k4; ++k) {
+    unroll<2>([&](auto h) {
+      const __m256i v = _mm256_xor_si256(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bp + k * kGroupBytesPerK4 + 32 * h)),
+          flip);
+      const __m256 w[4] = {byte_to_f32<0>(v), byte_to_f32<1>(v), byte_to_f32<2>(v),
+                           byte_to_f32<3>(v)};
+      unroll<MR>([&](auto i) {
+        const float* xr = xp + i * p.ldx + k * kKStep;
+        unroll<4>([&](auto kk) {
+          acc[i][h] = _mm256_fmadd_ps(w[kk], _mm256_broadcast_ss(xr + kk), acc[i][h]);
+        });
+      });
+    });
+  }
+  const int64_t n0 = g * kGroupCols;
+  const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
+  unroll<MR>([&](auto i) {
+    alignas(32) float lanes[16];
+    _mm256_store_ps(lanes, acc[i][0]);
+    _mm256_store_ps(lanes + 8, acc[i][1]);
+    for (int64_t c = 0; c < valid; ++c) {
+      float f = lanes[c] * p.b_scale[n0 + c];
+      if (p.bias) f += p.bias[n0 + c];
+      store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, f);
+    }
+  });
+}
+
+constexpr int kGemmMR = 2;
+constexpr int kW8A16MR = 4;
+
+}  // namespace
+
+void avx2_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                          int64_t g1) {
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t m = m0; m < m1; m += kGemmMR) {
+      if (m1 - m >= 2) gemm_micro<2>(p, m, g);
+      else gemm_micro<1>(p, m, g);
+    }
+  }
+}
+
+void avx2_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1) {
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t m = m0; m < m1; m += kW8A16MR) {
+      switch (m1 - m < kW8A16MR ? m1 - m : kW8A16MR) {
+        case 4: w8a16_micro<4>(p, m, g); break;
+        case 3: w8a16_micro<3>(p, m, g); break;
+        case 2: w8a16_micro<2>(p, m, g); break;
+        default: w8a16_micro<1>(p, m, g); break;
+      }
+    }
+  }
+}
+
+void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
+  if (p.x_kind != InKind::kFloat32) {
+    // Half-precision inputs are rare on AVX2-only machines; keep them scalar.
+    scalar_quantize_rows(p, m0, m1);
+    return;
+  }
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256i qmax_i = _mm256_set1_epi32(p.qmax);
+  const __m256i qmin_i = _mm256_set1_epi32(-p.qmax);
+  const int64_t kv = p.k / 8 * 8;
+  for (int64_t m = m0; m < m1; ++m) {
+    const float* x = static_cast<const float*>(p.x) + m * p.ldx;
+    __m256 vmax = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kv; k += 8)
+      vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, vmax);
+    float absmax = 0.f;
+    for (float l : lanes) absmax = std::fmax(absmax, l);
+    for (int64_t k = kv; k < p.k; ++k) absmax = std::fmax(absmax, std::fabs(x[k]));
+    const float scale = absmax == 0.f ? 1.f : absmax / static_cast<float>(p.qmax);
+    const __m256 vscale = _mm256_set1_ps(scale);
+    int8_t* q = p.q + m * p.ldq;
+    __m256i vsum = _mm256_setzero_si256();
+    for (int64_t k = 0; k < kv; k += 8) {
+      __m256i qi = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(x + k), vscale));
+      qi = _mm256_min_epi32(_mm256_max_epi32(qi, qmin_i), qmax_i);
+      vsum = _mm256_add_epi32(vsum, qi);
+      alignas(32) int32_t qv[8];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(qv), qi);
+      for (int l = 0; l < 8; ++l) q[k + l] = static_cast<int8_t>(qv[l]);
+    }
+    alignas(32) int32_t sums[8];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums), vsum);
+    int32_t sum = 0;
+    for (int32_t s : sums) sum += s;
+    const float qmax = static_cast<float>(p.qmax);
+    for (int64_t k = kv; k < p.k; ++k) {
+      const float r = std::fmin(std::fmax(std::nearbyint(x[k] / scale), -qmax), qmax);
+      q[k] = static_cast<int8_t>(r);
+      sum += q[k];
+    }
+    for (int64_t k = p.k; k < p.ldq; ++k) q[k] = 0;
+    p.scale[m] = scale;
+    if (p.rowsum) p.rowsum[m] = sum;
+  }
+}
+
+}  // namespace qkernels::cpu
+
+#pragma GCC pop_options

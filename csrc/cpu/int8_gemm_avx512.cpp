@@ -1,0 +1,123 @@
+// AVX-512 VNNI kernels of the int8 GEMM family: the GEMM (vpdpbusd) with the dequant
+// epilogue fused, and per-row int8 quantization. Requires AVX512F/BW/VL/VNNI at run time; the
+// dispatcher (isa.cpp) only calls in here when the CPU has them.
+//
+// All headers come before the target pragma and everything after it has
+// internal linkage, so no AVX-512 code can leak into another file's inlines.
+#include <cstdint>
+#include <cstring>
+
+#include "int8_gemm_kernels.h"
+#include "scalar_convert.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
+#include <immintrin.h>
+
+#include "avx512_io.h"
+#include "unroll.h"
+#include "int8_gemm_avx512_tile.h"
+
+namespace qkernels::cpu {
+namespace {
+
+// Dequant epilogue of one MR x (NB * 16) tile of int32 sums.
+// Kept out of line: with it inlined into the k loop's function, GCC 12 keeps
+// the accumulators in memory (see unroll.h).
+__attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, int64_t g,
+                                             int rows, int groups, const int32_t* tile) {
+  for (int i = 0; i < rows; ++i) {
+    const int64_t row = m + i;
+    // Weights entered as w + 128: remove 128 * sum(a). uint32 math wraps like int32 GEMMs.
+    const __m512i comp = _mm512_set1_epi32(
+        static_cast<int32_t>(static_cast<uint32_t>(p.a_rowsum[row]) * 128u));
+    for (int j = 0; j < groups; ++j) {
+      const int64_t n0 = (g + j) * kGroupCols;
+      const __mmask16 mask = tail_mask(p.n - n0);
+      const __m512i v = _mm512_sub_epi32(_mm512_load_si512(tile + (i * groups + j) * 16), comp);
+      if (p.out_kind == OutKind::kInt32) {
+        _mm512_mask_storeu_epi32(static_cast<int32_t*>(p.out) + row * p.ldo + n0, mask, v);
+        continue;
+      }
+      // Same operation order as reference.int8_mm: (acc * a_scale) * b_scale + bias.
+      __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(p.a_scale[row]));
+      f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mask, p.b_scale + n0));
+      if (p.bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, p.bias + n0));
+      store_f32x16(p.out, p.out_kind, row * p.ldo + n0, f, mask);
+    }
+  }
+}
+
+template <int MR, int NB>
+void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+  alignas(64) int32_t tile[MR * NB * 16];
+  gemm_tile<MR, NB>(p, m, g, tile);
+  gemm_epilogue(p, m, g, MR, NB, tile);
+}
+
+template <int MR>
+void gemm_micro_rows(const Int8GemmArgs& p, int64_t m, int64_t g, int64_t ng) {
+  switch (ng) {
+    case 4: gemm_micro<MR, 4>(p, m, g); break;
+    case 3: gemm_micro<MR, 3>(p, m, g); break;
+    case 2: gemm_micro<MR, 2>(p, m, g); break;
+    default: gemm_micro<MR, 1>(p, m, g); break;
+  }
+}
+
+constexpr int64_t kNB = 4;
+
+}  // namespace
+
+void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1) {
+  for (int64_t g = g0; g < g1; g += kNB) {
+    const int64_t ng = g1 - g < kNB ? g1 - g : kNB;
+    for (int64_t m = m0; m < m1; m += kMR) {
+      switch (m1 - m < kMR ? m1 - m : kMR) {
+        case 6: gemm_micro_rows<6>(p, m, g, ng); break;
+        case 5: gemm_micro_rows<5>(p, m, g, ng); break;
+        case 4: gemm_micro_rows<4>(p, m, g, ng); break;
+        case 3: gemm_micro_rows<3>(p, m, g, ng); break;
+        case 2: gemm_micro_rows<2>(p, m, g, ng); break;
+        default: gemm_micro_rows<1>(p, m, g, ng); break;
+      }
+    }
+  }
+}
+
+void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
+  const __m512i qmax_i = _mm512_set1_epi32(p.qmax);
+  const __m512i qmin_i = _mm512_set1_epi32(-p.qmax);
+  for (int64_t m = m0; m < m1; ++m) {
+    const int64_t base = m * p.ldx;
+    __m512 vmax = _mm512_setzero_ps();
+    for (int64_t k = 0; k < p.k; k += 16) {
+      const __m512 v = load_f32x16(p.x, p.x_kind, base + k, tail_mask(p.k - k));
+      vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+    }
+    const float absmax = _mm512_reduce_max_ps(vmax);
+    const float scale = absmax == 0.f ? 1.f : absmax / static_cast<float>(p.qmax);
+    const __m512 vscale = _mm512_set1_ps(scale);
+    __m512i vsum = _mm512_setzero_si512();
+    int8_t* q = p.q + m * p.ldq;
+    for (int64_t k = 0; k < p.k; k += 16) {
+      const __mmask16 mask = tail_mask(p.k - k);
+      // Division, not a reciprocal multiply: bit-exact with reference.quantize_rowwise.
+      // cvtps_epi32 rounds half to even under the default MXCSR, as torch.round.
+      __m512i qi = _mm512_cvtps_epi32(
+          _mm512_div_ps(load_f32x16(p.x, p.x_kind, base + k, mask), vscale));
+      qi = _mm512_min_epi32(_mm512_max_epi32(qi, qmin_i), qmax_i);
+      qi = _mm512_maskz_mov_epi32(mask, qi);
+      vsum = _mm512_add_epi32(vsum, qi);
+      _mm_mask_storeu_epi8(q + k, mask, _mm512_cvtepi32_epi8(qi));
+    }
+    for (int64_t k = p.k; k < p.ldq; ++k) q[k] = 0;
+    p.scale[m] = scale;
+    if (p.rowsum) p.rowsum[m] = _mm512_reduce_add_epi32(vsum);
+  }
+}
+
+}  // namespace qkernels::cpu
+
+#pragma GCC pop_options

@@ -1,0 +1,60 @@
+// Threaded drivers of the int8 GEMM family, also used by the LSTM op.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "isa.h"
+#include "int8_gemm_kernels.h"
+
+namespace qkernels::cpu {
+
+constexpr int64_t kRowBlock = 96;   // rows per task: a multiple of the 6-row micro-tile
+constexpr int64_t kGroupBlock = 4;  // column groups (of 16) per task: the 64-wide micro-tile
+constexpr int64_t kMinParallelMacs = 1 << 18;  // below this, threading costs more than it saves
+// Activation buffers get 64 spare bytes per row. Trap: with a power-of-two row
+// stride (K = 4096) the rows of a micro-tile all fall in one L1 set and evict
+// each other on every k step; at 16 rows this cost the w8a16 kernel 2x.
+constexpr int64_t kRowPadBytes = 64;
+
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+struct QuantizedRows {
+  at::Tensor q, scale, rowsum;
+};
+
+// Per-row symmetric quantization of x2d [M, K] into a padded_k-wide buffer.
+QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
+                            Isa isa);
+// The same into existing buffers, rows [0, m) of x (row stride ldx).
+void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa);
+
+void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa);
+
+// Dequantized int8 GEMM of quantized rows with a packed weight -> [M, n] out_dtype.
+at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_t n,
+                        const at::Tensor& a_scale, const at::Tensor& b_scale,
+                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa);
+
+// Splits [0, m) x [0, groups) into tasks; task order keeps a thread's column
+// blocks together so that its weight panel stays in its own L2.
+template <typename Fn>
+void parallel_tiles(int64_t m, int64_t groups, int64_t k, int64_t row_block, Fn&& fn) {
+  if (m == 0 || groups == 0) return;
+  const int64_t mb = (m + row_block - 1) / row_block;
+  const int64_t nb = (groups + kGroupBlock - 1) / kGroupBlock;
+  const int64_t macs = m * groups * kGroupCols * std::max<int64_t>(k, 1);
+  const int64_t grain = macs < kMinParallelMacs ? mb * nb : 1;
+  at::parallel_for(0, mb * nb, grain, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      const int64_t i = t % mb, j = t / mb;
+      fn(i * row_block, std::min(m, (i + 1) * row_block), j * kGroupBlock,
+         std::min(groups, (j + 1) * kGroupBlock));
+    }
+  });
+}
+
+}  // namespace qkernels::cpu

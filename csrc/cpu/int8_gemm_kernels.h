@@ -1,0 +1,95 @@
+// The int8 GEMM family's ISA kernels: their arguments (plain old data, see the trap
+// in kernel_args.h), their declarations, and the kernel table the ops and
+// `qkernels info` both read, so what info reports is what runs.
+#pragma once
+
+#include <cstdint>
+
+#include "isa.h"
+#include "kernel_args.h"
+
+namespace qkernels::cpu {
+
+// C[m, n] = sum_k a[m, k] * w[n, k], with a signed int8 and w packed.
+// The kernel computes sum_k a * (w + 128) and subtracts 128 * a_rowsum[m].
+struct Int8GemmArgs {
+  const int8_t* a;          // [M, lda], zero beyond K
+  int64_t lda;
+  const int32_t* a_rowsum;  // [M]
+  const uint8_t* b;         // packed weight
+  int64_t k4;               // padded K / 4
+  int64_t n;                // real N (stores are masked beyond it)
+  const float* a_scale;     // [M]; unused for int32 output
+  const float* b_scale;     // [N]; unused for int32 output
+  const float* bias;        // [N] or nullptr
+  void* out;                // [M, ldo] of out_kind
+  int64_t ldo;
+  OutKind out_kind;
+};
+
+// out[m, n] = (sum_k x[m, k] * w[n, k]) * b_scale[n] + bias[n]
+struct W8A16Args {
+  const void* x;            // [M, ldx] activations, zero beyond K
+  int64_t ldx;
+  InKind x_kind;            // bf16 for the AVX512-BF16 kernel, fp32 otherwise
+  const uint8_t* b;         // packed weight
+  int64_t k4;
+  int64_t n;
+  const float* b_scale;
+  const float* bias;
+  void* out;
+  int64_t ldo;
+  OutKind out_kind;
+};
+
+// Symmetric per-row quantization: scale = absmax / qmax (1 for an all-zero
+// row), q = clamp(round_half_even(x / scale), -qmax, qmax).
+struct QuantizeArgs {
+  const void* x;            // [M, ldx]
+  int64_t ldx;
+  InKind x_kind;
+  int64_t k;
+  int qmax;
+  int8_t* q;                // [M, ldq], zero-filled in [k, ldq)
+  int64_t ldq;
+  float* scale;             // [M]
+  int32_t* rowsum;          // [M] sum of q, or nullptr
+};
+
+// Rows [m0, m1), column groups [g0, g1).
+using GemmBlockFn = void (*)(const Int8GemmArgs&, int64_t, int64_t, int64_t, int64_t);
+using QuantizeRowsFn = void (*)(const QuantizeArgs&, int64_t, int64_t);
+using W8A16BlockFn = void (*)(const W8A16Args&, int64_t, int64_t, int64_t, int64_t);
+
+void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+void avx2_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                          int64_t g1);
+void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+void scalar_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+// x must be bf16 here.
+void avx512bf16_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0,
+                            int64_t g1);
+void avx2_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
+
+// W8A8 path: the int8 x int8 GEMM and the per-row quantization of one ISA.
+struct Int8GemmKernels {
+  const char* name;
+  GemmBlockFn gemm;
+  QuantizeRowsFn quantize;
+};
+// Weight-only path; `bf16_x`: the kernel reads x as bf16 (else fp32).
+struct W8A16Kernels {
+  const char* name;
+  W8A16BlockFn block;
+  bool bf16_x;
+};
+
+const Int8GemmKernels& int8_gemm_kernels(Isa isa);
+const W8A16Kernels& w8a16_kernels(Isa isa);
+
+}  // namespace qkernels::cpu

@@ -1,0 +1,180 @@
+"""int8 GEMM family: fake (meta) kernels, which are also the argument checks that the
+Triton kernels run, so every backend raises the same errors. No autograd: the int8
+ops are inference ops (QAT trains through fake-quant)."""
+
+from __future__ import annotations
+
+import torch
+
+from qkernels import _library  # noqa: F401  (defines the ops first)
+from qkernels._common import FLOAT_DTYPES, GROUP_COLS, K_STEP, check, describe, round_up
+
+
+def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None:
+            check(
+                t.device == ref.device,
+                op,
+                f"{name} must be on {ref.device} like the other arguments, got {describe(t)}",
+            )
+
+
+def check_scale(op: str, name: str, s: torch.Tensor, n: int, expect: str) -> None:
+    shape_ok = (s.dim() == 1 and s.shape[0] == n) or (
+        s.dim() == 2 and s.numel() == n and 1 in s.shape
+    )
+    check(
+        s.dtype == torch.float32 and shape_ok,
+        op,
+        f"{name} must be float32 of shape {expect} (={n}), got {describe(s)}",
+    )
+
+
+def check_bias(op: str, bias: torch.Tensor | None, n: int) -> None:
+    if bias is not None:
+        check(
+            bias.dtype.is_floating_point and bias.dim() == 1 and bias.shape[0] == n,
+            op,
+            f"bias must be a float tensor of shape [N] (={n}), got {describe(bias)}",
+        )
+
+
+def check_float_x(op: str, x: torch.Tensor) -> None:
+    check(x.dim() >= 1, op, f"x must have at least one dimension, got {describe(x)}")
+    check(
+        x.dtype in FLOAT_DTYPES,
+        op,
+        f"x must be float32, bfloat16 or float16, got {describe(x)}",
+    )
+
+
+def check_weight(op: str, name: str, w: torch.Tensor, n: int, k: int) -> None:
+    """int8 [N, K], or (on CPU) the packed uint8 [ceil16(N), ceil4(K)]."""
+    if w.dtype == torch.int8:
+        check(
+            w.dim() == 2 and tuple(w.shape) == (n, k),
+            op,
+            f"{name} must be int8 of shape [N, K] = [{n}, {k}], got {describe(w)}",
+        )
+        return
+    np_, kp = round_up(n, GROUP_COLS), round_up(k, K_STEP)
+    check(
+        w.dtype == torch.uint8 and w.dim() == 2 and tuple(w.shape) == (np_, kp),
+        op,
+        f"{name} must be int8 [N, K] = [{n}, {k}] or a packed weight from "
+        f"qkernels.ops.pack_weight (uint8 [{np_}, {kp}]), got {describe(w)}",
+    )
+
+
+def scale_count(op: str, name: str, s: torch.Tensor) -> int:
+    check(s.dim() >= 1, op, f"{name} must be float32 of shape [N], got {describe(s)}")
+    return s.numel()
+
+
+@torch.library.register_fake("qkernels::pack_weight")
+def pack_weight_fake(wq: torch.Tensor) -> torch.Tensor:
+    check(
+        wq.dtype == torch.int8 and wq.dim() == 2,
+        "pack_weight",
+        f"wq must be int8 of shape [N, K], got {describe(wq)}",
+    )
+    n, k = wq.shape
+    return wq.new_empty((round_up(n, GROUP_COLS), round_up(k, K_STEP)), dtype=torch.uint8)
+
+
+@torch.library.register_fake("qkernels::unpack_weight")
+def unpack_weight_fake(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    check(
+        packed.dtype == torch.uint8
+        and packed.dim() == 2
+        and tuple(packed.shape) == (round_up(n, GROUP_COLS), round_up(k, K_STEP)),
+        "unpack_weight",
+        f"packed must be uint8 of shape [{round_up(n, GROUP_COLS)}, {round_up(k, K_STEP)}] "
+        f"for N={n}, K={k}, got {describe(packed)}",
+    )
+    return packed.new_empty((n, k), dtype=torch.int8)
+
+
+@torch.library.register_fake("qkernels::quantize_rowwise")
+def quantize_rowwise_fake(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    check(2 <= bits <= 8, "quantize_rowwise", f"bits must be in [2, 8], got {bits}")
+    check_float_x("quantize_rowwise", x)
+    return (
+        torch.empty_like(x, dtype=torch.int8, memory_format=torch.contiguous_format),
+        x.new_empty(x.shape[:-1], dtype=torch.float32),
+    )
+
+
+@torch.library.register_fake("qkernels::int_mm")
+def int_mm_fake(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    op = "int_mm"
+    check(
+        a.dtype == torch.int8 and a.dim() == 2,
+        op,
+        f"a must be int8 of shape [M, K], got {describe(a)}",
+    )
+    check(
+        b.dtype == torch.int8 and b.dim() == 2 and b.shape[1] == a.shape[1],
+        op,
+        f"b must be int8 of shape [N, K] with K == a.shape[1] (={a.shape[1]}), got {describe(b)}",
+    )
+    check_same_device(op, a, b=b)
+    return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
+
+
+@torch.library.register_fake("qkernels::int8_mm")
+def int8_mm_fake(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_scale: torch.Tensor,
+    b_scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    op = "int8_mm"
+    check(
+        a.dtype == torch.int8 and a.dim() == 2,
+        op,
+        f"a must be int8 of shape [M, K], got {describe(a)}",
+    )
+    m, k = a.shape
+    n = scale_count(op, "b_scale", b_scale)
+    check_scale(op, "b_scale", b_scale, n, "[N] or [1, N]")
+    check_scale(op, "a_scale", a_scale, m, "[M] or [M, 1]")
+    dtype = out_dtype or torch.float32
+    check(
+        dtype in FLOAT_DTYPES,
+        op,
+        f"out_dtype must be float32, bfloat16 or float16, got {dtype}",
+    )
+    check_weight(op, "b", b, n, k)
+    check_bias(op, bias, n)
+    check_same_device(op, a, b=b, a_scale=a_scale, b_scale=b_scale, bias=bias)
+    return a.new_empty((m, n), dtype=dtype)
+
+
+def linear_fake(
+    op: str,
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    check_float_x(op, x)
+    n = scale_count(op, "w_scale", w_scale)
+    check_scale(op, "w_scale", w_scale, n, "[N]")
+    check_weight(op, "wq", wq, n, x.shape[-1])
+    check_bias(op, bias, n)
+    check_same_device(op, x, wq=wq, w_scale=w_scale, bias=bias)
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.register_fake("qkernels::linear_w8a8")
+def linear_w8a8_fake(x, wq, w_scale, bias=None):
+    return linear_fake("linear_w8a8", x, wq, w_scale, bias)
+
+
+@torch.library.register_fake("qkernels::linear_w8a16")
+def linear_w8a16_fake(x, wq, w_scale, bias=None):
+    return linear_fake("linear_w8a16", x, wq, w_scale, bias)

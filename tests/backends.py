@@ -1,0 +1,62 @@
+"""What the `backend` fixture (conftest.py) hands a test: each op test runs once per
+implementation of the op —
+every C++ CPU ISA (forced with QKERNELS_CPU_ISA), the Triton kernels (under the
+interpreter on CPU, as CI runs them, or on a GPU) and the CUDA dispatch of the op."""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import pytest
+import torch
+
+ALL_ISAS = ("avx512_vnni", "avx2", "scalar")
+BACKENDS = (*(f"cpu-{isa}" for isa in ALL_ISAS), "triton", "cuda")
+
+
+def triton_runs() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()
+
+
+# Triton tests skip only when no Triton can run; an import error inside
+# qkernels.triton is a failure, never a skip.
+needs_triton = pytest.mark.skipif(not triton_runs(), reason="needs the Triton interpreter or a GPU")
+triton_ops = importlib.import_module("qkernels.triton") if triton_runs() else None
+TRITON_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _move(value, device: str):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_move(v, device) for v in value)
+    return value
+
+
+class Backend:
+    """Calls an op by name on this backend's device and brings the result to the CPU."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.device = {"triton": TRITON_DEVICE, "cuda": "cuda"}.get(name, "cpu")
+        # The interpreter runs a kernel at Python speed: keep its shapes small.
+        self.interpreted = name == "triton" and self.device == "cpu"
+
+    def skip_if_slow(self, work: int, limit: int = 2_000_000) -> None:
+        """Skip shapes whose work (e.g. M * K * N) the interpreter would take minutes on."""
+        if self.interpreted and work > limit:
+            pytest.skip(f"over {limit} multiply-adds: too slow for the Triton interpreter")
+
+    def op(self, name: str):
+        if self.name == "triton":
+            return getattr(triton_ops, name)
+        return getattr(torch.ops.qkernels, name)
+
+    def __call__(self, name: str, *args, host: tuple = ()):
+        """op(*args, *host) with args on this backend's device; `host` arguments (such
+        as a PackedSequence's batch_sizes) stay on the CPU."""
+        return _move(self.op(name)(*_move(args, self.device), *host), "cpu")
+
+    def __repr__(self) -> str:
+        return self.name

@@ -1,0 +1,63 @@
+"""Models saved by qkernels 0.1.0 (before the op-table layout; `tests/fixtures/saved_v0_1`,
+written by that release's `qkernels.save`) still load, with bit-identical outputs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import qkernels
+
+FIXTURES = Path(__file__).parent / "fixtures" / "saved_v0_1"
+
+
+class Net(nn.Module):
+    """The float architecture the `module` fixture was swapped from: Int8Linear w8a8,
+    w8a16 and static-activation, LowRankLinear, Int8LowRankLinear, Int8LSTM
+    (2 layers, bidirectional, proj_size) and QATLSTM with LSQ weight scales."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(24, 40)
+        self.b = nn.Linear(40, 40)
+        self.c = nn.Linear(40, 24, bias=False)
+        self.d = nn.Linear(24, 32)
+        self.e = nn.Linear(32, 24)
+        self.lstm = nn.LSTM(24, 16, num_layers=2, bidirectional=True, proj_size=8)
+        self.qlstm = nn.LSTM(16, 16)
+
+    def forward(self, x):
+        h = self.e(self.d(self.c(self.b(self.a(x)))))
+        y, _ = self.lstm(h)
+        z, _ = self.qlstm(y)
+        return z
+
+
+def test_plain_module_fixture_loads_bit_identical():
+    model = qkernels.load(FIXTURES / "module", model=Net()).eval()
+    expected = load_file(FIXTURES / "module.expected.safetensors")
+    types = {n: type(m).__name__ for n, m in model.named_children()}
+    assert types == {
+        "a": "Int8Linear",
+        "b": "Int8Linear",
+        "c": "Int8Linear",
+        "d": "LowRankLinear",
+        "e": "Int8LowRankLinear",
+        "lstm": "Int8LSTM",
+        "qlstm": "QATLSTM",
+    }
+    with torch.no_grad():
+        torch.testing.assert_close(model(expected["x"]), expected["y"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name,output", [("gpt2_w8a8", "logits"), ("bert_qat_int8", "hidden")])
+def test_hf_fixture_loads_bit_identical(name, output):
+    pytest.importorskip("transformers")
+    model = qkernels.load(FIXTURES / name)
+    expected = load_file(FIXTURES / f"{name}.expected.safetensors")
+    with torch.no_grad():
+        out = model(expected["input_ids"])
+    got = out.logits if output == "logits" else out.last_hidden_state
+    torch.testing.assert_close(got, expected[output], rtol=0, atol=0)
