@@ -17,10 +17,11 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch first: the C++ build imports it (no build isolation, so it builds
-# against the torch that will run it).
+# against the torch that will run it). The editable install skips the extension
+# (QKERNELS_NO_EXT): the next target builds it once, in place.
 $(DEPS_STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)" setuptools wheel ninja
-	$(PIP) install -q -e ".[dev]" --no-build-isolation
+	QKERNELS_NO_EXT=1 $(PIP) install -q -e ".[dev]" --no-build-isolation
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) setup.py $(CSRC)

@@ -3,6 +3,8 @@
 QKERNELS_CUDA=1 forces the CUDA build, QKERNELS_CUDA=0 disables it; unset, it
 is on when a CUDA toolkit and a CUDA build of torch are both present and there
 are CUDA sources (csrc/cuda/*.cu). TORCH_CUDA_ARCH_LIST picks the archs.
+QKERNELS_NO_EXT=1 installs the Python package alone: `make` does that for the editable
+install, then builds the extension once, in place and incrementally (build_ext --inplace).
 """
 
 import glob
@@ -50,6 +52,6 @@ def _extension():
 
 
 setup(
-    ext_modules=[_extension()],
+    ext_modules=[] if os.environ.get("QKERNELS_NO_EXT") == "1" else [_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )
