@@ -1,7 +1,7 @@
-"""What the `backend` fixture (conftest.py) hands a test: each op test runs once per
-implementation of the op —
-every C++ CPU ISA (forced with QKERNELS_CPU_ISA), the Triton kernels (under the
-interpreter on CPU, as CI runs them, or on a GPU) and the CUDA dispatch of the op."""
+"""What the `backend` fixture (conftest.py) hands a test. Each op test runs once per
+implementation of the op: every C++ CPU ISA the machine has (forced with
+QKERNELS_CPU_ISA), the Triton kernels (under the interpreter on CPU, as CI runs them,
+or on a GPU) and the op's CUDA dispatch when a GPU is present."""
 
 from __future__ import annotations
 

@@ -7,10 +7,6 @@ from backends import needs_triton, triton_ops
 from qkernels import ops
 from qkernels import reference as ref
 
-# ---- lstm_w8a8 on the CPU. ----
-# Int8LSTM vs fp32 nn.LSTM: int8 weights and per-token int8 activations at every
-# step; the bound is 2e-2 relative (measured worst ~1.2e-2 over the grid).
-VS_FLOAT = 2e-2
 # Kernel vs reference.py (same quantization): float order and the kernel's exp
 # approximation can move an h element across a rounding boundary, which then
 # propagates; measured < 1e-4.
@@ -136,3 +132,23 @@ def test_bad_input_same_errors():
     w, s = ops.quantize_rowwise(torch.randn(32, 8))
     with pytest.raises(ValueError, match=r"qkernels\.lstm_w8a8: h0 must be float of shape"):
         triton_ops.lstm_w8a8(torch.randn(2, 3, 8), torch.zeros(2, 8), torch.zeros(3, 8), w, s, w, s)
+
+
+def test_bad_input_raises_clear_error():
+    args = quantized_layer(8, 16)
+    with pytest.raises(
+        ValueError,
+        match=r"qkernels\.lstm_w8a8: h0 must be float of shape "
+        r"\[batch, 16\] = \[2, 16\]",
+    ):
+        ops.lstm_w8a8(torch.randn(3, 2, 8), torch.zeros(3, 16), torch.zeros(2, 16), **args)
+    with pytest.raises(ValueError, match=r"qkernels\.lstm_w8a8: w_ih must be int8 of shape"):
+        ops.lstm_w8a8(torch.randn(3, 2, 9), torch.zeros(2, 16), torch.zeros(2, 16), **args)
+    with pytest.raises(ValueError, match=r"batch_sizes must be non-increasing"):
+        ops.lstm_w8a8(
+            torch.randn(3, 2, 8),
+            torch.zeros(2, 16),
+            torch.zeros(2, 16),
+            batch_sizes=torch.tensor([1, 2, 2]),
+            **args,
+        )
