@@ -21,3 +21,13 @@ def check(cond: bool, op: str, msg: str) -> None:
     """Raise the one error style of qkernels: op, argument, expected, got."""
     if not cond:
         raise ValueError(f"qkernels.{op}: {msg}")
+
+
+def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None) -> None:
+    for name, t in tensors.items():
+        if t is not None:
+            check(
+                t.device == ref.device,
+                op,
+                f"{name} must be on {ref.device} like the other arguments, got {describe(t)}",
+            )

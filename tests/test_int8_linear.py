@@ -111,3 +111,29 @@ def test_bad_mode_and_weight():
     q = Int8Linear(8, 4)
     with pytest.raises(ValueError, match=r"weight must be int8 \[4, 8\]"):
         q.load_int8(torch.zeros(4, 9, dtype=torch.int8), torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    "key,value", [("weight", "float"), ("weight_scale", "int"), ("weight", "shape")]
+)
+def test_load_state_dict_rejects_wrong_dtype_or_shape(key, value):
+    lin = torch.nn.Linear(16, 8)
+    q = Int8Linear.from_float(lin)
+    sd = q.state_dict()
+    sd[key] = {
+        "float": lin.weight.detach(),
+        "int": torch.ones(8, dtype=torch.int32),
+        "shape": torch.zeros(8, 15, dtype=torch.int8),
+    }[value]
+    with pytest.raises(ValueError, match=rf"Int8Linear: state_dict\['{key}'\] must be"):
+        Int8Linear(16, 8).load_state_dict(sd)
+
+
+def test_lstm_load_state_dict_rejects_a_float_weight():
+    from qkernels.nn import Int8LSTM
+
+    lstm = torch.nn.LSTM(8, 16)
+    sd = Int8LSTM.from_float(lstm).state_dict()
+    sd["weight_hh_l0"] = lstm.weight_hh_l0.detach()
+    with pytest.raises(ValueError, match=r"Int8LSTM: state_dict\['weight_hh_l0'\] must be int8"):
+        Int8LSTM(8, 16).load_state_dict(sd)

@@ -122,7 +122,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
                  batch_sizes->scalar_type() == at::kLong && batch_sizes->device().is_cpu(),
              kOp, "batch_sizes must be int64 of shape [T] = [", steps, "] on cpu, got ",
              describe(*batch_sizes));
-    const int64_t* bs = batch_sizes->data_ptr<int64_t>();
+    // contiguous(): a strided or expanded (stride-0) view is read through data_ptr.
+    const at::Tensor bs_dense = batch_sizes->contiguous();
+    const int64_t* bs = bs_dense.data_ptr<int64_t>();
     for (int64_t t = 0; t < steps; ++t) {
       QK_CHECK(bs[t] >= 0 && bs[t] <= batch && (t == 0 || bs[t] <= bs[t - 1]), kOp,
                "batch_sizes must be non-increasing and within [0, batch], got ", bs[t],
@@ -147,7 +149,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   c.slice(1, 0, h).copy_(c0);
   at::Tensor hid = at::zeros({batch, h16}, c.options());  // pre-projection hidden
   // What the next step reads. A copy: the op must never write into its h0 argument.
-  at::Tensor hprev = proj ? h0.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true) : hid;
+  // Dense row-major [batch, out]: `to(copy=true)` alone keeps a transposed h0's strides.
+  at::Tensor hprev = proj ? h0.to(at::kFloat).clone(at::MemoryFormat::Contiguous) : hid;
   if (!proj) hid.slice(1, 0, h).copy_(h0);
   const int64_t hprev_ld = proj ? out : h16;
   const int64_t kp = whh.size(1);

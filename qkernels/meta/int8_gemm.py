@@ -7,17 +7,15 @@ from __future__ import annotations
 import torch
 
 from qkernels import _library  # noqa: F401  (defines the ops first)
-from qkernels._common import FLOAT_DTYPES, GROUP_COLS, K_STEP, check, describe, round_up
-
-
-def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None) -> None:
-    for name, t in tensors.items():
-        if t is not None:
-            check(
-                t.device == ref.device,
-                op,
-                f"{name} must be on {ref.device} like the other arguments, got {describe(t)}",
-            )
+from qkernels._common import (
+    FLOAT_DTYPES,
+    GROUP_COLS,
+    K_STEP,
+    check,
+    check_same_device,
+    describe,
+    round_up,
+)
 
 
 def check_scale(op: str, name: str, s: torch.Tensor, n: int, expect: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from qkernels._common import check, describe
+from qkernels._common import check, check_same_device, describe
 from qkernels._library import lib
 
 _ops = torch.ops.qkernels
@@ -33,6 +33,7 @@ def lowrank_mm_fake(x, a, b, bias=None):
             op,
             f"bias must be [N] (={b.shape[0]}) of x's dtype, got {describe(bias)}",
         )
+    check_same_device(op, x, a=a, b=b, bias=bias)
     return x.new_empty((*x.shape[:-1], b.shape[0]))
 
 
@@ -46,6 +47,7 @@ def lowrank_mm_backward_fake(grad, x, a, b):
         f"grad must be {x.dtype} of shape {[*x.shape[:-1], n]} (the output's), "
         f"got {describe(grad)}",
     )
+    check_same_device("lowrank_mm_backward", x, grad=grad)
     return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
 
 

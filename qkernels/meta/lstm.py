@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from qkernels import _library  # noqa: F401  (defines the ops first)
-from qkernels._common import FLOAT_DTYPES, K_STEP, check, describe, round_up
+from qkernels._common import FLOAT_DTYPES, K_STEP, check, check_same_device, describe, round_up
 
 OP = "lstm_w8a8"
 
@@ -78,6 +78,20 @@ def lstm_w8a8_fake(
             OP,
             f"{name} must be float of shape [batch, {cols}] = [{batch}, {cols}], got {describe(t)}",
         )
+    check_same_device(
+        OP,
+        x,
+        h0=h0,
+        c0=c0,
+        w_ih=w_ih,
+        w_ih_scale=w_ih_scale,
+        w_hh=w_hh,
+        w_hh_scale=w_hh_scale,
+        b_ih=b_ih,
+        b_hh=b_hh,
+        w_hr=w_hr,
+        w_hr_scale=w_hr_scale,
+    )
     return (
         x.new_empty((steps, batch, out)),
         x.new_empty((batch, out)),

@@ -46,6 +46,24 @@ class PackedWeights(nn.Module):
             elif w.device.type != "cpu" and w.dtype == torch.uint8:
                 raise RuntimeError(f"{type(self).__name__}: packed {name} on {w.device}")
 
+    def _check_incoming(self, state_dict, prefix: str) -> None:
+        """torch would cast a float tensor into an int8 buffer without a word (a float
+        weight becomes all zeros): every int8 buffer takes int8 only, every float
+        buffer a float tensor, each of its own shape."""
+        for name, buf in self._buffers.items():
+            key = prefix + name
+            if buf is None or key not in state_dict:
+                continue
+            got = state_dict[key]
+            int8 = buf.dtype == torch.int8
+            dtype_ok = got.dtype == torch.int8 if int8 else got.is_floating_point()
+            if not dtype_ok or tuple(got.shape) != tuple(buf.shape):
+                raise ValueError(
+                    f"{type(self).__name__}: state_dict[{key!r}] must be "
+                    f"{'int8' if int8 else 'floating point'} of shape {list(buf.shape)}, "
+                    f"got {got.dtype} {list(got.shape)}"
+                )
+
     def _apply(self, fn, recurse=True):
         # Unpack before a device move so the target device gets the portable layout.
         self._unpack()
@@ -65,6 +83,7 @@ class PackedWeights(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._unpack()
+        self._check_incoming(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         for name, buf in list(self._buffers.items()):
             if buf is not None and self._is_float32(name):

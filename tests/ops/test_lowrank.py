@@ -103,6 +103,8 @@ def test_bad_input():
         ops.lowrank_mm(torch.randn(3, 16), torch.randn(4, 15), torch.randn(8, 4))
     with pytest.raises(ValueError, match=r"qkernels\.lowrank_mm: b must be \[N, rank\]"):
         ops.lowrank_mm(torch.randn(3, 16), torch.randn(4, 16), torch.randn(8, 5))
+    with pytest.raises(ValueError, match=r"qkernels\.lowrank_mm: b must be on cpu like the other"):
+        ops.lowrank_mm(torch.randn(3, 16), torch.randn(4, 16), torch.randn(8, 4, device="meta"))
 
 
 @needs_triton

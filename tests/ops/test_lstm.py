@@ -152,3 +152,27 @@ def test_bad_input_raises_clear_error():
             batch_sizes=torch.tensor([1, 2, 2]),
             **args,
         )
+    with pytest.raises(ValueError, match=r"qkernels\.lstm_w8a8: c0 must be on cpu like the other"):
+        ops.lstm_w8a8(
+            torch.randn(3, 2, 8), torch.zeros(2, 16), torch.zeros(2, 16, device="meta"), **args
+        )
+
+
+def test_strided_batch_sizes_and_transposed_h0_equal_the_dense_call(isa):
+    """A step-sliced or stride-0 batch_sizes and a transposed h0 (with a projection)
+    give the same result as their contiguous copies."""
+    args = quantized_layer(8, 16, proj=4)
+    x, c0 = torch.randn(5, 3, 8), torch.randn(3, 16)
+    h0 = torch.randn(4, 3).T  # [3, 4], transposed
+    sizes = torch.tensor([3, 9, 3, 9, 2, 9, 2, 9, 1, 9])[::2]  # [3, 3, 2, 2, 1]
+    dense = ops.lstm_w8a8(x, h0.contiguous(), c0, batch_sizes=sizes.contiguous(), **args)
+    got = ops.lstm_w8a8(x, h0, c0, batch_sizes=sizes, **args)
+    for a, b in zip(got, dense, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    same = torch.tensor([2]).expand(5)  # stride 0
+    torch.testing.assert_close(
+        ops.lstm_w8a8(x, h0, c0, batch_sizes=same, **args)[0],
+        ops.lstm_w8a8(x, h0, c0, batch_sizes=same.contiguous(), **args)[0],
+        rtol=0,
+        atol=0,
+    )
