@@ -223,6 +223,9 @@ def _copy_tokenizer(src: str, dst: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (or QKERNELS_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     f = sub.add_parser("finetune", help="swap, fine-tune (QAT / low-rank), convert, save")
     f.add_argument("--model", required=True, help="HF model directory, or 'minilm'")
@@ -278,11 +281,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         commands[args.command](args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # Bad input is a one-line message, not a traceback.
-        print(f"qkernels {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - every error is one line unless asked otherwise
+        if args.debug or os.environ.get("QKERNELS_DEBUG") == "1":
+            raise
+        print(f"qkernels {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _one_line(e: Exception) -> str:
+    """The message a user acts on: qkernels' own errors as they are; anything else
+    with its type, and a pointer to --debug for the traceback."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, (ValueError, FileNotFoundError, KeyError)):
+        return text
+    return f"{type(e).__name__}: {text} (run with --debug for the traceback)"
 
 
 if __name__ == "__main__":

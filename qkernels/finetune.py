@@ -29,6 +29,7 @@ from torch import nn
 
 import qkernels
 from qkernels import data
+from qkernels.nn.qat_linear import ACT_MODES
 
 TASKS = ("classification", "causal-lm", "distill")
 METHODS = ("fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank")
@@ -69,6 +70,22 @@ class FinetuneConfig:
             raise ValueError("method lowrank needs exactly one of --rank or --energy")
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.act not in ACT_MODES:
+            raise ValueError(f"unknown --act {self.act!r}; choose one of {', '.join(ACT_MODES)}")
+        if not (self.lr > 0 and self.max_length >= 1 and self.calib_batches >= 1):
+            raise ValueError(
+                f"need lr > 0, max_length >= 1 and calib_batches >= 1, got lr={self.lr}, "
+                f"max_length={self.max_length}, calib_batches={self.calib_batches}"
+            )
+        if self.eval_every < 0 or self.save_every < 0:
+            raise ValueError("eval_every and save_every must be >= 0")
+        if self.rank is not None and self.rank < 1:
+            raise ValueError(f"--rank must be >= 1, got {self.rank}")
+        if self.energy is not None and not 0 < self.energy <= 1:
+            raise ValueError(f"--energy must be in (0, 1], got {self.energy}")
+        state = Path(self.output) / "checkpoint" / "state.json"
+        if self.resume and self.method in TRAINED and self.steps and not state.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {state.parent}")
 
 
 # ---- distributed ----

@@ -204,6 +204,8 @@ def test_cli_quantize_and_eval(tiny, tmp_path):
             ["--task", "classification", "--train", "NOLABEL", "--valid", "NOLABEL"],
             "lacks column(s) ['label']",
         ),
+        (["--act", "bogus"], "unknown --act 'bogus'"),
+        (["--resume", ""], "--resume: no checkpoint in"),
     ],
 )
 def test_cli_bad_input_is_one_line(tiny, tmp_path, args, message):
@@ -221,7 +223,13 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, args, message):
             "NOLABEL": str(tmp_path / "nolabel.csv"),
         }.get(value, value)
         base[flag] = value
-    r = cli("finetune", *[x for kv in base.items() for x in kv], "--no-progress")
+    argv = [x for kv in base.items() for x in kv if x != ""]
+    r = cli("finetune", *argv, "--no-progress")
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    r = cli("--debug", "quantize", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
+    assert r.returncode != 0 and "Traceback" in r.stderr
