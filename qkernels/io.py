@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
@@ -64,22 +65,79 @@ def swap_plan(model: nn.Module) -> dict[str, dict]:
     return plan
 
 
-def apply_plan(model: nn.Module, plan: dict[str, dict]) -> nn.Module:
-    """Put empty qkernels modules where the plan says (weights come with load)."""
+def read_header(file: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from a safetensors header, reading no tensor data; a
+    damaged file is one clear error naming it."""
+    try:
+        with safe_open(file, "pt") as f:
+            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one message
+        raise ValueError(f"qkernels.load: {file} is not a readable safetensors file ({e})") from e
+
+
+def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"qkernels.load: {file} is not a readable safetensors file ({e})") from e
+
+
+def _build_checked(name: str, spec: object, header: dict[str, list[int]], source: str) -> nn.Module:
+    """Build one planned module, first on the meta device (nothing allocated) to check
+    the plan entry against the weights' shapes in the safetensors header."""
+    where = f"qkernels.load: {source}: plan entry {name!r}"
+    if not isinstance(spec, dict) or spec.get("type") not in MODULE_TYPES:
+        kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
+        raise ValueError(f"{where} has unknown module type {kind!r}")
+    try:
+        with torch.device("meta"):
+            probe = _build(spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where} does not build ({e})") from e
+    for key, t in probe.state_dict().items():
+        want = header.get(f"{name}.{key}")
+        if want is not None and want != list(t.shape):
+            raise ValueError(
+                f"{where} expects {name}.{key} of shape {list(t.shape)}; the weights "
+                f"hold {want}"
+            )
+    return _build(spec)
+
+
+def apply_plan(
+    model: nn.Module,
+    plan: dict[str, dict],
+    header: dict[str, list[int]] | None = None,
+    source: str = "the saved plan",
+) -> nn.Module:
+    """Put empty qkernels modules where the plan says (weights come with load),
+    each checked against the saved weights' `header` (name -> shape) first."""
+    if not isinstance(plan, dict):
+        raise ValueError(f"qkernels.load: {source}: 'modules' must be an object")
     for name, spec in plan.items():
         parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         try:
+            parent = model.get_submodule(parent_name) if parent_name else model
             old = getattr(parent, child)
         except AttributeError as e:
             raise ValueError(
                 f"qkernels.load: the saved plan names module {name!r}, which "
                 f"this model does not have"
             ) from e
-        new = _build(spec)
+        new = _build_checked(name, spec, header or {}, source)
         device = next(old.parameters(), torch.empty(0)).device
         setattr(parent, child, new.to(device))
     return model
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"qkernels.load: {file} is not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise ValueError(f"qkernels.load: {file} must hold a JSON object")
+    return value
 
 
 def _is_hf(model: nn.Module) -> bool:
@@ -113,27 +171,37 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
                 "float model to load into: qkernels.load(path, model=...)"
             )
         return _load_hf(path)
-    plan_file = path / PLAN_FILE
-    plan = json.loads(plan_file.read_text())["modules"] if plan_file.exists() else {}
-    apply_plan(model, plan)
-    load_model(model, path / WEIGHTS_FILE)
+    plan_file, weights = path / PLAN_FILE, path / WEIGHTS_FILE
+    plan = _read_json(plan_file).get("modules", {}) if plan_file.exists() else {}
+    apply_plan(model, plan, read_header(weights), str(plan_file))
+    try:
+        load_model(model, weights)
+    except RuntimeError as e:  # missing / unexpected keys
+        raise ValueError(f"qkernels.load: {weights} does not match the model ({e})") from e
     return model
 
 
 def _load_hf(path: Path) -> nn.Module:
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(path)
-    arch = (config.architectures or [None])[0]
-    cls = getattr(transformers, arch, None) if arch else None
-    if cls is None:
+    _read_json(path / "config.json")  # a clear error for a damaged file, before transformers
+    try:
+        config = transformers.AutoConfig.from_pretrained(path)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds here
+        raise ValueError(f"qkernels.load: {path}/config.json is not a usable config ({e})") from e
+    arch = (getattr(config, "architectures", None) or [None])[0]
+    cls = getattr(transformers, arch, None) if isinstance(arch, str) else None
+    # Only transformers' model classes: never any other attribute the name might reach.
+    if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise ValueError(f"qkernels.load: unknown architecture {arch!r} in {path}/config.json")
     model = cls(config)
+    files = sorted(path.glob("*.safetensors"))
+    header = {k: v for file in files for k, v in read_header(file).items()}
     plan = (getattr(config, "qkernels", None) or {}).get("modules", {})
-    apply_plan(model, plan)
+    apply_plan(model, plan, header, f"{path}/config.json")
     state = {}
-    for file in sorted(path.glob("*.safetensors")):
-        state.update(load_file(file))
+    for file in files:
+        state.update(_load_tensors(file))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in missing if k not in tied and not k.endswith("lm_head.weight")]

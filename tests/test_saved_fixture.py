@@ -1,6 +1,7 @@
 """Models saved by qkernels 0.1.0 (before the op-table layout; `tests/fixtures/saved_v0_1`,
 written by that release's `qkernels.save`) still load, with bit-identical outputs."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,53 @@ def test_hf_fixture_loads_bit_identical(name, output):
         out = model(expected["input_ids"])
     got = out.logits if output == "logits" else out.last_hidden_state
     torch.testing.assert_close(got, expected[output], rtol=0, atol=0)
+
+
+def _copy(name: str, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(FIXTURES / name, tmp_path / name))
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        ("truncate", r"model\.safetensors is not a readable safetensors file"),
+        ("garbage", r"model\.safetensors is not a readable safetensors file"),
+        ("bad json", r"qkernels\.json is not valid JSON"),
+        ("unknown type", r"plan entry 'a' has unknown module type 'Evil'"),
+        ("bad args", r"plan entry 'a' does not build"),
+        ("huge dims", r"plan entry 'a' expects a\.weight of shape \[40, 1000000000\]"),
+    ],
+)
+def test_damaged_plain_save_is_one_clear_error(tmp_path, damage, message):
+    d = _copy("module", tmp_path)
+    weights, plan_file = d / "model.safetensors", d / "qkernels.json"
+    plan = json.loads(plan_file.read_text())
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "garbage":
+        weights.write_bytes(b"\xff" * 64)
+    elif damage == "bad json":
+        plan_file.write_text("{not json")
+    else:
+        entry = plan["modules"]["a"]
+        if damage == "unknown type":
+            entry["type"] = "Evil"
+        elif damage == "bad args":
+            entry["no_such_argument"] = 1
+        else:
+            entry["in_features"] = 10**9
+        plan_file.write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match=message):
+        qkernels.load(d, model=Net())
+
+
+def test_hf_architecture_must_be_a_transformers_model(tmp_path):
+    pytest.importorskip("transformers")
+    d = _copy("gpt2_w8a8", tmp_path)
+    config = json.loads((d / "config.json").read_text())
+    config["architectures"] = ["AutoConfig"]
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"unknown architecture 'AutoConfig'"):
+        qkernels.load(d)
