@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.qkernels-built
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: all demo test lint bench bench-ci cmake-test clean
+.PHONY: all demo test test-slow lint bench bench-ci cmake-test clean
 
 all: test
 
@@ -35,8 +35,12 @@ lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check qkernels tests benchmarks examples tools setup.py
 
 test: $(BUILD_STAMP) lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -m "not slow" tests
 	$(MAKE) bench-ci
+
+# The long tests (e.g. 20 real SIGKILLs of a fine-tuning run, each resumed).
+test-slow: $(BUILD_STAMP)
+	$(PY) -m pytest -q -m slow tests
 
 # One small shape of the benchmark suite, so it cannot rot.
 bench-ci: $(BUILD_STAMP)

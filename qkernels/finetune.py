@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 import qkernels
 from qkernels import data
+from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from qkernels.nn.qat_linear import ACT_MODES
 
 TASKS = ("classification", "causal-lm", "distill")
@@ -83,9 +83,9 @@ class FinetuneConfig:
             raise ValueError(f"--rank must be >= 1, got {self.rank}")
         if self.energy is not None and not 0 < self.energy <= 1:
             raise ValueError(f"--energy must be in (0, 1], got {self.energy}")
-        state = Path(self.output) / "checkpoint" / "state.json"
-        if self.resume and self.method in TRAINED and self.steps and not state.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {state.parent}")
+        root = Path(self.output) / "checkpoint"
+        if self.resume and self.method in TRAINED and self.steps and not checkpoints(root):
+            raise FileNotFoundError(f"--resume: no checkpoint in {root}")
 
 
 # ---- distributed ----
@@ -300,61 +300,6 @@ def latency_ms(model, batch, repeats: int = 5) -> float:
 # ---- checkpoints: safetensors for tensors, JSON for the rest; no pickle ----
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = opt.state_dict()
-    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for pid, st in sd["state"].items():
-        meta["state"][str(pid)] = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{pid}.{k}"] = v.contiguous()
-            else:
-                meta["state"][str(pid)][k] = v
-    return tensors, meta
-
-
-def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
-    state = {int(pid): dict(vals) for pid, vals in meta["state"].items()}
-    for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(out: Path, step: int, model, opt, sched) -> None:
-    ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    save_model(model, ckpt / "model.safetensors")  # handles tied (shared) weights
-    opt_tensors, opt_meta = _flatten_optimizer(opt)
-    save_file(opt_tensors, ckpt / "optimizer.safetensors")
-    save_file({"torch_rng": torch.get_rng_state()}, ckpt / "rng.safetensors")
-    meta = {
-        "step": step,
-        "optimizer": opt_meta,
-        "scheduler": sched.state_dict(),
-        "python_rng": list(random.getstate()[1]),
-        "python_rng_pos": random.getstate()[2],
-    }
-    tmp = ckpt / "state.json.tmp"
-    tmp.write_text(json.dumps(meta))
-    tmp.replace(ckpt / "state.json")  # the state file last: a torn checkpoint is not resumed
-
-
-def load_checkpoint(out: Path, model, opt, sched) -> int:
-    ckpt = out / "checkpoint"
-    if not (ckpt / "state.json").exists():
-        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt}")
-    meta = json.loads((ckpt / "state.json").read_text())
-    load_model(model, ckpt / "model.safetensors")
-    opt.load_state_dict(
-        _unflatten_optimizer(load_file(ckpt / "optimizer.safetensors"), meta["optimizer"])
-    )
-    sched.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(load_file(ckpt / "rng.safetensors")["torch_rng"])
-    random.setstate((3, tuple(meta["python_rng"]), meta["python_rng_pos"]))
-    return meta["step"]
-
-
 # ---- the loop ----
 
 
@@ -447,6 +392,11 @@ def train(job: Job) -> tuple[list[dict], float | None]:
         opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / max(steps, 1))
     )
     start = load_checkpoint(job.out, model, opt, sched) if cfg.resume else 0
+    if start > steps:
+        raise ValueError(
+            f"--resume: the checkpoint is at step {start}, past --steps {steps}; "
+            "raise --steps or start a new output directory"
+        )
     history = []
     from tqdm import tqdm
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from qkernels import data
+from qkernels.checkpoints import checkpoints
 from qkernels.finetune import FinetuneConfig, finetune
 
 transformers = pytest.importorskip("transformers")
@@ -136,11 +137,82 @@ def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(ft, "loss_fn", real_loss)
     resumed = run(tiny, tmp_path / "b", save_every=3, resume=True, **kw)
     assert resumed["after"]["metric"] == straight["after"]["metric"]
+    assert_same_final_weights(tmp_path / "a", tmp_path / "b")
+
+
+def assert_same_final_weights(a_out, b_out):
     from safetensors.torch import load_file
 
-    a = load_file(tmp_path / "a" / "checkpoint" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
+    a, b = (
+        load_file(checkpoints(o / "checkpoint")[0] / "model.safetensors") for o in (a_out, b_out)
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_damaged_newest_checkpoint_falls_back_and_none_complete_is_an_error(tiny, tmp_path):
+    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="qat", steps=4, save_every=2)
+    run(tiny, tmp_path / "a", **kw)
+    kept = checkpoints(tmp_path / "a" / "checkpoint")
+    assert [p.name for p in kept] == ["step-00000004", "step-00000002"]  # the last two
+    newest = kept[0] / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-8] + b"\0" * 8)  # torn: checksum differs
+    with pytest.warns(UserWarning, match="skipped damaged checkpoint.*resuming from step-00000002"):
+        resumed = run(tiny, tmp_path / "a", resume=True, **kw)
+    straight = run(tiny, tmp_path / "b", **kw)
+    assert resumed["after"]["metric"] == straight["after"]["metric"]
+    for ckpt in checkpoints(tmp_path / "a" / "checkpoint"):
+        (ckpt / "state.json").write_text("{")
+    with pytest.raises(ValueError, match="no complete checkpoint"):
+        run(tiny, tmp_path / "a", resume=True, **kw)
+
+
+def test_resume_past_steps_says_so(tiny, tmp_path):
+    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="qat")
+    run(tiny, tmp_path, steps=4, save_every=2, **kw)
+    with pytest.raises(ValueError, match=r"checkpoint is at step 4, past --steps 2"):
+        run(tiny, tmp_path, steps=2, resume=True, **kw)
+
+
+def finetune_cli_args(tiny, out, steps):
+    return [
+        "finetune", "--model", str(tiny / "gpt2"), "--task", "causal-lm", "--method", "qat",
+        "--steps", str(steps), "--batch-size", "4", "--max-length", "32", "--save-every", "1",
+        "--output", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def sigkill_and_resume(tiny, tmp_path, trials: int, steps: int = 8):
+    """Real SIGKILLs at random moments of a run that checkpoints every step; each
+    resumed run must end bit-identical to an uninterrupted one."""
+    import random
+    import signal
+    import time
+
+    straight = tmp_path / "straight"
+    assert cli(*finetune_cli_args(tiny, straight, steps)).returncode == 0
+    rng = random.Random(0)
+    for trial in range(trials):
+        out = tmp_path / f"killed{trial}"
+        argv = [sys.executable, "-m", "qkernels.cli", *finetune_cli_args(tiny, out, steps)]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while not checkpoints(out / "checkpoint") and time.monotonic() < deadline:
+            time.sleep(0.05)  # killed once training (and checkpointing) has begun
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        r = cli(*finetune_cli_args(tiny, out, steps), "--resume")
+        assert r.returncode == 0, r.stderr
+        assert_same_final_weights(straight, out)
+
+
+def test_sigkill_then_resume_is_identical(tiny, tmp_path):
+    sigkill_and_resume(tiny, tmp_path, trials=2)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_many_times(tiny, tmp_path):
+    sigkill_and_resume(tiny, tmp_path, trials=20)
 
 
 def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):

@@ -20,7 +20,10 @@ EXTENSIONS = {"qkernels._C"}  # compiled; imports nothing from the package
 # Top to bottom: a module may import from its own layer or any layer below it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("qkernels.cli", "qkernels.demo")),
-    ("fine-tuning, benchmarks", ("qkernels.finetune", "qkernels.bench", "qkernels.bench.*")),
+    (
+        "fine-tuning, benchmarks",
+        ("qkernels.finetune", "qkernels.checkpoints", "qkernels.bench", "qkernels.bench.*"),
+    ),
     ("package API", ("qkernels",)),
     ("swap / save / data", ("qkernels.swap", "qkernels.io", "qkernels.data")),
     ("modules", ("qkernels.nn", "qkernels.nn.*")),
