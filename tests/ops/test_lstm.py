@@ -60,6 +60,7 @@ def positional(x, h0, c0, args, reverse=False, batch_sizes=None):
     [(1, 1, 3, 5, 0), (7, 5, 33, 40, 0), (4, 17, 64, 100, 0), (5, 3, 20, 24, 7), (3, 2, 16, 16, 0)],
 )
 def test_op_matches_reference(backend, steps, batch, inp, hidden, proj, reverse, with_batch_sizes):
+    backend.skip_if_slow(steps * batch * 4 * hidden * (inp + hidden), 1_000_000)
     args = quantized_layer(inp, hidden, proj)
     x = torch.randn(steps, batch, inp)
     h0, c0 = torch.randn(batch, proj or hidden) * 0.5, torch.randn(batch, hidden) * 0.5
