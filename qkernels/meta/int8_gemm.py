@@ -1,6 +1,6 @@
 """int8 GEMM family: fake (meta) kernels, which are also the argument checks that the
-Triton kernels run, so every backend raises the same errors. No autograd: the int8
-ops are inference ops (QAT trains through fake-quant)."""
+Triton kernels run, so every backend raises the same errors; and the autograd of
+linear_w8a8 / linear_w8a16 (gradients for x and bias; the int8 weight is frozen)."""
 
 from __future__ import annotations
 
@@ -176,3 +176,46 @@ def linear_w8a8_fake(x, wq, w_scale, bias=None):
 @torch.library.register_fake("qkernels::linear_w8a16")
 def linear_w8a16_fake(x, wq, w_scale, bias=None):
     return linear_fake("linear_w8a16", x, wq, w_scale, bias)
+
+
+# ---- autograd: the int8 weight is frozen; x (and a float bias) get gradients ----
+
+
+def _setup_linear(ctx, inputs, output):
+    x, wq, w_scale, bias = inputs
+    ctx.save_for_backward(wq, w_scale)
+    ctx.k, ctx.x_dtype = x.shape[-1], x.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _linear_backward(op: str):
+    def backward(ctx, grad):
+        """dx = grad @ dequant(W): the straight-through gradient (x's per-token
+        quantization counts as identity, as in QAT). The weight and its scales are
+        frozen: asking for their gradient is an error, never a silent None."""
+        wq, w_scale = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        check(
+            not needs[2],
+            op,
+            "w_scale gets no gradient (the int8 weight is frozen); "
+            "train a QATLinear, or detach the scale",
+        )
+        n = w_scale.numel()
+        if wq.dtype == torch.uint8:  # the CPU packed layout
+            wq = torch.ops.qkernels.unpack_weight.default(wq, n, ctx.k)
+        g2d = grad.reshape(-1, n).float()
+        dx = None
+        if needs[0]:
+            w = wq.float() * w_scale.reshape(-1, 1)
+            dx = (g2d @ w).reshape(*grad.shape[:-1], ctx.k).to(ctx.x_dtype)
+        dbias = g2d.sum(0).to(ctx.bias_dtype) if ctx.bias_dtype is not None and needs[3] else None
+        return dx, None, None, dbias
+
+    return backward
+
+
+for _op in ("linear_w8a8", "linear_w8a16"):
+    torch.library.register_autograd(
+        f"qkernels::{_op}", _linear_backward(_op), setup_context=_setup_linear
+    )

@@ -197,6 +197,34 @@ def test_linear_error_vs_float_is_small():
     assert rel_err(ops.linear_w8a8(x, wq, w_scale, lin.bias.detach()), exact) < 1e-2
 
 
+# ---- autograd: x and bias get the straight-through gradient, the int8 weight none ----
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", ["linear_w8a8", "linear_w8a16"])
+def test_linear_gradients_match_autograd_through_the_dequantized_weight(op, dtype, packed):
+    x = torch.randn(2, 5, 40).to(dtype).requires_grad_()
+    wq, w_scale = rand_int8(24, 40, full_range=False), torch.rand(24) * 0.02
+    bias = torch.randn(24).requires_grad_()
+    weight = ops.pack_weight(wq) if packed else wq
+    grad = torch.randn(2, 5, 24).to(dtype)
+    getattr(ops, op)(x, weight, w_scale, bias).backward(grad)
+    x_ref, b_ref = x.detach().float().requires_grad_(), bias.detach().clone().requires_grad_()
+    torch.nn.functional.linear(x_ref, wq.float() * w_scale[:, None], b_ref).backward(grad.float())
+    assert x.grad.dtype == dtype and bias.grad.dtype == torch.float32
+    torch.testing.assert_close(x.grad, x_ref.grad.to(dtype), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bias.grad, b_ref.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_linear_scale_gradient_is_a_clear_error():
+    x = torch.randn(3, 16, requires_grad=True)
+    w_scale = (torch.rand(8) * 0.02).requires_grad_()
+    y = ops.linear_w8a8(x, rand_int8(8, 16), w_scale)
+    with pytest.raises(ValueError, match=r"qkernels\.linear_w8a8: w_scale gets no gradient"):
+        y.sum().backward()
+
+
 # ---- opcheck, torch.compile and the error contract of the int8 GEMM ops. ----
 OPS = torch.ops.qkernels
 
@@ -221,6 +249,12 @@ def samples():
 @pytest.mark.parametrize("op,args", list(samples()), ids=lambda v: getattr(v, "__name__", ""))
 def test_opcheck(op, args):
     torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("op", [OPS.linear_w8a8, OPS.linear_w8a16], ids=str)
+def test_opcheck_with_gradients(op):
+    x, bias = torch.randn(5, 40, requires_grad=True), torch.randn(24, requires_grad=True)
+    torch.library.opcheck(op, (x, rand_int8(24, 40), torch.rand(24) + 0.1, bias))
 
 
 def test_compile_fullgraph_matches_eager():
