@@ -158,3 +158,12 @@ def test_static_int8_state_dict_roundtrip(tmp_path):
     fresh.load_state_dict(load_file(tmp_path / "m.safetensors"))
     x = torch.randn(3, 40)
     torch.testing.assert_close(fresh(x), int8(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("act", ["dynamic", "minmax", "ema", "lsq"])
+def test_empty_batch_in_training_mode(act):
+    q = QATLinear.from_float(nn.Linear(8, 4), act=act).train()
+    x = torch.randn(0, 8, requires_grad=True)
+    y = q(x)
+    y.sum().backward()
+    assert y.shape == (0, 4) and x.grad.shape == (0, 8)

@@ -98,3 +98,13 @@ def test_bad_input():
     qat = QATLSTM(8, 16)
     with pytest.raises(ValueError, match=r"input.size\(-1\) must be input_size=8"):
         qat(torch.randn(3, 2, 7))
+
+
+def test_bf16_input_on_a_float32_module_runs_in_bf16():
+    q = QATLSTM.from_float(nn.LSTM(8, 16, proj_size=4))
+    x = torch.randn(3, 2, 8)
+    y, (h, c) = q(x.bfloat16())
+    assert y.dtype == h.dtype == c.dtype == torch.bfloat16
+    y32, _ = q(x)
+    assert ((y.float() - y32).norm() / y32.norm()).item() < 5e-2
+    y.float().sum().backward()

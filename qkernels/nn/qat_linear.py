@@ -148,6 +148,8 @@ class QATLinear(nn.Module):
             self._lsq_ready = True
 
     def fake_quant_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # an empty batch: nothing to quantize or to calibrate from
+            return x
         if self.act == "dynamic":
             # The arithmetic of linear_w8a8's fused per-token quantization.
             q, s = ops.quantize_rowwise(x.detach())

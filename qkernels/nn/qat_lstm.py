@@ -91,15 +91,16 @@ class QATLSTM(nn.LSTM):
         return ops.fake_quant(w, scale, zero, 0, -QMAX, QMAX)
 
     def _direction(self, x, h, c, sfx: str, reverse: bool, batch_sizes):
-        """One layer/direction, time loop in Python (autograd through every step)."""
+        """One layer/direction, time loop in Python (autograd through every step).
+        Runs in x's dtype, like QATLinear: a bf16 input with float32 weights works."""
         w_ih, w_hh = (
-            self.fake_quant_weight(f"weight_ih{sfx}"),
-            self.fake_quant_weight(f"weight_hh{sfx}"),
+            self.fake_quant_weight(f"weight_ih{sfx}").to(x.dtype),
+            self.fake_quant_weight(f"weight_hh{sfx}").to(x.dtype),
         )
-        w_hr = self.fake_quant_weight(f"weight_hr{sfx}") if self.proj_size else None
+        w_hr = self.fake_quant_weight(f"weight_hr{sfx}").to(x.dtype) if self.proj_size else None
         bias = None
         if self.bias:
-            bias = getattr(self, f"bias_ih{sfx}") + getattr(self, f"bias_hh{sfx}")
+            bias = (getattr(self, f"bias_ih{sfx}") + getattr(self, f"bias_hh{sfx}")).to(x.dtype)
         steps, batch = x.shape[0], x.shape[1]
         gx = F.linear(fake_quant_tokens(x.reshape(steps * batch, -1)), w_ih, bias)
         gx = gx.reshape(steps, batch, -1)
