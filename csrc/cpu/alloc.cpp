@@ -46,7 +46,7 @@ void release(void* ctx) {
 
 }  // namespace
 
-at::Tensor empty_like_cached(const at::Tensor& x) {
+at::Tensor empty_like_cached(const char* op, const at::Tensor& x) {
   const size_t bytes = static_cast<size_t>(x.numel()) * x.element_size();
   if (bytes < kMinBytes) return at::empty_like(x, at::MemoryFormat::Contiguous);
   const size_t size = (bytes + kAlign - 1) / kAlign * kAlign;
@@ -62,7 +62,8 @@ at::Tensor empty_like_cached(const at::Tensor& x) {
     }
   }
   if (ptr == nullptr) ptr = std::aligned_alloc(kAlign, size);
-  TORCH_CHECK(ptr != nullptr, "qkernels: out of memory allocating ", size, " bytes");
+  TORCH_CHECK(ptr != nullptr, "qkernels.", op, ": out of memory allocating the ", size,
+              "-byte output");
   auto* block = new Block{ptr, size};
   at::DataPtr data(ptr, block, &release, at::Device(at::kCPU));
   at::Storage storage(at::Storage::use_byte_size_t(), size, std::move(data),

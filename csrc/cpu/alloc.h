@@ -15,7 +15,8 @@ namespace qkernels::cpu {
 // output whose actual work takes ~3 ms. A training loop asks for the same
 // sizes every step, so a cache (like PyTorch's CUDA caching allocator) makes
 // that cost one-off. At most kMaxCachedBytes stay cached; empty_cache() frees them.
-at::Tensor empty_like_cached(const at::Tensor& x);
+// `op` names the caller in the out-of-memory error.
+at::Tensor empty_like_cached(const char* op, const at::Tensor& x);
 void empty_cache();
 size_t cached_bytes();
 

@@ -179,7 +179,7 @@ void check_grad(const char* op, const at::Tensor& grad, const at::Tensor& x) {
 at::Tensor forward(const char* op, const at::Tensor& x, const Layout& l, const QParams& q,
                    bool zp_in_rounding, int64_t qmin, int64_t qmax) {
   const at::Tensor xc = x.contiguous();
-  at::Tensor y = empty_like_cached(xc);
+  at::Tensor y = empty_like_cached(op, xc);
   if (xc.numel() == 0) return y;
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.out = y.data_ptr();
@@ -190,7 +190,7 @@ at::Tensor forward(const char* op, const at::Tensor& x, const Layout& l, const Q
 at::Tensor backward(const char* op, const at::Tensor& grad, const at::Tensor& x, const Layout& l,
                     const QParams& q, bool zp_in_rounding, int64_t qmin, int64_t qmax) {
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
-  at::Tensor dx = empty_like_cached(xc);
+  at::Tensor dx = empty_like_cached(op, xc);
   if (xc.numel() == 0) return dx;
   FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, zp_in_rounding, qmin, qmax);
   p.dy = gc.data_ptr();
@@ -280,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward(
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const Layout l = channel_layout(xc, n, a);
   const QParams q = make_params(scale, lsq_zero_point(zero_point, qmin, qmax, n == 1));
-  at::Tensor dx = empty_like_cached(xc);
+  at::Tensor dx = empty_like_cached(op, xc);
   std::vector<double> dscale(n, 0.0), dzp(n, 0.0);
   if (xc.numel() > 0) {
     FakeQuantArgs p = make_args(xc, kind_of(op, x), l, q, /*zp_in_rounding=*/true, qmin, qmax);
