@@ -9,8 +9,15 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 from backends import ALL_ISAS, BACKENDS, Backend, triton_runs  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 import qkernels  # noqa: E402
+
+# Property tests: a few dozen examples per op in `make test`, many more with
+# HYPOTHESIS_PROFILE=slow; no deadline (first calls compile and warm caches).
+settings.register_profile("ci", max_examples=30, deadline=None, database=None)
+settings.register_profile("slow", max_examples=1000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def available_isas() -> list[str]:
