@@ -1,5 +1,5 @@
 """The ops on a CUDA GPU (`pytest -m cuda`; skipped without one): the Triton kernels
-with their real autotuned configurations, against reference.py computed on CPU,
+with their real autotuned configurations, against qkernels.reference computed on CPU,
 at the awkward shapes and at real projection sizes (split-K decode included),
 plus opcheck, torch.compile and the error contract on CUDA."""
 

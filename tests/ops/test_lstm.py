@@ -7,7 +7,7 @@ from backends import needs_triton, triton_ops
 from qkernels import ops
 from qkernels import reference as ref
 
-# Kernel vs reference.py (same quantization): float order and the kernel's exp
+# Kernel vs qkernels.reference (same quantization): float order and the kernel's exp
 # approximation can move an h element across a rounding boundary, which then
 # propagates; measured < 1e-4.
 VS_REFERENCE = 2e-3
