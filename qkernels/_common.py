@@ -7,6 +7,10 @@ import torch
 GROUP_COLS = 16  # CPU packed layout: columns in groups of 16 ...
 K_STEP = 4  # ... and K in steps of 4 (see DESIGN.md, "CPU packed weights")
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# The largest K (a multiple of K_STEP) at which no int8 dot product can overflow int32:
+# 128 * 128 * K <= 2**31 - 1. Longer K are summed in blocks of it (DESIGN.md, "int32
+# accumulation"); csrc/cpu/int8_gemm_driver.h has the same constant.
+MAX_EXACT_K = (2**31 - 1) // (128 * 128) // K_STEP * K_STEP
 
 
 def round_up(x: int, m: int) -> int:
@@ -21,6 +25,21 @@ def check(cond: bool, op: str, msg: str) -> None:
     """Raise the one error style of qkernels: op, argument, expected, got."""
     if not cond:
         raise ValueError(f"qkernels.{op}: {msg}")
+
+
+def exact_int32(exact: torch.Tensor, op: str, k: int) -> torch.Tensor:
+    """Exact integer sums (int64 or float64) as int_mm's int32 output, or the error
+    every backend raises where one does not fit."""
+    if exact.numel():
+        lo, hi = int(exact.min()), int(exact.max())
+        check(
+            lo >= -(2**31) and hi < 2**31,
+            op,
+            f"the exact result does not fit the int32 output (it reaches "
+            f"{lo if lo < -(2**31) else hi} at K = {k}); int8_mm sums the same products "
+            "exactly into a float output",
+        )
+    return exact.to(torch.int32)
 
 
 def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None) -> None:

@@ -98,8 +98,7 @@ def _build_checked(name: str, spec: object, header: dict[str, list[int]], source
         want = header.get(f"{name}.{key}")
         if want is not None and want != list(t.shape):
             raise ValueError(
-                f"{where} expects {name}.{key} of shape {list(t.shape)}; the weights "
-                f"hold {want}"
+                f"{where} expects {name}.{key} of shape {list(t.shape)}; the weights hold {want}"
             )
     return _build(spec)
 

@@ -71,12 +71,22 @@ inline __mmask16 in_range(const FakeQuantArgs& p, __m512 r) {
          _mm512_cmp_ps_mask(r, _mm512_set1_ps(p.qmax), _CMP_LE_OQ);
 }
 
-// Sum of one vector's lanes into a float64 accumulator (or 16 of them).
-inline void add_to(double* acc, bool per_lane, __m512 v, __mmask16 m) {
-  if (!per_lane) {
-    *acc += _mm512_reduce_add_ps(_mm512_maskz_mov_ps(m, v));
-    return;
+// 16 float64 lanes: float32 vectors are widened and added lane by lane.
+struct F64x16 {
+  // Trap: a user-written constructor, so it is compiled under this file's target
+  // (an implicit one with default member initializers is not).
+  F64x16() : lo(_mm512_setzero_pd()), hi(_mm512_setzero_pd()) {}
+  __m512d lo, hi;
+  void add(__m512 v) {
+    lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(
+                               _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
   }
+  double sum() const { return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi)); }
+};
+
+// acc[l] += v[l] in float64 for the lanes in m (channel-last: one channel per lane).
+inline void add_lanes(double* acc, __m512 v, __mmask16 m) {
   const __mmask8 lo = static_cast<__mmask8>(m), hi = static_cast<__mmask8>(m >> 8);
   _mm512_mask_storeu_pd(acc, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, acc),
                                                _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
@@ -90,13 +100,16 @@ inline void add_to(double* acc, bool per_lane, __m512 v, __mmask16 m) {
 
 void avx512_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
   const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
+  const __m512 flt_max = _mm512_set1_ps(__FLT_MAX__);
   for_each_vector(p, s0, s1, [&](int64_t, int64_t, int64_t i, __mmask16 m, const VParams& q) {
-    const __m512 r = quant_level(p, load_f32x16(p.x, p.kind, i, m), q);
-    // max(r, qmin) returns qmin for a NaN r, like std::fmax in torch's kernel.
+    const __m512 x = load_f32x16(p.x, p.kind, i, m);
+    const __m512 r = quant_level(p, x, q);
     const __m512 rc = _mm512_min_ps(_mm512_max_ps(r, qmin), qmax);
     const __m512 y = p.zp_in_rounding ? dequant_f64(rc, q)
                                       : _mm512_mul_ps(_mm512_sub_ps(rc, q.zp), q.scale);
-    store_f32x16(p.out, out_kind_of(p.kind), i, y, m);
+    // NaN and +-Inf pass through (|x| <= FLT_MAX fails for both; DESIGN.md).
+    const __mmask16 nonfinite = _mm512_cmp_ps_mask(_mm512_abs_ps(x), flt_max, _CMP_NLE_UQ);
+    store_f32x16(p.out, out_kind_of(p.kind), i, _mm512_mask_mov_ps(y, nonfinite, x), m);
   });
 }
 
@@ -110,15 +123,16 @@ void avx512_fake_quant_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) 
 void avx512_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
   const __m512 qmin = _mm512_set1_ps(p.qmin), qmax = _mm512_set1_ps(p.qmax);
   const __m512 gf = _mm512_set1_ps(p.grad_factor);
-  // Per-segment mode: lanes accumulate in fp32 over one segment, then float64.
-  __m512 seg_dscale = _mm512_setzero_ps(), seg_dzp = _mm512_setzero_ps();
+  // Per-segment mode: float64 lanes over one segment (per-tensor: the whole tensor),
+  // then one reduction; DESIGN.md promises float64 sums, as the scalar kernel.
+  F64x16 seg_dscale, seg_dzp;
   int64_t current = -1;
   auto flush = [&]() {
     if (current < 0) return;
     const int64_t k = current % p.n_params;
-    add_to(p.dscale + k, false, seg_dscale, 0xFFFF);
-    add_to(p.dzero_point + k, false, seg_dzp, 0xFFFF);
-    seg_dscale = seg_dzp = _mm512_setzero_ps();
+    p.dscale[k] += seg_dscale.sum();
+    p.dzero_point[k] += seg_dzp.sum();
+    seg_dscale = seg_dzp = F64x16{};
   };
   for_each_vector(p, s0, s1, [&](int64_t s, int64_t j, int64_t i, __mmask16 m, const VParams& q) {
     const __m512 x = load_f32x16(p.x, p.kind, i, m);
@@ -134,21 +148,24 @@ void avx512_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
     const __mmask16 below = _mm512_cmp_ps_mask(r, qmin, _CMP_LT_OQ);
     const __m512 edge = _mm512_sub_ps(_mm512_mask_mov_ps(qmax, below, qmin), q.zp);
     const __m512 outside = _mm512_mul_ps(_mm512_mul_ps(dy, edge), gf);
-    const __m512 dscale = _mm512_maskz_mov_ps(m, _mm512_mask_mov_ps(outside, in, inside));
+    // NaN / +-Inf x pass through, so they add nothing to the scale and zero-point sums.
+    const __mmask16 counted =
+        m & _mm512_cmp_ps_mask(_mm512_abs_ps(x), _mm512_set1_ps(__FLT_MAX__), _CMP_LE_OQ);
+    const __m512 dscale = _mm512_maskz_mov_ps(counted, _mm512_mask_mov_ps(outside, in, inside));
     const __m512 dzp = _mm512_maskz_mov_ps(
-        m & static_cast<__mmask16>(~in),
+        counted & static_cast<__mmask16>(~in),
         _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), dy), q.scale), gf));
     if (p.params_along_segment) {
-      add_to(p.dscale + j, true, dscale, m);
-      add_to(p.dzero_point + j, true, dzp, m);
+      add_lanes(p.dscale + j, dscale, m);
+      add_lanes(p.dzero_point + j, dzp, m);
       return;
     }
     if (s != current) {
       flush();
       current = s;
     }
-    seg_dscale = _mm512_add_ps(seg_dscale, dscale);
-    seg_dzp = _mm512_add_ps(seg_dzp, dzp);
+    seg_dscale.add(dscale);
+    seg_dzp.add(dzp);
   });
   flush();
 }

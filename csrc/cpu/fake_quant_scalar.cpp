@@ -35,14 +35,16 @@ void for_each_element(const FakeQuantArgs& p, int64_t s0, int64_t s1, Fn&& fn) {
 void scalar_fake_quant_forward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
   for_each_element(p, s0, s1, [&](int64_t s, int64_t j, int64_t i) {
     const Params q = params(p, s, j);
-    const float r = quant_level(p, load_as_float(p.x, p.kind, i), q);
-    const float rc = std::fmin(std::fmax(r, p.qmin), p.qmax);  // NaN -> qmin, as torch
+    const float x = load_as_float(p.x, p.kind, i);
+    const float r = quant_level(p, x, q);
+    const float rc = std::fmin(std::fmax(r, p.qmin), p.qmax);
     // A fractional zero point makes rc - zp inexact in float; torch computes it in
     // double, so the product is rounded once.
     const float y = p.zp_in_rounding
                         ? static_cast<float>((double(rc) - double(q.zp)) * double(q.scale))
                         : (rc - q.zp) * q.scale;
-    store_float(p.out, out_kind_of(p.kind), i, y);
+    // NaN and +-Inf pass through (torch's own op turns NaN into qmin: DESIGN.md).
+    store_float(p.out, out_kind_of(p.kind), i, std::fabs(x) <= __FLT_MAX__ ? y : x);
   });
 }
 
@@ -71,6 +73,7 @@ void scalar_lsq_backward(const FakeQuantArgs& p, int64_t s0, int64_t s1) {
       dscale = dy * ((r < p.qmin ? p.qmin : p.qmax) - q.zp) * p.grad_factor;
       dzp = -dy * q.scale * p.grad_factor;
     }
+    if (!(std::fabs(x) <= __FLT_MAX__)) dscale = dzp = 0.f;  // passed through: no s, zp
     const int64_t k = p.params_along_segment ? j : s % p.n_params;
     p.dscale[k] += dscale;
     p.dzero_point[k] += dzp;

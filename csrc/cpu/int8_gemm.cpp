@@ -113,16 +113,57 @@ std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
 
 }  // namespace
 
-at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_t n,
-                        const at::Tensor& a_scale, const at::Tensor& b_scale,
+namespace {
+
+// sum_k a[m, k] * w[n, k] exactly, in int64, for a K past kMaxExactK: int32 GEMMs over
+// K blocks that cannot overflow, each with its own row sums (see Int8GemmArgs).
+at::Tensor wide_int_gemm(const QuantizedRows& a, const at::Tensor& packed, int64_t n, Isa isa) {
+  const int64_t m = a.q.size(0), kp = packed.size(1);
+  at::Tensor total = at::zeros({m, n}, a.q.options().dtype(at::kLong));
+  at::Tensor part = at::empty({m, n}, a.q.options().dtype(at::kInt));
+  for (int64_t k0 = 0; k0 < kp; k0 += kMaxExactK) {
+    const int64_t k1 = std::min(kp, k0 + kMaxExactK);
+    const at::Tensor rowsum = a.q.slice(1, k0, k1).sum(1, /*keepdim=*/false, at::kInt);
+    const Int8GemmArgs p{a.q.data_ptr<int8_t>() + k0, a.q.size(1), rowsum.data_ptr<int32_t>(),
+                         packed.data_ptr<uint8_t>() + k0 / kKStep * kGroupBytesPerK4,
+                         (k1 - k0) / kKStep, kp * kGroupCols, n, nullptr, nullptr, nullptr,
+                         part.data_ptr(), n, OutKind::kInt32};
+    run_int8_gemm(p, m, packed.size(0) / kGroupCols, isa);
+    total += part;
+  }
+  return total;
+}
+
+}  // namespace
+
+at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
+                        int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
                         const at::Tensor& bias, at::ScalarType out_dtype, Isa isa) {
   const int64_t m = a.q.size(0);
+  if (packed.size(1) > kMaxExactK) {
+    const at::Tensor exact = wide_int_gemm(a, packed, n, isa);
+    if (out_dtype == at::kInt) {
+      if (exact.numel()) {
+        const int64_t lo = exact.min().item<int64_t>(), hi = exact.max().item<int64_t>();
+        QK_CHECK(lo >= INT32_MIN && hi <= INT32_MAX, op,
+                 "the exact result does not fit the int32 output (it reaches ",
+                 lo < INT32_MIN ? lo : hi, " at K = ", packed.size(1),
+                 "); int8_mm sums the same products exactly into a float output");
+      }
+      return exact.to(at::kInt);
+    }
+    // The epilogue of the kernels, in the same order: acc * a_scale * b_scale + bias.
+    at::Tensor out = exact.to(at::kFloat) * a_scale.view({m, 1}) * b_scale.view({1, n});
+    if (bias.defined()) out += bias;
+    return out.to(out_dtype);
+  }
   at::Tensor out = at::empty({m, n}, a.q.options().dtype(out_dtype));
   Int8GemmArgs p{a.q.data_ptr<int8_t>(),
                  a.q.size(1),
                  a.rowsum.data_ptr<int32_t>(),
                  packed.data_ptr<uint8_t>(),
                  packed.size(1) / kKStep,
+                 packed.size(1) * kGroupCols,
                  n,
                  a_scale.defined() ? a_scale.data_ptr<float>() : nullptr,
                  b_scale.defined() ? b_scale.data_ptr<float>() : nullptr,
@@ -228,9 +269,9 @@ at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
            "b must be int8 of shape [N, K] with K == a.shape[1] (=", a.size(1), "), got ",
            describe(b));
   const Isa isa = selected_isa(op);
-  const int64_t k = a.size(1), n = b.size(0);
+  const int64_t n = b.size(0);
   const at::Tensor packed = pack_int8_weight(b);
-  return gemm_dequant(pad_int8_rows(a, packed.size(1)), packed, n, at::Tensor(), at::Tensor(),
+  return gemm_dequant(op, pad_int8_rows(a, packed.size(1)), packed, n, at::Tensor(), at::Tensor(),
                       at::Tensor(), at::kInt, isa);
 }
 
@@ -255,7 +296,7 @@ at::Tensor int8_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
   QuantizedRows rows = pad_int8_rows(a, packed.size(1));
-  return gemm_dequant(rows, packed, n, as, bs, bias_f, dtype, isa);
+  return gemm_dequant(op, rows, packed, n, as, bs, bias_f, dtype, isa);
 }
 
 at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
@@ -273,7 +314,7 @@ at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tens
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
   QuantizedRows rows = quantize_rows(op, x2d, packed.size(1) + kRowPadBytes, 127, isa);
-  return gemm_dequant(rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa)
+  return gemm_dequant(op, rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa)
       .view(out_shape(x, n));
 }
 

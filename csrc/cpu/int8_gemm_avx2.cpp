@@ -42,7 +42,7 @@ template <int MR>
 void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
   __m256i acc[MR][4];
   unroll<MR>([&](auto i) { unroll<4>([&](auto q) { acc[i][q] = _mm256_setzero_si256(); }); });
-  const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
+  const uint8_t* bp = p.b + g * p.b_group_stride;
   const int8_t* ap = p.a + m * p.lda;
   for (int64_t k = 0; k < p.k4; ++k) {
     __m256i bw[4];
@@ -150,20 +150,37 @@ void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
     return;
   }
   const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 flt_max = _mm256_set1_ps(__FLT_MAX__);
   const __m256i qmax_i = _mm256_set1_epi32(p.qmax);
   const __m256i qmin_i = _mm256_set1_epi32(-p.qmax);
   const int64_t kv = p.k / 8 * 8;
   for (int64_t m = m0; m < m1; ++m) {
     const float* x = static_cast<const float*>(p.x) + m * p.ldx;
-    __m256 vmax = _mm256_setzero_ps();
-    for (int64_t k = 0; k < kv; k += 8)
-      vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k)));
+    // Trap: max_ps drops a NaN depending on its position, so NaN and Inf are tracked
+    // in their own mask (|x| <= FLT_MAX fails for both).
+    __m256 vmax = _mm256_setzero_ps(), vbad = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kv; k += 8) {
+      const __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + k));
+      vmax = _mm256_max_ps(vmax, a);
+      vbad = _mm256_or_ps(vbad, _mm256_cmp_ps(a, flt_max, _CMP_NLE_UQ));
+    }
     alignas(32) float lanes[8];
     _mm256_store_ps(lanes, vmax);
     float absmax = 0.f;
     for (float l : lanes) absmax = std::fmax(absmax, l);
-    for (int64_t k = kv; k < p.k; ++k) absmax = std::fmax(absmax, std::fabs(x[k]));
-    const float scale = absmax == 0.f ? 1.f : absmax / static_cast<float>(p.qmax);
+    bool nonfinite = _mm256_movemask_ps(vbad) != 0;
+    for (int64_t k = kv; k < p.k; ++k) {
+      const float a = std::fabs(x[k]);
+      nonfinite |= !(a <= __FLT_MAX__);
+      absmax = std::fmax(absmax, a);
+    }
+    const float scale = row_scale(absmax, nonfinite, p.qmax);
+    if (nonfinite) {
+      std::memset(p.q + m * p.ldq, 0, static_cast<size_t>(p.ldq));
+      p.scale[m] = scale;
+      if (p.rowsum) p.rowsum[m] = 0;
+      continue;
+    }
     const __m256 vscale = _mm256_set1_ps(scale);
     int8_t* q = p.q + m * p.ldq;
     __m256i vsum = _mm256_setzero_si256();

@@ -89,15 +89,25 @@ void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
 void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
   const __m512i qmax_i = _mm512_set1_epi32(p.qmax);
   const __m512i qmin_i = _mm512_set1_epi32(-p.qmax);
+  const __m512 flt_max = _mm512_set1_ps(__FLT_MAX__);
   for (int64_t m = m0; m < m1; ++m) {
     const int64_t base = m * p.ldx;
+    // Trap: max_ps drops a NaN depending on its position, so NaN and Inf are tracked
+    // in their own mask (|x| <= FLT_MAX fails for both; masked-off lanes load 0).
     __m512 vmax = _mm512_setzero_ps();
+    __mmask16 bad = 0;
     for (int64_t k = 0; k < p.k; k += 16) {
-      const __m512 v = load_f32x16(p.x, p.x_kind, base + k, tail_mask(p.k - k));
-      vmax = _mm512_max_ps(vmax, _mm512_abs_ps(v));
+      const __m512 a = _mm512_abs_ps(load_f32x16(p.x, p.x_kind, base + k, tail_mask(p.k - k)));
+      vmax = _mm512_max_ps(vmax, a);
+      bad |= _mm512_cmp_ps_mask(a, flt_max, _CMP_NLE_UQ);
     }
-    const float absmax = _mm512_reduce_max_ps(vmax);
-    const float scale = absmax == 0.f ? 1.f : absmax / static_cast<float>(p.qmax);
+    const float scale = row_scale(_mm512_reduce_max_ps(vmax), bad != 0, p.qmax);
+    if (bad != 0) {
+      for (int64_t k = 0; k < p.ldq; ++k) p.q[m * p.ldq + k] = 0;
+      p.scale[m] = scale;
+      if (p.rowsum) p.rowsum[m] = 0;
+      continue;
+    }
     const __m512 vscale = _mm512_set1_ps(scale);
     __m512i vsum = _mm512_setzero_si512();
     int8_t* q = p.q + m * p.ldq;

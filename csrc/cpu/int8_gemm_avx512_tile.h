@@ -20,7 +20,7 @@ void gemm_tile(const Int8GemmArgs& p, int64_t m, int64_t g, int32_t* tile) {
   __m512i acc[MR][NB];
   unroll<MR>([&](auto i) { unroll<NB>([&](auto j) { acc[i][j] = _mm512_setzero_si512(); }); });
 
-  const int64_t bstride = p.k4 * kGroupBytesPerK4;
+  const int64_t bstride = p.b_group_stride;
   const uint8_t* bp = p.b + g * bstride;
   const int8_t* ap = p.a + m * p.lda;
   for (int64_t k = 0; k < p.k4; ++k) {

@@ -20,6 +20,11 @@ constexpr int64_t kMinParallelMacs = 1 << 18;  // below this, threading costs mo
 // each other on every k step; at 16 rows this cost the w8a16 kernel 2x.
 constexpr int64_t kRowPadBytes = 64;
 
+// The largest K (a multiple of 4) at which no int8 dot product can overflow int32:
+// 128 * 128 * K <= 2^31 - 1. A longer K is summed in blocks of it (DESIGN.md, "int32
+// accumulation").
+constexpr int64_t kMaxExactK = (2147483647LL / (128 * 128)) / kKStep * kKStep;  // 131068
+
 inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct QuantizedRows {
@@ -34,9 +39,10 @@ void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa);
 
 void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa);
 
-// Dequantized int8 GEMM of quantized rows with a packed weight -> [M, n] out_dtype.
-at::Tensor gemm_dequant(const QuantizedRows& a, const at::Tensor& packed, int64_t n,
-                        const at::Tensor& a_scale, const at::Tensor& b_scale,
+// Dequantized int8 GEMM of quantized rows with a packed weight -> [M, n] out_dtype
+// (int32: the exact sums, or an error naming `op` where one does not fit int32).
+at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
+                        int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
                         const at::Tensor& bias, at::ScalarType out_dtype, Isa isa);
 
 // Splits [0, m) x [0, groups) into tasks; task order keeps a thread's column

@@ -16,8 +16,9 @@ struct Int8GemmArgs {
   const int8_t* a;          // [M, lda], zero beyond K
   int64_t lda;
   const int32_t* a_rowsum;  // [M]
-  const uint8_t* b;         // packed weight
-  int64_t k4;               // padded K / 4
+  const uint8_t* b;         // packed weight, at the first k4 slice this GEMM reads
+  int64_t k4;               // K / 4 this GEMM sums over (the padded K, or a K block of it)
+  int64_t b_group_stride;   // bytes from one column group to the next: full padded K * 16
   int64_t n;                // real N (stores are masked beyond it)
   const float* a_scale;     // [M]; unused for int32 output
   const float* b_scale;     // [N]; unused for int32 output
@@ -42,8 +43,8 @@ struct W8A16Args {
   OutKind out_kind;
 };
 
-// Symmetric per-row quantization: scale = absmax / qmax (1 for an all-zero
-// row), q = clamp(round_half_even(x / scale), -qmax, qmax).
+// Symmetric per-row quantization: scale = row_scale(...), q = clamp(round_half_even(
+// x / scale), -qmax, qmax); q = 0 for a row whose scale is NaN.
 struct QuantizeArgs {
   const void* x;            // [M, ldx]
   int64_t ldx;
@@ -55,6 +56,17 @@ struct QuantizeArgs {
   float* scale;             // [M]
   int32_t* rowsum;          // [M] sum of q, or nullptr
 };
+
+// The per-row scale every ISA, Triton and reference.quantize_rowwise share (DESIGN.md,
+// "Non-finite and tiny values"): NaN for a row holding any NaN or +-Inf (its q are 0,
+// so every output of the row is NaN); 1 for a row whose absmax is below qmax * FLT_MIN
+// (zeros, denormals: a smaller scale would itself be denormal), so its q round to 0;
+// absmax / qmax otherwise. `nonfinite`: the row holds a NaN or an Inf.
+inline float row_scale(float absmax, bool nonfinite, int qmax) {
+  if (nonfinite) return __builtin_nanf("");
+  const float q = static_cast<float>(qmax);
+  return absmax < q * __FLT_MIN__ ? 1.f : absmax / q;
+}
 
 // Rows [m0, m1), column groups [g0, g1).
 using GemmBlockFn = void (*)(const Int8GemmArgs&, int64_t, int64_t, int64_t, int64_t);

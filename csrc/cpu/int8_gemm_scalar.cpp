@@ -12,7 +12,8 @@ void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
   for (int64_t m = m0; m < m1; ++m) {
     const int8_t* a = p.a + m * p.lda;
     for (int64_t g = g0; g < g1; ++g) {
-      const uint8_t* b = p.b + g * p.k4 * kGroupBytesPerK4;
+      const uint8_t* b = p.b + g * p.b_group_stride;
+      // No overflow (so no UB): callers keep K <= kMaxExactK per call.
       int32_t acc[kGroupCols] = {};
       for (int64_t k = 0; k < p.k4; ++k) {
         for (int64_t c = 0; c < kGroupCols; ++c) {
@@ -54,20 +55,23 @@ void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, 
 }
 
 void scalar_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
+  const float qmax = static_cast<float>(p.qmax);
   for (int64_t m = m0; m < m1; ++m) {
     float absmax = 0.f;
+    bool nonfinite = false;
     for (int64_t k = 0; k < p.k; ++k) {
-      absmax = std::fmax(absmax, std::fabs(load_as_float(p.x, p.x_kind, m * p.ldx + k)));
+      const float a = std::fabs(load_as_float(p.x, p.x_kind, m * p.ldx + k));
+      nonfinite |= !(a <= __FLT_MAX__);  // NaN compares false
+      absmax = std::fmax(absmax, a);
     }
-    const float scale = absmax == 0.f ? 1.f : absmax / static_cast<float>(p.qmax);
-    const float qmax = static_cast<float>(p.qmax);
+    const float scale = row_scale(absmax, nonfinite, p.qmax);
     int32_t sum = 0;
     int8_t* q = p.q + m * p.ldq;
     for (int64_t k = 0; k < p.k; ++k) {
       // nearbyint rounds half to even under the default rounding mode, as torch.round.
       float r = std::nearbyint(load_as_float(p.x, p.x_kind, m * p.ldx + k) / scale);
       r = std::fmin(std::fmax(r, -qmax), qmax);
-      q[k] = static_cast<int8_t>(r);
+      q[k] = nonfinite ? 0 : static_cast<int8_t>(r);
       sum += q[k];
     }
     for (int64_t k = p.k; k < p.ldq; ++k) q[k] = 0;

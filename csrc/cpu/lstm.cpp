@@ -141,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   if (b_hh) bias += b_hh->to(at::kFloat);
   const at::Tensor x2d = x.contiguous().view({steps * batch, in});
   QuantizedRows xq = quantize_rows(kOp, x2d, wih.size(1) + kRowPadBytes, 127, isa);
-  const at::Tensor gx = gemm_dequant(xq, wih, 4 * h16, xq.scale, interleave_gates(w_ih_scale, h),
+  const at::Tensor gx = gemm_dequant(kOp, xq, wih, 4 * h16, xq.scale, interleave_gates(w_ih_scale, h),
                                      interleave_gates(bias, h), at::kFloat, isa);
 
   // ---- recurrent state and per-step buffers (allocated once) ----
@@ -154,6 +154,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   if (!proj) hid.slice(1, 0, h).copy_(h0);
   const int64_t hprev_ld = proj ? out : h16;
   const int64_t kp = whh.size(1);
+  // The fused step sums the recurrent K in one int32 pass (an H this large would need
+  // 4 * H * H bytes of w_hh: 64 GiB).
+  QK_CHECK(kp <= kMaxExactK, kOp, "the recurrent size (hidden or proj size) must be at most ",
+           kMaxExactK, " so that int32 sums cannot overflow, got ", kp);
   at::Tensor q = at::zeros({batch, kp + kRowPadBytes}, x.options().dtype(at::kChar));
   at::Tensor q_scale = at::empty({batch}, c.options());
   at::Tensor q_sum = at::empty({batch}, x.options().dtype(at::kInt));
@@ -164,7 +168,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
 
   LstmStepArgs p{};
   p.gemm = Int8GemmArgs{q.data_ptr<int8_t>(), q.size(1), q_sum.data_ptr<int32_t>(),
-                        whh.data_ptr<uint8_t>(), kp / kKStep, 4 * h16, q_scale.data_ptr<float>(),
+                        whh.data_ptr<uint8_t>(), kp / kKStep, kp * kGroupCols, 4 * h16,
+                        q_scale.data_ptr<float>(),
                         whh_scale.data_ptr<float>(), nullptr, nullptr, 0, OutKind::kInt32};
   p.c = c.data_ptr<float>();
   p.h = hid.data_ptr<float>();

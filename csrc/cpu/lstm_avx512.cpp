@@ -23,7 +23,9 @@ namespace {
 // exp(x) to ~1e-7 relative: x = n ln2 + r, |r| <= ln2 / 2, e^r by its degree-6
 // Taylor polynomial, times 2^n with vscalefps (which also handles overflow).
 inline __m512 exp16(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.f)), _mm512_set1_ps(88.f));
+  // Trap: max_ps/min_ps return their second operand when either is NaN; x goes
+  // second so a NaN gate (a NaN row, DESIGN.md) stays NaN instead of clamping.
+  x = _mm512_min_ps(_mm512_set1_ps(88.f), _mm512_max_ps(_mm512_set1_ps(-88.f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);  // ln2 high part

@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 
 from qkernels import _library  # noqa: F401  (defines the ops first)
-from qkernels._common import FLOAT_DTYPES, K_STEP, check, check_same_device, describe, round_up
+from qkernels._common import (
+    FLOAT_DTYPES,
+    K_STEP,
+    MAX_EXACT_K,
+    check,
+    check_same_device,
+    describe,
+    round_up,
+)
 
 OP = "lstm_w8a8"
 
@@ -72,6 +80,12 @@ def lstm_w8a8_fake(
     steps, batch = x.shape[0], x.shape[1]
     _check_weight("w_ih", w_ih, hidden, x.shape[2])
     _check_weight("w_hh", w_hh, hidden, out)
+    check(
+        out <= MAX_EXACT_K,
+        OP,
+        f"the recurrent size (hidden or proj size) must be at most {MAX_EXACT_K} so that "
+        f"int32 sums cannot overflow, got {out}",
+    )
     for name, t, cols in (("h0", h0, out), ("c0", c0, hidden)):
         check(
             tuple(t.shape) == (batch, cols),

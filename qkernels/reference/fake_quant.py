@@ -18,11 +18,17 @@ def _levels(x: torch.Tensor, s: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
     return torch.round(zp.float() + xs) if zp.is_floating_point() else torch.round(xs) + zp.float()
 
 
+def _pass_nonfinite(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """NaN and +-Inf come out as they went in (DESIGN.md, "Non-finite and tiny
+    values"); torch's own fake-quant ops turn NaN into qmin * scale."""
+    return torch.where(torch.isfinite(x), y, x)
+
+
 def _fake_quant(x, s, zp, qmin, qmax) -> torch.Tensor:
     r = _levels(x, s, zp).clamp(qmin, qmax)
     if zp.is_floating_point():  # torch computes (r - zp) * s in float64 then
-        return ((r.double() - zp.double()) * s.double()).to(x.dtype)
-    return ((r - zp.float()) * s.float()).to(x.dtype)
+        return _pass_nonfinite(x, ((r.double() - zp.double()) * s.double()).to(x.dtype))
+    return _pass_nonfinite(x, ((r - zp.float()) * s.float()).to(x.dtype))
 
 
 def fake_quant(
@@ -73,9 +79,11 @@ def fake_quant_lsq(
 ) -> torch.Tensor:
     """PyTorch's own learnable fake-quant ops (float32), the ground truth for LSQ."""
     if scale.numel() == 1:
-        return torch._fake_quantize_learnable_per_tensor_affine(
+        y = torch._fake_quantize_learnable_per_tensor_affine(
             x, scale.reshape(1), zero_point.reshape(1), qmin, qmax, grad_factor
         )
-    return torch._fake_quantize_learnable_per_channel_affine(
-        x, scale, zero_point, axis % x.dim(), qmin, qmax, grad_factor
-    )
+    else:
+        y = torch._fake_quantize_learnable_per_channel_affine(
+            x, scale, zero_point, axis % x.dim(), qmin, qmax, grad_factor
+        )
+    return _pass_nonfinite(x.detach(), y)

@@ -5,22 +5,35 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qkernels._common import GROUP_COLS, K_STEP, round_up
+from qkernels._common import GROUP_COLS, K_STEP, exact_int32, round_up
 
 
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: scale = absmax / qmax, q = round_half_even(x / scale).
+    DESIGN.md, "Non-finite and tiny values": a row holding NaN or +-Inf gets scale NaN
+    and q = 0 (its outputs are NaN downstream); a row whose absmax is below
+    qmax * FLT_MIN (zeros, denormals) gets scale 1, so its q round to 0."""
     qmax = 2 ** (bits - 1) - 1
     xf = x.float()
+    finite = torch.isfinite(xf).all(dim=-1)
     absmax = xf.abs().amax(dim=-1) if x.shape[-1] > 0 else xf.new_zeros(x.shape[:-1])
-    scale = torch.where(absmax == 0, torch.ones_like(absmax), absmax / qmax)
-    q = torch.round(xf / scale.unsqueeze(-1)).clamp(-qmax, qmax).to(torch.int8)
-    return q, scale
+    tiny = absmax < qmax * torch.finfo(torch.float32).tiny
+    scale = torch.where(tiny, torch.ones_like(absmax), absmax / qmax)
+    scale = torch.where(finite, scale, torch.full_like(scale, float("nan")))
+    q = torch.round(xf / scale.unsqueeze(-1)).clamp(-qmax, qmax)
+    q = torch.where(finite.unsqueeze(-1), q, torch.zeros_like(q))
+    return q.to(torch.int8), scale
+
+
+def _exact_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # float64 holds every partial sum exactly while |sum| < 2**53 (K < 2**38 for int8),
+    # and CPU float64 matmul is fast where int64 matmul is not.
+    return a.double() @ b.double().T
 
 
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    # float64 holds every partial sum exactly while |sum| < 2**53 (K < 2**38 for int8),
-    # and CPU float64 matmul is fast where int64 matmul is not.
-    return (a.double() @ b.double().T).to(torch.int32)
+    """int32 a @ b.T, exact; an error where a sum does not fit int32 (K > MAX_EXACT_K)."""
+    return exact_int32(_exact_dot(a, b), "int_mm", a.shape[1])
 
 
 def int8_mm(
@@ -31,7 +44,7 @@ def int8_mm(
     bias: torch.Tensor | None = None,
     out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    out = int_mm(a, b).float() * a_scale.reshape(-1, 1) * b_scale.reshape(1, -1)
+    out = _exact_dot(a, b).float() * a_scale.reshape(-1, 1) * b_scale.reshape(1, -1)
     if bias is not None:
         out = out + bias.float()
     return out.to(out_dtype or torch.float32)

@@ -23,13 +23,21 @@ def round_half_even(t):
 
 
 @triton.jit
+def finite(x):
+    """|x| <= FLT_MAX: false for NaN and +-Inf alike."""
+    return tl.abs(x) <= 3.4028234663852886e38
+
+
+@triton.jit
 def rne(y, like_ptr):
     """fp32 y in like_ptr's element type, rounded half to even like torch. bf16 is
     rounded by hand: the interpreter's fp32 -> bf16 cast truncates (GPUs round
-    already; by hand it is three integer ops, and inf / NaN stay inf / NaN)."""
+    already; by hand it is a few integer ops, and inf / NaN stay inf / NaN)."""
     if like_ptr.dtype.element_ty == tl.bfloat16:
         bits = y.to(tl.uint32, bitcast=True)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        # A NaN with a full mantissa would carry into the sign: canonical NaN instead.
+        bits = tl.where(y != y, 0x7FC00000, bits)
         return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
     return y.to(like_ptr.dtype.element_ty)
 

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from qkernels.meta.fake_quant import check_channel, check_group
-from qkernels.triton._common import rne, round_half_even
+from qkernels.triton._common import finite, rne, round_half_even
 
 PER_TENSOR_SEGMENT = 1 << 14
 
@@ -103,6 +103,7 @@ def _forward_kernel(
         y = ((rc.to(tl.float64) - zp.to(tl.float64)) * s.to(tl.float64)).to(tl.float32)
     else:
         y = (rc - zp) * s
+    y = tl.where(finite(x), y, x)  # NaN and +-Inf pass through (DESIGN.md)
     _store_rounded(y_ptr, offs, y, mask)
 
 
@@ -164,8 +165,10 @@ def _lsq_backward_kernel(
     edge = tl.where(r < qmin, qmin - zp, qmax - zp)
     ds = tl.where(inside, dy * (xfq - x) * inv * grad_factor, dy * edge * grad_factor)
     dz = tl.where(inside, 0.0, -dy * s * grad_factor)
-    ds = tl.where(mask, ds, 0.0)
-    dz = tl.where(mask, dz, 0.0)
+    # Masked-off lanes, and NaN / +-Inf x (passed through, so independent of s and zp).
+    counted = mask & finite(x)
+    ds = tl.where(counted, ds, 0.0)
+    dz = tl.where(counted, dz, 0.0)
     if ALONG:
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         cmask = cols < seg_len

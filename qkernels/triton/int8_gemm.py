@@ -14,10 +14,12 @@ import torch
 import triton
 import triton.language as tl
 
+from qkernels._common import MAX_EXACT_K, exact_int32
 from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
 from qkernels.triton._common import (
     as_rows,
     autotuned,
+    finite,
     grouped_tile,
     launch,
     round_half_even,
@@ -43,20 +45,29 @@ def upcast(t: torch.Tensor) -> bool:
 
 @triton.jit
 def _row_absmax_scale(x_ptr, m, k, ldx, offs_m, qmax, BLOCK_K: tl.constexpr):
+    """The per-row scale rule of DESIGN.md ("Non-finite and tiny values"), as the C++
+    row_scale: NaN for a row holding NaN or +-Inf, 1 below qmax * FLT_MIN."""
     amax = tl.zeros((offs_m.shape[0],), tl.float32)
+    bad = tl.zeros((offs_m.shape[0],), tl.int32)
     for k0 in range(0, k, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask = (offs_m[:, None] < m) & (offs_k[None, :] < k)
         x = tl.load(x_ptr + offs_m[:, None] * ldx + offs_k[None, :], mask=mask, other=0.0)
-        amax = tl.maximum(amax, tl.max(tl.abs(x.to(tl.float32)), axis=1))
-    return tl.where(amax == 0.0, 1.0, tl.math.div_rn(amax, qmax))
+        x = x.to(tl.float32)
+        # Trap: tl.max may drop NaN, so non-finite values are counted on their own.
+        bad += tl.sum(tl.where(finite(x), 0, 1), axis=1)
+        amax = tl.maximum(amax, tl.max(tl.where(finite(x), tl.abs(x), 0.0), axis=1))
+    scale = tl.where(amax < qmax * 1.1754943508222875e-38, 1.0, tl.math.div_rn(amax, qmax))
+    nan = tl.full(scale.shape, float("nan"), tl.float32)
+    return tl.where(bad > 0, nan, scale)
 
 
 @triton.jit
 def _quantize(x, scale, qmax):
     # div_rn: IEEE division, as reference.quantize_rowwise (not an approximate divide).
     q = round_half_even(tl.math.div_rn(x.to(tl.float32), scale[:, None]))
-    return tl.minimum(tl.maximum(q, -qmax), qmax)
+    q = tl.minimum(tl.maximum(q, -qmax), qmax)
+    return tl.where(scale[:, None] == scale[:, None], q, 0.0)  # a NaN row's q are 0
 
 
 @triton.jit
@@ -215,10 +226,39 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
+def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool):
+    """K past MAX_EXACT_K: int32 GEMMs over K blocks that cannot overflow, summed in
+    int64; the epilogue then runs in torch, in the kernel's order."""
+    if quantize_a:
+        a, a_scale = quantize_rowwise(a)
+    k = a.shape[1]
+    exact = sum(
+        _gemm(
+            a[:, k0 : k0 + MAX_EXACT_K],
+            b[:, k0 : k0 + MAX_EXACT_K],
+            None,
+            None,
+            None,
+            None,
+            quantize_a=False,
+            dequant=False,
+        ).long()
+        for k0 in range(0, k, MAX_EXACT_K)
+    )
+    if not dequant:
+        return exact_int32(exact, "int_mm", k)
+    out = exact.float() * a_scale.reshape(-1, 1) * b_scale.reshape(1, -1)
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(out_dtype)
+
+
 def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool):
     """The one int8 GEMM launch behind int_mm, int8_mm and linear_w8a8 (and the LSTM)."""
     m, k = a.shape
     n = b.shape[0]
+    if k > MAX_EXACT_K:
+        return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant)
     out = torch.empty(m, n, dtype=out_dtype if dequant else torch.int32, device=a.device)
     if m and n:
         kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m))
