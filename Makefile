@@ -8,7 +8,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.qkernels-built
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: all demo test test-slow lint bench bench-ci cmake-test clean
+.PHONY: all demo test test-slow lint bench bench-ci cmake-test sanitize clean
 
 all: test
 
@@ -37,6 +37,20 @@ lint: $(DEPS_STAMP)
 test: $(BUILD_STAMP) lint
 	$(PY) -m pytest -q -m "not slow" tests
 	$(MAKE) bench-ci
+	$(MAKE) sanitize
+
+# AddressSanitizer + UndefinedBehaviorSanitizer: csrc/ built into build/sanitize (-O1),
+# then the op tests of the C++ CPU kernels run against that build. Python and torch are
+# not instrumented, so libasan is preloaded and leak checking is off.
+SANITIZE_ENV = QKERNELS_EXTENSION="$$(ls build/sanitize/qkernels/_C*.so)" \
+	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+sanitize: $(DEPS_STAMP)
+	QKERNELS_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/sanitize \
+	  --build-temp build/sanitize-obj
+	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/ops/test_sanitized_build.py
+	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/ops \
+	  -k "not triton and not cuda"
 
 # The long tests (e.g. 20 real SIGKILLs of a fine-tuning run, each resumed).
 test-slow: $(BUILD_STAMP)

@@ -5,6 +5,8 @@ is on when a CUDA toolkit and a CUDA build of torch are both present and there
 are CUDA sources (csrc/cuda/*.cu). TORCH_CUDA_ARCH_LIST picks the archs.
 QKERNELS_NO_EXT=1 installs the Python package alone: `make` does that for the editable
 install, then builds the extension once, in place and incrementally (build_ext --inplace).
+QKERNELS_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer (`make
+sanitize` puts that build in build/sanitize and runs the op tests against it).
 """
 
 import glob
@@ -36,6 +38,16 @@ def _extension():
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu"))
     # -ffp-contract=off: keep mul/add as written so epilogues round like reference.py.
     cxx = ["-O3", "-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]
+    link = ["-fopenmp"]
+    if os.environ.get("QKERNELS_SANITIZE") == "1":
+        # float-cast-overflow (a NaN or huge float cast to an integer) is not part of
+        # GCC's -fsanitize=undefined; -fno-wrapv undoes Python's -fwrapv so that signed
+        # overflow is checked; every finding is fatal.
+        sanitize = "-fsanitize=address,undefined,float-cast-overflow"
+        cxx = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", sanitize]
+        cxx += ["-fno-sanitize-recover=all"]
+        cxx += ["-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]
+        link += [sanitize]
     if _want_cuda(cuda_sources):
         return cpp_extension.CUDAExtension(
             "qkernels._C",
@@ -44,10 +56,10 @@ def _extension():
                 "cxx": cxx + ["-DQKERNELS_WITH_CUDA"],
                 "nvcc": ["-O3", "-DQKERNELS_WITH_CUDA"],
             },
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link,
         )
     return cpp_extension.CppExtension(
-        "qkernels._C", cpu_sources, extra_compile_args=cxx, extra_link_args=["-fopenmp"]
+        "qkernels._C", cpu_sources, extra_compile_args=cxx, extra_link_args=link
     )
 
 

@@ -8,7 +8,10 @@ from `_backend`.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import os
+import sys
 
 from torch.library import Library
 
@@ -31,11 +34,27 @@ def _raiser(name: str, err: Exception):
     return fail
 
 
+def _import_extension() -> None:
+    """qkernels._C, or the build named by $QKERNELS_EXTENSION (a path to another build
+    of it, such as `make sanitize`'s) imported under the same name."""
+    path = os.environ.get("QKERNELS_EXTENSION")
+    if not path:
+        from qkernels import _C  # noqa: F401
+
+        return
+    spec = importlib.util.spec_from_file_location("qkernels._C", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"QKERNELS_EXTENSION={path!r} is not an extension module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["qkernels._C"] = module
+    spec.loader.exec_module(module)
+
+
 def _load_extension() -> Exception | None:
     """Import qkernels._C (registers the C++ kernels). Never raises: a broken
     build is logged and each C++ CPU op then raises the reason when called."""
     try:
-        from qkernels import _C  # noqa: F401
+        _import_extension()
     except Exception as e:  # noqa: BLE001 - any import failure must not break `import qkernels`
         log.warning("qkernels: C++ extension failed to load (%s); CPU ops will raise", e)
         for op in OPS:

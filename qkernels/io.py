@@ -24,6 +24,7 @@ from qkernels.nn import (
     Int8Linear,
     Int8LowRankLinear,
     Int8LSTM,
+    LoRAInt8Linear,
     LowRankLinear,
     QATLinear,
 )
@@ -34,7 +35,15 @@ WEIGHTS_FILE = "model.safetensors"
 # The qkernels modules a saved plan may name; each says how to rebuild itself (`spec`).
 MODULE_TYPES: dict[str, type[nn.Module]] = {
     cls.__name__: cls
-    for cls in (Int8Linear, QATLinear, Int8LowRankLinear, LowRankLinear, Int8LSTM, QATLSTM)
+    for cls in (
+        Int8Linear,
+        QATLinear,
+        Int8LowRankLinear,
+        LowRankLinear,
+        LoRAInt8Linear,
+        Int8LSTM,
+        QATLSTM,
+    )
 }
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FAMILIES = ("int8_gemm", "fake_quant", "lowrank", "lstm")
+FAMILIES = ("int8_gemm", "fake_quant", "lowrank", "lora", "lstm")
 BACKENDS = ("triton", "cuda")  # the CUDA backends: Triton, CUDA C++ (qkernels._C)
 
 
@@ -45,6 +45,10 @@ class OpDef:
 
 
 _LINEAR_ARGS = "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias=None) -> Tensor"
+_LORA_ARGS = (
+    "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias, Tensor a, Tensor b, float scaling) "
+    "-> Tensor"
+)
 _FQ_CHANNEL = "Tensor scale, Tensor zero_point, int axis, int qmin, int qmax"
 _FQ_GROUP = "Tensor scale, Tensor zero_point, int group_size, int qmin, int qmax"
 
@@ -101,6 +105,16 @@ OPS: tuple[OpDef, ...] = (
         "(Tensor grad, Tensor x, Tensor a, Tensor b) -> (Tensor, Tensor, Tensor)",
         cpu="python",
         traceable=True,
+    ),
+    # LoRA family: a frozen int8 base plus a trainable low-rank adapter
+    OpDef("lora_w8a8", "lora", _LORA_ARGS, traceable=True, grad=True),
+    OpDef("lora_w8a16", "lora", _LORA_ARGS, traceable=True, grad=True),
+    OpDef(
+        "lora_backward",
+        "lora",
+        "(Tensor grad, Tensor x, Tensor wq, Tensor w_scale, Tensor a, Tensor b, float scaling) "
+        "-> (Tensor, Tensor, Tensor)",
+        cpu="python",
     ),
     # LSTM family: the per-step launch loop stays one opaque op
     OpDef("pack_lstm_weight", "lstm", "(Tensor w) -> Tensor", cuda=()),

@@ -148,3 +148,30 @@ def lowrank_mm(
 ) -> torch.Tensor:
     """(x @ a^T) @ b^T + bias with a [rank, K], b [N, rank]; gradients for x, a, b, bias."""
     return _ops.lowrank_mm.default(x, a, b, bias)
+
+
+def lora_w8a8(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
+    """linear_w8a8(x, wq, w_scale, bias) + scaling * (x @ a^T) @ b^T, with the adapter
+    a [r, K], b [N, r] added in the int8 GEMM's epilogue; gradients for x, a, b, bias."""
+    return _ops.lora_w8a8.default(x, wq, w_scale, bias, a, b, float(scaling))
+
+
+def lora_w8a16(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    scaling: float,
+) -> torch.Tensor:
+    """lora_w8a8 on a weight-only base: linear_w8a16(x, wq, w_scale, bias) + the adapter."""
+    return _ops.lora_w8a16.default(x, wq, w_scale, bias, a, b, float(scaling))

@@ -30,8 +30,6 @@ const W8A16Kernels& w8a16_kernels(Isa isa) {
   return isa == Isa::kScalar ? kScalar : kAvx2;
 }
 
-namespace {
-
 InKind in_kind(const char* op, const char* name, const at::Tensor& x) {
   switch (x.scalar_type()) {
     case at::kFloat: return InKind::kFloat32;
@@ -43,7 +41,7 @@ InKind in_kind(const char* op, const char* name, const at::Tensor& x) {
   return InKind::kFloat32;
 }
 
-OutKind out_kind(at::ScalarType t) {
+static OutKind out_kind(at::ScalarType t) {
   switch (t) {
     case at::kBFloat16: return OutKind::kBFloat16;
     case at::kHalf: return OutKind::kFloat16;
@@ -98,6 +96,8 @@ at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
   return x.contiguous().view({m, x.size(-1)});
 }
 
+namespace {
+
 // Copies int8 activations into a K-padded buffer and sums each row.
 QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
   at::Tensor q = at::zeros({a.size(0), padded_k + kRowPadBytes}, a.options());
@@ -105,13 +105,13 @@ QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
   return {q, at::Tensor(), a.sum(1, /*keepdim=*/false, at::kInt)};
 }
 
+}  // namespace
+
 std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = n;
   return shape;
 }
-
-}  // namespace
 
 namespace {
 
@@ -138,7 +138,8 @@ at::Tensor wide_int_gemm(const QuantizedRows& a, const at::Tensor& packed, int64
 
 at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
                         int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
-                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa) {
+                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa,
+                        const LoraTensors* lora) {
   const int64_t m = a.q.size(0);
   if (packed.size(1) > kMaxExactK) {
     const at::Tensor exact = wide_int_gemm(a, packed, n, isa);
@@ -155,6 +156,7 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
     // The epilogue of the kernels, in the same order: acc * a_scale * b_scale + bias.
     at::Tensor out = exact.to(at::kFloat) * a_scale.view({m, 1}) * b_scale.view({1, n});
     if (bias.defined()) out += bias;
+    if (lora) out += at::mm(lora->t, lora->bt.slice(1, 0, n));
     return out.to(out_dtype);
   }
   at::Tensor out = at::empty({m, n}, a.q.options().dtype(out_dtype));
@@ -170,7 +172,8 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
                  bias.defined() ? bias.data_ptr<float>() : nullptr,
                  out.data_ptr(),
                  n,
-                 out_kind(out_dtype)};
+                 out_kind(out_dtype),
+                 lora ? lora->epilogue() : LoraEpilogue{}};
   run_int8_gemm(p, m, packed.size(0) / kGroupCols, isa);
   return out;
 }
@@ -323,7 +326,7 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   constexpr const char* op = "linear_w8a16";
   const at::Tensor x2d = as_rows(op, "x", x);
   in_kind(op, "x", x2d);
-  const int64_t m = x2d.size(0), k = x2d.size(1);
+  const int64_t k = x2d.size(1);
   QK_CHECK_CPU(op, "w_scale", w_scale);
   QK_CHECK(w_scale.dim() >= 1, op, "w_scale must be float32 of shape [N], got ",
            describe(w_scale));
@@ -331,30 +334,38 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   const at::Tensor ws = check_scale(op, "w_scale", w_scale, n, "[N]");
   const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
   const at::Tensor bias_f = check_bias(op, bias, n);
-  const Isa isa = selected_isa(op);
+  return w8a16_gemm(x2d, packed, n, ws, bias_f, x.scalar_type(), selected_isa(op))
+      .view(out_shape(x, n));
+}
+
+at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n,
+                      const at::Tensor& b_scale, const at::Tensor& bias,
+                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora) {
+  const int64_t m = x2d.size(0), k = x2d.size(1);
   const W8A16Kernels& kernels = w8a16_kernels(isa);
   const bool bf16 = kernels.bf16_x;
   // The kernels read x as bf16 (AVX512-BF16) or fp32, zero beyond K.
   const at::ScalarType x_dtype = bf16 ? at::kBFloat16 : at::kFloat;
   const int64_t ldx = packed.size(1) + kRowPadBytes / static_cast<int64_t>(at::elementSize(x_dtype));
-  at::Tensor xk = at::zeros({m, ldx}, x.options().dtype(x_dtype));
+  at::Tensor xk = at::zeros({m, ldx}, x2d.options().dtype(x_dtype));
   xk.slice(1, 0, k).copy_(x2d);
-  at::Tensor out = at::empty({m, n}, x.options());
+  at::Tensor out = at::empty({m, n}, x2d.options().dtype(out_dtype));
   W8A16Args p{xk.data_ptr(),
               xk.size(1),
               bf16 ? InKind::kBFloat16 : InKind::kFloat32,
               packed.data_ptr<uint8_t>(),
               packed.size(1) / kKStep,
               n,
-              ws.data_ptr<float>(),
-              bias_f.defined() ? bias_f.data_ptr<float>() : nullptr,
+              b_scale.data_ptr<float>(),
+              bias.defined() ? bias.data_ptr<float>() : nullptr,
               out.data_ptr(),
               n,
-              out_kind(x.scalar_type())};
+              out_kind(out_dtype),
+              lora ? lora->epilogue() : LoraEpilogue{}};
   const W8A16BlockFn fn = kernels.block;
   parallel_tiles(m, packed.size(0) / kGroupCols, k, /*row_block=*/64,
                  [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { fn(p, m0, m1, g0, g1); });
-  return out.view(out_shape(x, n));
+  return out;
 }
 
 std::string describe(const at::Tensor& t) {

@@ -19,9 +19,24 @@
 namespace qkernels::cpu {
 namespace {
 
+// The adapter's 16 columns n0.. of one row: sum_j t[row, j] * bt[j, n0..n0+16).
+inline void lora_row(const LoraEpilogue& l, int64_t row, int64_t n0, float* out16) {
+  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+  for (int64_t j = 0; j < l.r; ++j) {
+    const __m256 t = _mm256_set1_ps(l.t[row * l.r + j]);
+    const float* b = l.bt + j * l.ldbt + n0;
+    lo = _mm256_fmadd_ps(t, _mm256_loadu_ps(b), lo);
+    hi = _mm256_fmadd_ps(t, _mm256_loadu_ps(b + 8), hi);
+  }
+  _mm256_storeu_ps(out16, lo);
+  _mm256_storeu_ps(out16 + 8, hi);
+}
+
 // Writes 16 int32 column results of one row through the shared epilogue.
 inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc) {
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
+  alignas(32) float lora[16] = {};
+  if (p.lora.t) lora_row(p.lora, row, n0, lora);
   const uint32_t comp = static_cast<uint32_t>(p.a_rowsum[row]) * 128u;
   for (int64_t c = 0; c < valid; ++c) {
     const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) - comp);
@@ -31,6 +46,7 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
     }
     float f = static_cast<float>(v) * p.a_scale[row] * p.b_scale[n0 + c];
     if (p.bias) f += p.bias[n0 + c];
+    if (p.lora.t) f += lora[c];
     store_float(p.out, p.out_kind, row * p.ldo + n0 + c, f);
   }
 }
@@ -107,9 +123,12 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
     alignas(32) float lanes[16];
     _mm256_store_ps(lanes, acc[i][0]);
     _mm256_store_ps(lanes + 8, acc[i][1]);
+    alignas(32) float lora[16] = {};
+    if (p.lora.t) lora_row(p.lora, m + i, n0, lora);
     for (int64_t c = 0; c < valid; ++c) {
       float f = lanes[c] * p.b_scale[n0 + c];
       if (p.bias) f += p.bias[n0 + c];
+      if (p.lora.t) f += lora[c];
       store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, f);
     }
   });

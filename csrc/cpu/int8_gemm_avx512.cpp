@@ -21,6 +21,15 @@
 namespace qkernels::cpu {
 namespace {
 
+// The adapter's 16 columns n0.. of one row: sum_j t[row, j] * bt[j, n0..n0+16).
+inline __m512 lora16(const LoraEpilogue& l, int64_t row, int64_t n0) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t j = 0; j < l.r; ++j)
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(l.t[row * l.r + j]),
+                          _mm512_loadu_ps(l.bt + j * l.ldbt + n0), acc);
+  return acc;
+}
+
 // Dequant epilogue of one MR x (NB * 16) tile of int32 sums.
 // Kept out of line: with it inlined into the k loop's function, GCC 12 keeps
 // the accumulators in memory (see unroll.h).
@@ -43,6 +52,7 @@ __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, i
       __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(p.a_scale[row]));
       f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mask, p.b_scale + n0));
       if (p.bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, p.bias + n0));
+      if (p.lora.t) f = _mm512_add_ps(f, lora16(p.lora, row, n0));
       store_f32x16(p.out, p.out_kind, row * p.ldo + n0, f, mask);
     }
   }

@@ -31,6 +31,15 @@ struct QuantizedRows {
   at::Tensor q, scale, rowsum;
 };
 
+// A low-rank adapter for the epilogue: t = scaling * x a^T (float32 [M, r]) and
+// bt = b^T (float32 [r, ceil16(N)], zero-padded); see LoraEpilogue.
+struct LoraTensors {
+  at::Tensor t, bt;
+  LoraEpilogue epilogue() const {
+    return {t.data_ptr<float>(), bt.data_ptr<float>(), t.size(1), bt.size(1)};
+  }
+};
+
 // Per-row symmetric quantization of x2d [M, K] into a padded_k-wide buffer.
 QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
                             Isa isa);
@@ -43,7 +52,24 @@ void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa);
 // (int32: the exact sums, or an error naming `op` where one does not fit int32).
 at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
                         int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
-                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa);
+                        const at::Tensor& bias, at::ScalarType out_dtype, Isa isa,
+                        const LoraTensors* lora = nullptr);
+
+// Weight-only GEMM of x2d [M, K] (any float dtype) with a packed weight, dequantized by
+// b_scale, plus bias and an optional adapter -> [M, n] out_dtype.
+at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n,
+                      const at::Tensor& b_scale, const at::Tensor& bias,
+                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora = nullptr);
+
+// The checks every int8 GEMM entry shares (messages name `op`).
+InKind in_kind(const char* op, const char* name, const at::Tensor& x);
+at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x);
+at::Tensor check_scale(const char* op, const char* name, const at::Tensor& s, int64_t n,
+                       const char* expect);
+at::Tensor check_bias(const char* op, const std::optional<at::Tensor>& bias, int64_t n);
+at::Tensor packed_weight(const char* op, const char* name, const at::Tensor& w, int64_t n,
+                         int64_t k);
+std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n);
 
 // Splits [0, m) x [0, groups) into tasks; task order keeps a thread's column
 // blocks together so that its weight panel stays in its own L2.

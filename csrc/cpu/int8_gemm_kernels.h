@@ -10,6 +10,15 @@
 
 namespace qkernels::cpu {
 
+// A low-rank adapter added in the epilogue (lora_w8a8 / lora_w8a16):
+// out[m, n] += sum_j t[m, j] * bt[j, n], after the bias. t = scaling * x a^T.
+struct LoraEpilogue {
+  const float* t;           // [M, r], or nullptr: no adapter
+  const float* bt;          // [r, ldbt] = b^T, zero in columns [N, ldbt)
+  int64_t r;
+  int64_t ldbt;             // a multiple of 16, so a column group never reads past a row
+};
+
 // C[m, n] = sum_k a[m, k] * w[n, k], with a signed int8 and w packed.
 // The kernel computes sum_k a * (w + 128) and subtracts 128 * a_rowsum[m].
 struct Int8GemmArgs {
@@ -26,6 +35,7 @@ struct Int8GemmArgs {
   void* out;                // [M, ldo] of out_kind
   int64_t ldo;
   OutKind out_kind;
+  LoraEpilogue lora;        // float outputs only; zero-initialised: none
 };
 
 // out[m, n] = (sum_k x[m, k] * w[n, k]) * b_scale[n] + bias[n]
@@ -41,6 +51,7 @@ struct W8A16Args {
   void* out;
   int64_t ldo;
   OutKind out_kind;
+  LoraEpilogue lora;
 };
 
 // Symmetric per-row quantization: scale = row_scale(...), q = clamp(round_half_even(

@@ -6,6 +6,15 @@
 #include "scalar_convert.h"
 
 namespace qkernels::cpu {
+namespace {
+
+float lora_term(const LoraEpilogue& l, int64_t m, int64_t n) {
+  float acc = 0.f;
+  for (int64_t j = 0; j < l.r; ++j) acc += l.t[m * l.r + j] * l.bt[j * l.ldbt + n];
+  return acc;
+}
+
+}  // namespace
 
 void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
                             int64_t g1) {
@@ -32,6 +41,7 @@ void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
         }
         float v = static_cast<float>(acc[c]) * p.a_scale[m] * p.b_scale[n];
         if (p.bias) v += p.bias[n];
+        if (p.lora.t) v += lora_term(p.lora, m, n);
         store_float(p.out, p.out_kind, m * p.ldo + n, v);
       }
     }
@@ -49,6 +59,7 @@ void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, 
       }
       float v = acc * p.b_scale[n];
       if (p.bias) v += p.bias[n];
+      if (p.lora.t) v += lora_term(p.lora, m, n);
       store_float(p.out, p.out_kind, m * p.ldo + n, v);
     }
   }

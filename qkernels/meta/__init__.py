@@ -2,6 +2,6 @@
 formulas and Python CPU kernels of the ops declared in `qkernels.op_table`.
 Importing this package registers all of them."""
 
-from qkernels.meta import fake_quant, int8_gemm, lowrank, lstm
+from qkernels.meta import fake_quant, int8_gemm, lora, lowrank, lstm
 
-__all__ = ["fake_quant", "int8_gemm", "lowrank", "lstm"]
+__all__ = ["fake_quant", "int8_gemm", "lora", "lowrank", "lstm"]

@@ -2,6 +2,7 @@
 
 from qkernels.nn.int8_linear import Int8Linear
 from qkernels.nn.int8_lstm import Int8LSTM
+from qkernels.nn.lora_linear import LoRAInt8Linear
 from qkernels.nn.lowrank_linear import Int8LowRankLinear, LowRankLinear
 from qkernels.nn.qat_linear import QATLinear
 from qkernels.nn.qat_lstm import QATLSTM
@@ -10,6 +11,7 @@ __all__ = [
     "Int8LSTM",
     "Int8Linear",
     "Int8LowRankLinear",
+    "LoRAInt8Linear",
     "LowRankLinear",
     "QATLSTM",
     "QATLinear",

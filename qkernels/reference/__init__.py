@@ -19,6 +19,7 @@ from qkernels.reference.int8_gemm import (
     pack_weight,
     quantize_rowwise,
 )
+from qkernels.reference.lora import lora_w8a8, lora_w8a16
 from qkernels.reference.lowrank import lowrank_mm
 from qkernels.reference.lstm import lstm_w8a8
 
@@ -31,6 +32,8 @@ __all__ = [
     "int_mm",
     "linear_w8a8",
     "linear_w8a16",
+    "lora_w8a8",
+    "lora_w8a16",
     "lowrank_mm",
     "lstm_w8a8",
     "pack_weight",

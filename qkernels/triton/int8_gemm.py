@@ -8,8 +8,6 @@ from the named config functions in `_configs.py`, autotuned per M bucket.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
 import triton.language as tl
@@ -89,26 +87,51 @@ def _quantize_rows_kernel(
 
 
 @triton.jit
+def _lora_tile(t_ptr, lb_ptr, offs_m, offs_n, m, n, r, BLOCK_R: tl.constexpr):
+    """sum_j t[i, j] * lb[c, j] over the tile's rows i and columns c: the adapter
+    term of lora_w8a8 (t = scaling * x a^T [M, r], lb = b [N, r], both float32)."""
+    out = tl.zeros((offs_m.shape[0], offs_n.shape[0]), tl.float32)
+    for r0 in range(0, r, BLOCK_R):
+        offs_r = r0 + tl.arange(0, BLOCK_R)
+        t = tl.load(
+            t_ptr + offs_m[:, None] * r + offs_r[None, :],
+            mask=(offs_m[:, None] < m) & (offs_r[None, :] < r),
+            other=0.0,
+        )
+        lb = tl.load(
+            lb_ptr + offs_n[None, :] * r + offs_r[:, None],
+            mask=(offs_r[:, None] < r) & (offs_n[None, :] < n),
+            other=0.0,
+        )
+        out += tl.dot(t, lb, input_precision="ieee")
+    return out
+
+
+@triton.jit
 def _int8_gemm_kernel(
     a_ptr,
     b_ptr,
     a_scale_ptr,
     b_scale_ptr,
     bias_ptr,
+    t_ptr,
+    lb_ptr,
     out_ptr,
     m,
     n,
     k,
+    r,
     QUANTIZE_A: tl.constexpr,
     DEQUANT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_LORA: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
     """acc = A @ B^T in int32 (A int8, or float quantized per row on load), then
-    int32 out, or acc * a_scale * b_scale + bias in out_ptr's dtype."""
+    int32 out, or acc * a_scale * b_scale + bias (+ the LoRA term) in out_ptr's dtype."""
     pid_m, pid_n = grouped_tile(m, n, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -129,7 +152,11 @@ def _int8_gemm_kernel(
             a_scale = tl.load(a_scale_ptr + offs_m, mask=offs_m < m, other=0.0)
         b_scale = tl.load(b_scale_ptr + offs_n, mask=offs_n < n, other=0.0)
         out = acc.to(tl.float32) * a_scale[:, None] * b_scale[None, :]
-        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
+        if HAS_BIAS:  # before the adapter, as the CPU kernels
+            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+        if HAS_LORA:
+            out += _lora_tile(t_ptr, lb_ptr, offs_m, offs_n, m, n, r, 16)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False)
     else:
         tl.store(
             out_ptr + offs_m[:, None] * n + offs_n[None, :],
@@ -226,7 +253,7 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
-def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool):
+def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora):
     """K past MAX_EXACT_K: int32 GEMMs over K blocks that cannot overflow, summed in
     int64; the epilogue then runs in torch, in the kernel's order."""
     if quantize_a:
@@ -250,15 +277,18 @@ def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequan
     out = exact.float() * a_scale.reshape(-1, 1) * b_scale.reshape(1, -1)
     if bias is not None:
         out = out + bias.float()
+    if lora is not None:
+        out = out + lora[0] @ lora[1].T
     return out.to(out_dtype)
 
 
-def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool):
-    """The one int8 GEMM launch behind int_mm, int8_mm and linear_w8a8 (and the LSTM)."""
+def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool, lora=None):
+    """The one int8 GEMM launch behind int_mm, int8_mm, linear_w8a8 and lora_w8a8 (and
+    the LSTM). `lora`: (t, lb), float32 [M, r] and [N, r], added in the epilogue."""
     m, k = a.shape
     n = b.shape[0]
     if k > MAX_EXACT_K:
-        return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant)
+        return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora)
     out = torch.empty(m, n, dtype=out_dtype if dequant else torch.int32, device=a.device)
     if m and n:
         kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m))
@@ -270,13 +300,17 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
             a_scale.contiguous().reshape(-1) if a_scale is not None else None,
             b_scale.contiguous().reshape(-1) if b_scale is not None else None,
             bias.contiguous() if bias is not None else None,  # kernels read dense rows
+            lora[0] if lora is not None else None,
+            lora[1] if lora is not None else None,
             out,
             m,
             n,
             k,
+            lora[0].shape[1] if lora is not None else 0,
             QUANTIZE_A=quantize_a,
             DEQUANT=dequant,
             HAS_BIAS=bias is not None,
+            HAS_LORA=lora is not None,
             GROUP_M=8,
         )
     return out
@@ -297,25 +331,35 @@ def int8_mm(a, b, a_scale, b_scale, bias=None, out_dtype=None):
 def linear_w8a8(x, wq, w_scale, bias=None):
     """Per-token quantization of x fused into the GEMM: in its prologue (quantize on
     load) or as a separate pass, per `w8a8_quantize_in_prologue`."""
-    prologue = w8a8_quantize_in_prologue(arch_of(x), m_bucket(math.prod(x.shape[:-1])))
-    return (linear_w8a8_prologue if prologue else linear_w8a8_two_pass)(x, wq, w_scale, bias)
+    linear_fake("linear_w8a8", x, wq, w_scale, bias)
+    return w8a8_gemm(x, wq, w_scale, bias)
+
+
+def w8a8_gemm(x, wq, w_scale, bias=None, lora=None, prologue: bool | None = None):
+    """linear_w8a8 (plus the LoRA epilogue term `lora`, see _gemm) without the argument
+    checks; `prologue` forces the quantization strategy (None: the table's choice)."""
+    x2d = as_rows(x)
+    if prologue is None:
+        prologue = w8a8_quantize_in_prologue(arch_of(x), m_bucket(x2d.shape[0]))
+    if prologue:
+        out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True, lora=lora)
+    else:
+        q, s = quantize_rowwise(x2d)
+        out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True, lora=lora)
+    return out.reshape(*x.shape[:-1], wq.shape[0])
 
 
 def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
     """linear_w8a8 with the quantization a separate pass (also timed on its own by
     the GPU benchmark, against quantize-on-load)."""
     linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    q, s = quantize_rowwise(as_rows(x))
-    out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True)
-    return out.reshape(*x.shape[:-1], wq.shape[0])
+    return w8a8_gemm(x, wq, w_scale, bias, prologue=False)
 
 
 def linear_w8a8_prologue(x, wq, w_scale, bias=None):
     """linear_w8a8 with the quantization in the GEMM prologue (quantize on load)."""
     linear_fake("linear_w8a8", x, wq, w_scale, bias)
-    x2d = as_rows(x)
-    out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True)
-    return out.reshape(*x.shape[:-1], wq.shape[0])
+    return w8a8_gemm(x, wq, w_scale, bias, prologue=True)
 
 
 # The split-K ticket buffer is sized for the smallest tile any configuration uses.

@@ -1,0 +1,135 @@
+"""LoRA family: fake kernels (also the argument checks the Triton kernels run), the
+autograd of lora_w8a8 / lora_w8a16 (which calls the lora_backward op) and the Python
+kernel of lora_backward.
+
+The base (wq, w_scale, bias) is frozen: x, a and b get gradients; asking for
+w_scale's is an error, never a silent None (as for linear_w8a8)."""
+
+from __future__ import annotations
+
+import torch
+
+from qkernels._common import FLOAT_DTYPES, check, check_same_device, describe
+from qkernels._library import lib
+from qkernels.meta.int8_gemm import linear_fake
+
+_ops = torch.ops.qkernels
+
+
+def check_adapter(op: str, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, n: int) -> None:
+    k = x.shape[-1]
+    for name, t in (("a", a), ("b", b)):
+        check(
+            t.dtype in FLOAT_DTYPES,
+            op,
+            f"{name} must be float32, bfloat16 or float16, got {describe(t)}",
+        )
+    check(
+        a.dim() == 2 and a.shape[0] >= 1 and a.shape[1] == k,
+        op,
+        f"a must be [r, K] with r >= 1 and K == x.shape[-1] (={k}), got {describe(a)}",
+    )
+    r = a.shape[0]
+    check(
+        b.dim() == 2 and tuple(b.shape) == (n, r),
+        op,
+        f"b must be [N, r] = [{n}, {r}] (N from w_scale, r from a), got {describe(b)}",
+    )
+    check_same_device(op, x, a=a, b=b)
+
+
+def lora_fake(op: str, x, wq, w_scale, bias, a, b) -> torch.Tensor:
+    out = linear_fake(op, x, wq, w_scale, bias)
+    check_adapter(op, x, a, b, w_scale.numel())
+    return out
+
+
+@torch.library.register_fake("qkernels::lora_w8a8")
+def lora_w8a8_fake(x, wq, w_scale, bias, a, b, scaling):
+    return lora_fake("lora_w8a8", x, wq, w_scale, bias, a, b)
+
+
+@torch.library.register_fake("qkernels::lora_w8a16")
+def lora_w8a16_fake(x, wq, w_scale, bias, a, b, scaling):
+    return lora_fake("lora_w8a16", x, wq, w_scale, bias, a, b)
+
+
+@torch.library.register_fake("qkernels::lora_backward")
+def lora_backward_fake(grad, x, wq, w_scale, a, b, scaling):
+    op = "lora_backward"
+    lora_fake(op, x, wq, w_scale, None, a, b)
+    n = w_scale.numel()
+    check(
+        tuple(grad.shape) == (*x.shape[:-1], n) and grad.dtype in FLOAT_DTYPES,
+        op,
+        f"grad must be float of shape {[*x.shape[:-1], n]} (the output's), got {describe(grad)}",
+    )
+    check_same_device(op, x, grad=grad)
+    return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
+
+
+def lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling: float):
+    """(dx, da, db) in float32 BLAS GEMMs: with gb = grad @ b,
+    dx = [grad | scaling * gb] @ [dequant(W); a] (base and adapter in one GEMM),
+    da = scaling * gb^T x, db = scaling * grad^T (x a^T)."""
+    n, k = w_scale.numel(), x.shape[-1]
+    if wq.dtype == torch.uint8:  # the CPU packed layout
+        wq = _ops.unpack_weight.default(wq, n, k)
+    g2d, x2d = grad.reshape(-1, n).float(), x.reshape(-1, k).float()
+    af, bf = a.float(), b.float()
+    gb = g2d @ bf  # [M, r]
+    w = torch.cat((wq.float() * w_scale.reshape(-1, 1), af))  # [N + r, K]
+    dx = torch.cat((g2d, scaling * gb), dim=1) @ w
+    da = scaling * (gb.T @ x2d)
+    db = scaling * (g2d.T @ (x2d @ af.T))
+    return dx.reshape(x.shape).to(x.dtype), da.to(a.dtype), db.to(b.dtype)
+
+
+def _lora_backward_kernel(grad, x, wq, w_scale, a, b, scaling):
+    lora_backward_fake(grad, x, wq, w_scale, a, b, scaling)
+    return lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling)
+
+
+lib.impl("lora_backward", _lora_backward_kernel, "CPU")
+
+
+def _setup(ctx, inputs, output):
+    x, wq, w_scale, bias, a, b, scaling = inputs
+    ctx.save_for_backward(x, wq, w_scale, a, b)
+    ctx.scaling = scaling
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _backward(op: str):
+    def backward(ctx, grad):
+        x, wq, w_scale, a, b = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        check(
+            not needs[2],
+            op,
+            "w_scale gets no gradient (the int8 base is frozen); train the adapter (a, b), "
+            "or detach the scale",
+        )
+        dx = da = db = None
+        if needs[0] or needs[4] or needs[5]:
+            dx, da, db = _ops.lora_backward.default(
+                grad.contiguous(), x, wq, w_scale, a, b, ctx.scaling
+            )
+        dbias = None
+        if ctx.bias_dtype is not None and needs[3]:
+            dbias = grad.reshape(-1, w_scale.numel()).float().sum(0).to(ctx.bias_dtype)
+        return (
+            dx if needs[0] else None,
+            None,
+            None,
+            dbias,
+            da if needs[4] else None,
+            db if needs[5] else None,
+            None,
+        )
+
+    return backward
+
+
+for _op in ("lora_w8a8", "lora_w8a16"):
+    torch.library.register_autograd(f"qkernels::{_op}", _backward(_op), setup_context=_setup)

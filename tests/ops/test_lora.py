@@ -1,0 +1,186 @@
+"""LoRA family (lora_w8a8, lora_w8a16, lora_backward) against qkernels.reference on
+every backend; gradients against autograd; opcheck, torch.compile, errors."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from backends import needs_triton, triton_ops
+
+from qkernels import ops
+from qkernels import reference as ref
+
+OPS = ("lora_w8a8", "lora_w8a16")
+# The base is bit-exact with the reference; the adapter's float sums run in another
+# order (BLAS / the epilogue's r-loop), so fp32 agrees to ~1e-6 relative.
+REL_ERR = {torch.float32: 2e-5, torch.bfloat16: 1e-2}
+# linear_w8a16's own tolerance vs the reference (bf16 x on AVX512-BF16 CPUs).
+W8A16_REL_ERR = {torch.float32: 4e-3, torch.bfloat16: 1e-2}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def layer(n: int, k: int, r: int, with_bias: bool = True):
+    wq = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+    ws = torch.rand(n) * 0.01 + 0.001
+    bias = torch.randn(n) if with_bias else None
+    a, b = torch.randn(r, k) / k**0.5, torch.randn(n, r) * 0.1
+    return wq, ws, bias, a, b
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(
+    "m,k,n,r",
+    [(1, 40, 24, 1), (17, 33, 40, 16), (64, 256, 48, 65), (5, 1, 1, 8), (1025, 96, 40, 256)],
+)
+def test_matches_reference(backend, op, m, k, n, r, dtype):
+    backend.skip_if_slow(max(m, 16) * max(n, 32) * (max(k, 64) + r))
+    x = torch.randn(m, k).to(dtype)
+    wq, ws, bias, a, b = layer(n, k, r)
+    got = backend(op, x, wq, ws, bias, a, b, 0.75)
+    expected = getattr(ref, op)(x, wq, ws, bias, a, b, 0.75)
+    assert got.dtype == dtype and got.shape == expected.shape
+    tol = (W8A16_REL_ERR if op == "lora_w8a16" else REL_ERR)[dtype]
+    assert rel_err(got, expected) < tol
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_zero_adapter_is_exactly_the_base(backend, op):
+    """b = 0 (PEFT's init): the output is the base op's, bit for bit."""
+    x = torch.randn(3, 7, 40)
+    wq, ws, bias, a, b = layer(24, 40, 16)
+    got = backend(op, x, wq, ws, bias, a, torch.zeros_like(b), 2.0)
+    base = backend(op.replace("lora", "linear"), x, wq, ws, bias)
+    torch.testing.assert_close(got, base, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_packed_and_non_contiguous_arguments(op):
+    x = torch.randn(9, 80)[:, ::2]  # step-sliced
+    wq, ws, bias, a, b = layer(24, 40, 8)
+    expected = getattr(ops, op)(x.contiguous(), wq, ws, bias, a, b, 0.5)
+    got = getattr(ops, op)(x, ops.pack_weight(wq), ws, bias, a.T.contiguous().T, b[:, :], 0.5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    a_strided = torch.randn(16, 80)[::2, ::2]
+    got = getattr(ops, op)(x, wq, ws, bias, a_strided, b, 0.5)
+    expected = getattr(ops, op)(x.contiguous(), wq, ws, bias, a_strided.contiguous(), b, 0.5)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("op", OPS)
+def test_gradients_match_autograd(backend, op, dtype):
+    """dx is the straight-through gradient, grad @ dequant(W) + scaling (grad b) a, so it
+    is checked against autograd through the dequantized weight; da, db and dbias against
+    autograd through the reference (the adapter path is differentiable as written).
+    Checked on the backend's lora_backward, and (where autograd dispatches to the
+    backend: not the interpreted Triton functions) through the op's autograd."""
+    m, k, n, r, scaling = 6, 40, 24, 8, 1.5
+    wq, ws, bias, a, b = layer(n, k, r)
+    x = torch.randn(2, m // 2, k).to(dtype)
+    grad = torch.randn(2, m // 2, n).to(dtype)
+    x2, b2, a2, bb2 = (t.clone().requires_grad_() for t in (x, bias, a, b))
+    getattr(ref, op)(x2, wq, ws, b2, a2, bb2, scaling).backward(grad)
+    x3 = x.clone().float().requires_grad_()
+    w = wq.float() * ws[:, None]
+    (F.linear(x3, w, bias) + scaling * (x3 @ a.T) @ b.T).backward(grad.float())
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+
+    dx, da, db = backend("lora_backward", grad, x, wq, ws, a, b, scaling)
+    assert dx.dtype == dtype and rel_err(dx, x3.grad) < tol
+    assert rel_err(da, a2.grad) < tol and rel_err(db, bb2.grad) < tol
+    if backend.name == "triton":
+        return
+    dev = backend.device
+    xg, bg, ag, bbg = (t.to(dev).requires_grad_() for t in (x, bias, a, b))
+    out = getattr(torch.ops.qkernels, op)(xg, wq.to(dev), ws.to(dev), bg, ag, bbg, scaling)
+    out.backward(grad.to(dev))
+    assert rel_err(xg.grad.cpu(), x3.grad) < tol and xg.grad.dtype == dtype
+    assert rel_err(ag.grad.cpu(), a2.grad) < tol
+    assert rel_err(bbg.grad.cpu(), bb2.grad) < tol
+    assert rel_err(bg.grad.cpu(), b2.grad) < tol
+
+
+def test_frozen_base_scale_gradient_is_a_clear_error():
+    wq, ws, bias, a, b = layer(24, 40, 4)
+    ws.requires_grad_()
+    out = ops.lora_w8a8(torch.randn(3, 40), wq, ws, bias, a.requires_grad_(), b, 1.0)
+    with pytest.raises(ValueError, match=r"qkernels\.lora_w8a8: w_scale gets no gradient"):
+        out.sum().backward()
+
+
+def test_only_the_adapter_trains():
+    """With x, the base and the bias frozen, backward computes da and db only."""
+    wq, ws, bias, a, b = layer(24, 40, 4)
+    a.requires_grad_(), b.requires_grad_()
+    ops.lora_w8a16(torch.randn(3, 40), wq, ws, bias, a, b, 1.0).sum().backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def samples():
+    wq, ws, bias, a, b = layer(24, 40, 8)
+    x = torch.randn(5, 40, requires_grad=True)
+    ag, bg = a.clone().requires_grad_(), b.clone().requires_grad_()
+    for op in (torch.ops.qkernels.lora_w8a8, torch.ops.qkernels.lora_w8a16):
+        yield op, (x, wq, ws, bias, ag, bg, 0.5)
+        yield op, (x.detach().bfloat16(), ops.pack_weight(wq), ws, None, a, b, 2.0)
+    grad = torch.randn(5, 24)
+    yield torch.ops.qkernels.lora_backward, (grad, x.detach(), wq, ws, a, b, 0.5)
+
+
+@pytest.mark.parametrize("op,args", list(samples()), ids=lambda v: getattr(v, "__name__", ""))
+def test_opcheck(op, args):
+    torch.library.opcheck(op, args)
+
+
+def test_compile_fullgraph_matches_eager():
+    wq, ws, bias, a, b = layer(24, 40, 8)
+    packed = ops.pack_weight(wq)
+
+    def f(x):
+        return ops.lora_w8a8(torch.relu(x), packed, ws, bias, a, b, 2.0) * 2 + 1
+
+    x = torch.randn(3, 7, 40)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x), rtol=0, atol=0)
+
+
+def bad_calls():
+    wq, ws, bias, a, b = layer(24, 40, 8)
+    x = torch.randn(3, 40)
+    return [
+        (
+            (x, wq, ws, bias, a[:, :39], b),
+            r"a must be \[r, K\] with r >= 1 and K == x.shape\[-1\] \(=40\)",
+        ),
+        ((x, wq, ws, bias, a[:0], b[:, :0]), r"a must be \[r, K\] with r >= 1"),
+        ((x, wq, ws, bias, a, b[:, :7]), r"b must be \[N, r\] = \[24, 8\]"),
+        ((x, wq, ws, bias, a, b.T), r"b must be \[N, r\] = \[24, 8\]"),
+        ((x, wq, ws, bias, a.int(), b), r"a must be float32, bfloat16 or float16, got torch.int32"),
+        ((x, wq, ws, bias, a, b.double()), r"b must be float32, bfloat16 or float16"),
+        ((x, wq[:, :39], ws, bias, a, b), r"wq must be int8 of shape \[N, K\] = \[24, 40\]"),
+        ((x.int(), wq, ws, bias, a, b), r"x must be float32, bfloat16 or float16"),
+        ((x, wq, ws, bias[:3], a, b), r"bias must be a float tensor of shape \[N\] \(=24\)"),
+    ]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_bad_input_raises_the_same_clear_error_everywhere(backend, op):
+    for args, match in bad_calls():
+        with pytest.raises(ValueError, match=rf"qkernels\.{op}: {match}"):
+            backend(op, *args, 1.0)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_adapter_on_another_device_is_a_clear_error(op):
+    wq, ws, bias, a, b = layer(24, 40, 8)
+    with pytest.raises(ValueError, match=rf"qkernels\.{op}: a must be on"):
+        getattr(ops, op)(torch.randn(3, 40), wq, ws, bias, a.to("meta"), b, 1.0)
+
+
+@needs_triton
+def test_triton_exports_the_family():
+    for name in (*OPS, "lora_backward"):
+        assert callable(getattr(triton_ops, name))
