@@ -136,6 +136,11 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         rank=args.rank,
         energy=args.energy,
         lowrank_int8=args.int8,
+        alpha=args.alpha,
+        base=args.base,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.target_modules.split(",") if args.target_modules else None,
+        merge=args.merge,
         calib_batches=args.calib_batches,
         resume=args.resume,
         progress=not args.no_progress,
@@ -227,10 +232,12 @@ def main(argv: list[str] | None = None) -> int:
         "--debug", action="store_true", help="show the traceback of an error (or QKERNELS_DEBUG=1)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("finetune", help="swap, fine-tune (QAT / low-rank), convert, save")
+    f = sub.add_parser("finetune", help="swap, fine-tune (QAT / low-rank / LoRA), convert, save")
     f.add_argument("--model", required=True, help="HF model directory, or 'minilm'")
     f.add_argument("--task", required=True, help="classification | causal-lm | distill")
-    f.add_argument("--method", required=True, help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank")
+    f.add_argument(
+        "--method", required=True, help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank | lora"
+    )
     f.add_argument("--output", required=True)
     f.add_argument("--train", default="builtin", help="data file, or 'builtin' (stdlib text)")
     f.add_argument("--valid", default=None)
@@ -246,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--rank", type=int, default=None)
     f.add_argument("--energy", type=float, default=None)
     f.add_argument("--int8", action="store_true", help="lowrank: convert the factors to int8")
+    f.add_argument("--alpha", type=float, default=32.0, help="lora: scaling = alpha / rank")
+    f.add_argument("--base", default="w8a8", help="lora: the frozen int8 base, w8a8 | w8a16")
+    f.add_argument("--lora-dropout", type=float, default=0.0)
+    f.add_argument(
+        "--target-modules", default=None, help="lora: comma-separated module names (PEFT rule)"
+    )
+    f.add_argument(
+        "--merge", action="store_true", help="lora: save the merged int8 model (W + scaling BA)"
+    )
     f.add_argument("--calib-batches", type=int, default=8)
     f.add_argument("--resume", action="store_true")
     f.add_argument("--no-progress", action="store_true")

@@ -29,11 +29,15 @@ from torch import nn
 import qkernels
 from qkernels import data
 from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
+from qkernels.nn import LoRAInt8Linear
 from qkernels.nn.qat_linear import ACT_MODES
+from qkernels.swap import SwapReport, _replace_all, trainable_parameters
 
 TASKS = ("classification", "causal-lm", "distill")
-METHODS = ("fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank")
-TRAINED = ("fp32", "qat", "lowrank")
+METHODS = ("fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank", "lora")
+TRAINED = ("fp32", "qat", "lowrank", "lora")
+# Task heads a LoRA run trains in full (PEFT's modules_to_save) and never wraps.
+HEADS = ("classifier", "score")
 
 
 @dataclass
@@ -53,9 +57,14 @@ class FinetuneConfig:
     seed: int = 0
     act: str = "dynamic"  # QAT activation mode (QATLinear)
     weight_lsq: bool = False
-    rank: int | None = None  # lowrank: rank or energy
+    rank: int | None = None  # lowrank: rank or energy; lora: r (default 16)
     energy: float | None = None
     lowrank_int8: bool = False  # lowrank: run the trained factors as two int8 GEMMs
+    alpha: float = 32.0  # lora: scaling = alpha / r
+    base: str = "w8a8"  # lora: the frozen int8 base, w8a8 | w8a16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None  # lora: PEFT-style names; None: every Linear
+    merge: bool = False  # lora: save the merged int8 model instead of base + adapters
     calib_batches: int = 8
     resume: bool = False
     progress: bool = True
@@ -68,6 +77,16 @@ class FinetuneConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.method == "lowrank" and (self.rank is None) == (self.energy is None):
             raise ValueError("method lowrank needs exactly one of --rank or --energy")
+        if self.method == "lora":
+            if self.energy is not None:
+                raise ValueError("method lora takes --rank, not --energy")
+            if self.base not in ("w8a8", "w8a16"):
+                raise ValueError(f"--base must be w8a8 or w8a16, got {self.base!r}")
+            if not (self.alpha > 0 and 0 <= self.lora_dropout < 1):
+                raise ValueError(
+                    f"need --alpha > 0 and --lora-dropout in [0, 1), got alpha={self.alpha}, "
+                    f"lora_dropout={self.lora_dropout}"
+                )
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
         if self.act not in ACT_MODES:
@@ -311,6 +330,18 @@ def prepare(cfg: FinetuneConfig, model: nn.Module, train: Dataset, tokenizer, te
         return qkernels.swap(model, cfg.method)
     if cfg.method == "lowrank":
         return qkernels.swap(model, "lowrank", rank=cfg.rank, energy=cfg.energy)
+    if cfg.method == "lora":
+        return qkernels.swap(
+            model,
+            "lora",
+            exclude=("lm_head", *HEADS),
+            target_modules=cfg.target_modules,
+            modules_to_save=HEADS if cfg.task == "classification" else (),
+            r=cfg.rank or 16,
+            alpha=cfg.alpha,
+            dropout=cfg.lora_dropout,
+            base=cfg.base,
+        )
     act = "minmax" if cfg.method == "ptq" else cfg.act
     report = qkernels.swap(model, "qat", act=act, weight_lsq=cfg.weight_lsq)
     if cfg.method == "ptq" or act in ("minmax", "ema", "lsq"):
@@ -446,6 +477,20 @@ def train(job: Job) -> tuple[list[dict], float | None]:
     return history, (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
 
 
+def merge_lora(model: nn.Module) -> float:
+    """Replace every LoRAInt8Linear by its merged Int8Linear; returns the largest merge
+    error (relative, per layer)."""
+    merged = []
+
+    def make(module: LoRAInt8Linear) -> nn.Module:
+        new = module.merge()
+        merged.append(new.merge_error)
+        return new
+
+    _replace_all(model, SwapReport("merge"), lambda m: isinstance(m, LoRAInt8Linear), make)
+    return max(merged, default=0.0)
+
+
 def save_outputs(job: Job, result: dict) -> None:
     """Rank 0 writes the model (qkernels.save), its tokenizer and report.json."""
     if job.rank == 0:
@@ -472,6 +517,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         qkernels.convert(job.model)
     if cfg.method == "lowrank" and cfg.lowrank_int8:
         qkernels.convert(job.model, lowrank_to_int8=True)
+    trainable, total = trainable_parameters(job.model)
+    merge_error = merge_lora(job.model) if cfg.method == "lora" and cfg.merge else None
     job.model.eval()
     result = {
         "config": asdict(cfg),
@@ -484,11 +531,15 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "after": measure(job),
         "history": history,
         "replaced": len(report.replaced) if report else 0,
+        "trainable_params": trainable,
+        "float_params": total,
         "loop_overhead": loop_overhead,
         "world_size": job.world,
     }
     if baseline_w8a8 is not None:
         result["plain_w8a8_metric"] = baseline_w8a8
+    if merge_error is not None:
+        result["merge_error"] = merge_error
     if job.world > 1:
         result["weights_checksum"] = _checksum_all_ranks(job.model)
     save_outputs(job, result)
@@ -517,6 +568,14 @@ def format_report(r: dict) -> str:
         )
     if "plain_w8a8_metric" in r:
         lines.append(f"{'plain w8a8 (no QAT)':<22} {r['plain_w8a8_metric']:>20.4f}")
+    if r.get("trainable_params") is not None:
+        t, total = r["trainable_params"], r["float_params"]
+        lines.append(
+            f"trainable parameters: {t:,} of {total:,} float parameters "
+            f"({100 * t / max(total, 1):.2f}%; int8 weights are frozen buffers)"
+        )
+    if "merge_error" in r:
+        lines.append(f"merged adapters into int8: max relative weight error {r['merge_error']:.2e}")
     speed = r["before"]["latency_ms"] / r["after"]["latency_ms"]
     if r.get("loop_overhead") is not None:
         lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -14,11 +15,13 @@ from qkernels.nn import (
     Int8Linear,
     Int8LowRankLinear,
     Int8LSTM,
+    LoRAInt8Linear,
     LowRankLinear,
     QATLinear,
 )
 
-METHODS = ("w8a8", "w8a16", "qat", "lowrank")
+METHODS = ("w8a8", "w8a16", "qat", "lowrank", "lora")
+LORA_PARAMS = ("lora_A", "lora_B")
 
 
 def _is_linear_like(module: nn.Module) -> bool:
@@ -27,6 +30,14 @@ def _is_linear_like(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or (
         type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx")
     )
+
+
+def _peft_match(name: str, targets: str | Iterable[str]) -> bool:
+    """PEFT's target_modules rule: a string is a regex on the full name; a list
+    matches a name equal to an entry or ending in "." + entry."""
+    if isinstance(targets, str):
+        return re.fullmatch(targets, name) is not None
+    return any(name == t or name.endswith("." + t) for t in targets)
 
 
 def _matches(name: str, patterns: Iterable[str]) -> bool:
@@ -71,6 +82,11 @@ def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
         )
     if method == "lowrank":  # opts: rank=... or energy=...
         return lambda m: LowRankLinear.from_linear(m, **opts)
+    if method == "lora":  # opts: r, alpha, dropout, use_rslora, base="w8a8" | "w8a16"
+        base = opts.pop("base", "w8a8")
+        if base not in ("w8a8", "w8a16"):
+            raise ValueError(f"qkernels.swap: lora base must be 'w8a8' or 'w8a16', got {base!r}")
+        return lambda m: LoRAInt8Linear.from_float(m, mode=base, **opts)
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 
@@ -104,6 +120,8 @@ def swap(
     method: str,
     include: Iterable[str] | None = None,
     exclude: Iterable[str] = ("lm_head",),
+    target_modules: str | Iterable[str] | None = None,
+    modules_to_save: Iterable[str] = (),
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -111,10 +129,18 @@ def swap(
 
     include / exclude are fnmatch patterns on qualified module names or their
     dotted suffixes (see `_matches`); exclude wins. Returns what was replaced and skipped.
+
+    method="lora" (opts: r, alpha, dropout, use_rslora, base="w8a8"|"w8a16") puts a
+    LoRAInt8Linear on every match and freezes everything else, as PEFT does:
+    target_modules selects with PEFT's rule (a regex string on the full name, or names
+    that equal or end with an entry), and the parameters of modules_to_save (fnmatch
+    patterns, e.g. a classification head) stay trainable.
     """
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None
     exclude = list(exclude)
+    if target_modules is not None and method != "lora":
+        raise ValueError("qkernels.swap: target_modules is for method='lora'; use include")
 
     def wanted(m: nn.Module) -> bool:
         return _is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
@@ -124,9 +150,32 @@ def swap(
             return "excluded"
         if include is not None and not _matches(name, include):
             return "not included"
+        if target_modules is not None and not _peft_match(name, target_modules):
+            return "not a target module"
         return None
 
-    return _replace_all(model, SwapReport(method), wanted, make, skip_reason)
+    report = _replace_all(model, SwapReport(method), wanted, make, skip_reason)
+    if method == "lora":
+        _freeze_all_but_adapters(model, list(modules_to_save))
+    return report
+
+
+def _freeze_all_but_adapters(model: nn.Module, modules_to_save: list[str]) -> None:
+    saved = {
+        f"{name}.{p}" if name else p
+        for name, m in model.named_modules()
+        if name and _matches(name, modules_to_save)
+        for p, _ in m.named_parameters()
+    }
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.rpartition(".")[2] in LORA_PARAMS or name in saved)
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts; int8 weights are buffers, so the total
+    counts float parameters only, as PEFT's print_trainable_parameters does."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def _record_plan(model: nn.Module) -> None:

@@ -60,16 +60,22 @@ def run(tiny, tmp_path, **kw):
     return finetune(FinetuneConfig(**{**base, **kw}))
 
 
-@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
+METHODS = ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank", "lora"]
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_causal_lm_methods(tiny, tmp_path, method):
-    r = run(tiny, tmp_path, model=str(tiny / "gpt2"), task="causal-lm", method=method, energy=0.9)
+    energy = 0.9 if method == "lowrank" else None
+    r = run(
+        tiny, tmp_path, model=str(tiny / "gpt2"), task="causal-lm", method=method, energy=energy
+    )
     assert r["metric_name"] == "perplexity" and r["after"]["metric"] > 1
     assert (tmp_path / "report.json").exists() and (tmp_path / "model" / "config.json").exists()
     if method != "fp32":
         assert r["replaced"] == 8  # 4 Conv1D per GPT-2 block
 
 
-@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
+@pytest.mark.parametrize("method", METHODS)
 def test_classification_methods(tiny, tmp_path, method):
     r = run(
         tiny,
@@ -84,7 +90,7 @@ def test_classification_methods(tiny, tmp_path, method):
     assert 0.0 <= r["after"]["metric"] <= 1.0
 
 
-@pytest.mark.parametrize("method", ["fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank"])
+@pytest.mark.parametrize("method", METHODS)
 def test_distill_methods(tiny, tmp_path, method):
     r = run(
         tiny,
@@ -100,6 +106,60 @@ def test_distill_methods(tiny, tmp_path, method):
     assert 0.5 < r["after"]["metric"] <= 1.0 + 1e-6
     if method == "qat":
         assert "plain_w8a8_metric" in r
+
+
+@pytest.mark.parametrize("base", ["w8a8", "w8a16"])
+def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base):
+    import qkernels
+    from qkernels.nn import LoRAInt8Linear
+
+    kw = dict(
+        model=str(tiny / "bert"),
+        task="classification",
+        method="lora",
+        train=str(tiny / "train.csv"),
+        valid=str(tiny / "valid.csv"),
+        rank=4,
+        alpha=8,
+        base=base,
+        target_modules=["query", "value"],
+        lr=1e-2,
+    )
+    r = run(tiny, tmp_path, **kw)
+    assert r["replaced"] == 4  # query and value of 2 layers
+    hidden, labels = 32, 2
+    assert r["trainable_params"] == 4 * 2 * 4 * hidden + hidden * labels + labels
+    model = qkernels.load(tmp_path / "model")
+    layer = model.bert.encoder.layer[0].attention.self
+    assert isinstance(layer.query, LoRAInt8Linear) and layer.query.mode == base
+    assert layer.query.lora_B.abs().sum() > 0  # trained
+    merged = run(tiny, tmp_path / "merged", merge=True, **kw)
+    assert 0 < merged["merge_error"] < 2e-2
+    assert abs(merged["after"]["metric"] - r["after"]["metric"]) <= 0.1
+    assert "LoRAInt8Linear" not in (tmp_path / "merged" / "model" / "config.json").read_text()
+
+
+def test_lora_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    import qkernels.finetune as ft
+
+    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="lora", steps=6, rank=4)
+    straight = run(tiny, tmp_path / "a", **kw)
+    calls = {"n": 0}
+    real_loss = ft.loss_fn
+
+    def dying_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "loss_fn", dying_loss)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, tmp_path / "b", save_every=3, **kw)
+    monkeypatch.setattr(ft, "loss_fn", real_loss)
+    resumed = run(tiny, tmp_path / "b", save_every=3, resume=True, **kw)
+    assert resumed["after"]["metric"] == straight["after"]["metric"]
+    assert_same_final_weights(tmp_path / "a", tmp_path / "b")
 
 
 def test_saved_model_reloads_identically(tiny, tmp_path):

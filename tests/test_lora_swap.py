@@ -1,0 +1,93 @@
+"""qkernels.swap(model, "lora", ...): PEFT-style targets, everything else frozen,
+BERT (nn.Linear) and GPT-2 (Conv1D) models built from a config."""
+
+import copy
+
+import pytest
+import torch
+
+import qkernels
+from qkernels.nn import LoRAInt8Linear
+from qkernels.swap import trainable_parameters
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        vocab_size=100,
+        num_labels=3,
+    )
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+def test_bert_targets_freeze_and_train():
+    model = tiny_bert()
+    reference = copy.deepcopy(model)
+    report = qkernels.swap(
+        model,
+        "lora",
+        r=4,
+        alpha=8,
+        target_modules=["query", "value"],
+        modules_to_save=["classifier"],
+    )
+    names = [n for n, _, to in report.replaced]
+    assert names == [
+        f"bert.encoder.layer.{i}.attention.self.{p}" for i in (0, 1) for p in ("query", "value")
+    ]
+    assert all(to == "LoRAInt8Linear" for _, _, to in report.replaced)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {
+        *(f"{n}.lora_{ab}" for n in names for ab in "AB"),
+        "classifier.weight",
+        "classifier.bias",
+    }
+    n_train, n_total = trainable_parameters(model)
+    assert n_train == 4 * (4 * 64 + 64 * 4) + 64 * 3 + 3 and n_total > n_train
+    # A fresh adapter (B = 0) is exactly the int8 base on the targets.
+    qkernels.swap(reference, "w8a8", include=["query", "value"])
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    frozen = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if "lora" not in k and "classifier" not in k
+    }
+    loss = model(ids, labels=torch.tensor([0, 2])).loss
+    loss.backward()
+    opt.step()
+    assert all(model.get_submodule(n).lora_B.abs().sum() > 0 for n in names)
+    for k, v in frozen.items():
+        torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_gpt2_conv1d_regex_targets_and_w8a16_base():
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=100, n_positions=32)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    report = qkernels.swap(model, "lora", r=2, base="w8a16", target_modules=r".*\.attn\.c_attn")
+    assert [n for n, _, _ in report.replaced] == [
+        "transformer.h.0.attn.c_attn",
+        "transformer.h.1.attn.c_attn",
+    ]
+    module = model.transformer.h[0].attn.c_attn
+    assert isinstance(module, LoRAInt8Linear) and module.mode == "w8a16"
+    assert module.lora_A.shape == (2, 64) and module.lora_B.shape == (192, 2)
+    out = model(torch.randint(0, 100, (1, 8))).logits
+    out.sum().backward()
+    assert module.lora_A.grad is not None and model.lm_head.weight.grad is None
+
+
+def test_bad_lora_options():
+    with pytest.raises(ValueError, match="target_modules is for method='lora'"):
+        qkernels.swap(tiny_bert(), "w8a8", target_modules=["query"])
+    with pytest.raises(ValueError, match="lora base must be 'w8a8' or 'w8a16'"):
+        qkernels.swap(tiny_bert(), "lora", base="int4")
