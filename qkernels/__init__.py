@@ -7,8 +7,17 @@ ops then raise the reason when called (see `qkernels info`).
 from qkernels import ops
 from qkernels._backend import get_backend, set_backend
 from qkernels._library import EXTENSION_ERROR
+from qkernels.adapters import load_adapters, save_adapters
 from qkernels.io import load, save
-from qkernels.nn import QATLSTM, Int8Linear, Int8LowRankLinear, Int8LSTM, LowRankLinear, QATLinear
+from qkernels.nn import (
+    QATLSTM,
+    Int8Linear,
+    Int8LowRankLinear,
+    Int8LSTM,
+    LoRAInt8Linear,
+    LowRankLinear,
+    QATLinear,
+)
 from qkernels.swap import SwapReport, convert, swap
 
 __version__ = "0.1.0"
@@ -18,6 +27,7 @@ __all__ = [
     "Int8Linear",
     "Int8LowRankLinear",
     "Int8LSTM",
+    "LoRAInt8Linear",
     "LowRankLinear",
     "QATLSTM",
     "QATLinear",
@@ -25,8 +35,10 @@ __all__ = [
     "convert",
     "get_backend",
     "load",
+    "load_adapters",
     "ops",
     "save",
+    "save_adapters",
     "set_backend",
     "swap",
     "__version__",

@@ -60,18 +60,24 @@ class Result:
     seconds: float = 0.0
 
 
-def _gemm_sig(a: str, out: str, a_scale: bool, b_scale: bool) -> dict[str, str]:
+def _gemm_sig(a: str, out: str, a_scale: bool, b_scale: bool, lora: bool = False) -> dict[str, str]:
     return {
         "a_ptr": a,
         "b_ptr": "*i8",
         "a_scale_ptr": "*fp32" if a_scale else "constexpr",
         "b_scale_ptr": "*fp32" if b_scale else "constexpr",
         "bias_ptr": "*bf16",
+        "t_ptr": "*fp32" if lora else "constexpr",
+        "bt_ptr": "*fp32" if lora else "constexpr",
         "out_ptr": out,
         "m": "i32",
         "n": "i32",
         "k": "i32",
+        "r": "i32",
     }
+
+
+NO_LORA = {"t_ptr": None, "bt_ptr": None, "HAS_LORA": False}
 
 
 def variants() -> list[Variant]:
@@ -89,6 +95,7 @@ def variants() -> list[Variant]:
                     "a_scale_ptr": none,
                     "b_scale_ptr": none,
                     "bias_ptr": none,
+                    **NO_LORA,
                     "QUANTIZE_A": False,
                     "DEQUANT": False,
                     "HAS_BIAS": False,
@@ -117,22 +124,24 @@ def variants() -> list[Variant]:
             ),
         ]
         if _configs.w8a8_quantize_in_prologue("sm_90", bucket):  # only where linear_w8a8 uses it
-            out.append(
-                Variant(
-                    f"linear_w8a8 bf16 (quantize on load)/M<={bucket}",
-                    "int8_gemm._int8_gemm_kernel",
-                    _gemm_sig("*bf16", "*bf16", False, True),
-                    {
-                        "a_scale_ptr": none,
-                        "QUANTIZE_A": True,
-                        "DEQUANT": True,
-                        "HAS_BIAS": True,
-                        "GROUP_M": 8,
-                    },
-                    "int8_gemm_configs",
-                    (bucket,),
+            for lora in (False, True):
+                out.append(
+                    Variant(
+                        f"{'lora' if lora else 'linear'}_w8a8 bf16 (quantize on load)/M<={bucket}",
+                        "int8_gemm._int8_gemm_kernel",
+                        _gemm_sig("*bf16", "*bf16", False, True, lora),
+                        {
+                            "a_scale_ptr": none,
+                            **({"HAS_LORA": True} if lora else NO_LORA),
+                            "QUANTIZE_A": True,
+                            "DEQUANT": True,
+                            "HAS_BIAS": True,
+                            "GROUP_M": 8,
+                        },
+                        "int8_gemm_configs",
+                        (bucket,),
+                    )
                 )
-            )
     for rank in (16, 64, 256):
         for bucket in (16, 1 << 30):
             out.append(

@@ -25,7 +25,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ("qkernels.finetune", "qkernels.checkpoints", "qkernels.bench", "qkernels.bench.*"),
     ),
     ("package API", ("qkernels",)),
-    ("swap / save / data", ("qkernels.swap", "qkernels.io", "qkernels.data")),
+    (
+        "swap / save / data",
+        ("qkernels.swap", "qkernels.io", "qkernels.adapters", "qkernels.data"),
+    ),
     ("modules", ("qkernels.nn", "qkernels.nn.*")),
     ("public ops", ("qkernels.ops",)),
     ("CUDA backend choice", ("qkernels._backend",)),

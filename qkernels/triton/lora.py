@@ -20,7 +20,7 @@ def _adapter_t(x: torch.Tensor, a: torch.Tensor, scaling: float) -> torch.Tensor
 
 def lora_w8a8(x, wq, w_scale, bias, a, b, scaling: float):
     lora_fake("lora_w8a8", x, wq, w_scale, bias, a, b)
-    lora = (_adapter_t(x, a, scaling), b.float().contiguous())
+    lora = (_adapter_t(x, a, scaling), b.float().T.contiguous())
     return w8a8_gemm(x, wq, w_scale, bias, lora=lora)
 
 

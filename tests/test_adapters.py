@@ -1,0 +1,156 @@
+"""PEFT-format adapters: qkernels -> PEFT and PEFT -> qkernels, both directions on BERT
+(nn.Linear) and GPT-2 (Conv1D), and the errors for a bad adapter directory."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+import qkernels
+from qkernels.nn import Int8Linear, LoRAInt8Linear
+
+transformers = pytest.importorskip("transformers")
+peft = pytest.importorskip("peft")
+
+# Outputs of an int8 base vs the float base PEFT runs on: the base's quantization error.
+BASE_REL_ERR = 5e-2
+
+
+def rel(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+def tiny_bert():
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        vocab_size=100,
+        num_labels=3,
+    )
+    return transformers.BertForSequenceClassification(config).eval()
+
+
+def tiny_gpt2():
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=100, n_positions=32)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def randomize_adapters(model):
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+
+
+def test_qkernels_adapters_load_in_peft(tmp_path):
+    float_model = tiny_bert()
+    model = copy.deepcopy(float_model)
+    qkernels.swap(
+        model,
+        "lora",
+        r=4,
+        alpha=8,
+        target_modules=["query", "value"],
+        modules_to_save=["classifier"],
+    )
+    randomize_adapters(model)
+    with torch.no_grad():
+        model.classifier.weight.add_(0.1)
+    qkernels.save_adapters(model, tmp_path, task_type="SEQ_CLS")
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["r"] == 4 and config["lora_alpha"] == 8
+    assert config["modules_to_save"] == ["classifier"]
+    peft_model = peft.PeftModel.from_pretrained(float_model, tmp_path).eval()
+    ids = torch.randint(0, 100, (3, 11))
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, peft_model(ids).logits
+    assert rel(ours, theirs) < BASE_REL_ERR
+    q = peft_model.base_model.model.bert.encoder.layer[1].attention.self.query
+    mine = model.bert.encoder.layer[1].attention.self.query
+    torch.testing.assert_close(q.lora_B["default"].weight, mine.lora_B, rtol=0, atol=0)
+    assert q.scaling["default"] == mine.scaling
+
+
+def test_peft_adapters_load_onto_an_int8_base(tmp_path):
+    float_model = tiny_bert()
+    peft_model = peft.get_peft_model(
+        copy.deepcopy(float_model),
+        peft.LoraConfig(r=8, lora_alpha=16, target_modules=["query", "key", "value", "dense"]),
+    ).eval()
+    randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path)
+    model = copy.deepcopy(float_model)
+    qkernels.swap(model, "w8a8", exclude=["classifier"])  # an int8 model first
+    names = qkernels.load_adapters(model, tmp_path)
+    assert len(names) == 2 * 6 + 1  # per layer q, k, v and 3 "dense"; the pooler's dense
+    module = model.get_submodule(names[0])
+    assert isinstance(module, LoRAInt8Linear) and module.scaling == 2.0
+    ids = torch.randint(0, 100, (3, 11))
+    with torch.no_grad():
+        assert rel(model(ids).logits, peft_model(ids).logits) < BASE_REL_ERR
+    # The int8 base kept its own int8 weights (not re-quantized from anything).
+    assert type(model.classifier) is torch.nn.Linear
+
+
+def test_round_trip_is_exact_and_float_targets_get_quantized(tmp_path):
+    model = tiny_gpt2()
+    qkernels.swap(model, "lora", r=2, alpha=4, base="w8a16", target_modules=["c_attn"])
+    randomize_adapters(model)
+    qkernels.save_adapters(model, tmp_path)
+    fresh = tiny_gpt2()
+    qkernels.load_adapters(fresh, tmp_path, base="w8a16")
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, model(ids).logits, rtol=0, atol=0)
+    # And PEFT reads the Conv1D adapters of GPT-2 (fan_in_fan_out is its business).
+    with pytest.warns(UserWarning, match="fan_in_fan_out"):
+        peft_model = peft.PeftModel.from_pretrained(tiny_gpt2(), tmp_path).eval()
+    with torch.no_grad():
+        assert rel(model(ids).logits, peft_model(ids).logits) < BASE_REL_ERR
+
+
+def test_existing_int8_module_is_adapted_in_place(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    model[0] = Int8Linear.from_float(model[0])
+    lora = copy.deepcopy(model)
+    lora[0] = LoRAInt8Linear.from_int8(lora[0], r=2)
+    randomize_adapters(lora)
+    qkernels.save_adapters(lora, tmp_path)
+    qkernels.load_adapters(model, tmp_path)
+    torch.testing.assert_close(model[0].int8_weight(), lora[0].int8_weight(), rtol=0, atol=0)
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(model(x), lora(x), rtol=0, atol=0)
+
+
+def test_bad_adapter_directories(tmp_path):
+    with pytest.raises(ValueError, match="has no LoRAInt8Linear adapters"):
+        qkernels.save_adapters(tiny_bert(), tmp_path / "none")
+    model = tiny_bert()
+    qkernels.swap(model, "lora", r=4, target_modules=["query"])
+    good = qkernels.save_adapters(model, tmp_path / "good")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json does not exist"):
+        qkernels.load_adapters(tiny_bert(), tmp_path)
+    config = json.loads((good / "adapter_config.json").read_text())
+    (good / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    with pytest.raises(ValueError, match="use_dora=true is not supported"):
+        qkernels.load_adapters(tiny_bert(), good)
+    (good / "adapter_config.json").write_text(json.dumps({**config, "r": 3}))
+    with pytest.raises(ValueError, match="adapter shapes lora_A \\[4, 64\\]"):
+        qkernels.load_adapters(tiny_bert(), good)
+    (good / "adapter_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="adapter_config.json is not valid JSON"):
+        qkernels.load_adapters(tiny_bert(), good)
+    (good / "adapter_config.json").write_text(json.dumps(config))
+    (good / "adapter_model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="adapter_model.safetensors is not a readable"):
+        qkernels.load_adapters(tiny_bert(), good)
+    # An adapter for a model with another layout: a clear error naming the module.
+    qkernels.save_adapters(model, tmp_path / "other")
+    with pytest.raises(ValueError, match="the model has no module 'bert.encoder.layer.0"):
+        qkernels.load_adapters(tiny_gpt2(), tmp_path / "other")
