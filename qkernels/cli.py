@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -63,7 +64,7 @@ def info() -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from qkernels.bench import gpu, linear, lstm, qat, report
+    from qkernels.bench import gpu, linear, lora, lstm, qat, report
 
     ci = args.shapes == "ci"
     stamp = dt.date.today().isoformat()
@@ -103,6 +104,20 @@ def bench(args: argparse.Namespace) -> None:
         part = "-" + "-".join(ops) if ops else ""
         path = f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json"
         emit(text, rows, path, gpu_env=True, ratios=gpu.ratios(rows))
+    if args.suite in ("lora", "all"):
+        rows = lora.run_lora_op_suite(
+            lora.CI_OP_CASES if ci else lora.FULL_OP_CASES, args.min_run_time
+        )
+        steps = lora.run_lora_step_suite(lora.CI_MODEL if ci else lora.FULL_MODEL)
+        text = lora.format_op_table(rows) + "\n\n" + lora.format_step_table(steps)
+        emit(
+            text,
+            rows,
+            f"benchmarks/results/lora-cpu-{stamp}.json",
+            op_summary=lora.op_summary(rows),
+            training_step=[asdict(r) for r in steps],
+            step_summary=lora.step_summary(steps),
+        )
     if args.suite in ("qat", "all"):
         size, (m, k, n) = (256, (128, 128, 128)) if ci else (4096, (2048, 1024, 1024))
         rows = qat.run_fake_quant_suite(size, size, args.min_run_time)
@@ -276,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-length", type=int, default=128)
     sub.add_parser("info", help="versions, build, CPU features, kernel per op")
     b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
-    b.add_argument("--suite", choices=["linear", "qat", "lstm", "gpu", "all"], default="linear")
+    b.add_argument(
+        "--suite", choices=["linear", "qat", "lstm", "lora", "gpu", "all"], default="linear"
+    )
     b.add_argument("--shapes", choices=["full", "ci"], default="full")
     b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")

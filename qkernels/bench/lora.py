@@ -1,0 +1,314 @@
+"""LoRA benchmarks. (a) The op: lora_w8a8 forward and forward+backward against the int8
+base alone (linear_w8a8) and against the unfused composition a PEFT-style adapter on an
+int8 base runs (base op + two adapter matmuls), in one process, rounds interleaved,
+weights rotated past the last-level cache. (b) A training step of a BERT-base-sized
+model (4 layers) with LoRA on qkernels' int8 base against PEFT LoRA on fp32 and bf16
+bases, full fp32 fine-tuning and bitsandbytes int8 + PEFT where it runs: each config in
+a child process, so its peak RSS (getrusage ru_maxrss) is its own."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from qkernels import ops
+from qkernels.bench.report import last_level_cache_bytes, median_ms, table
+
+# (name, K, N): projections of BERT-base and Llama-7B.
+PROJECTIONS = [
+    ("bert qkv/o", 768, 768),
+    ("bert ffn up", 768, 3072),
+    ("bert ffn down", 3072, 768),
+    ("llama qkvo", 4096, 4096),
+    ("llama mlp up", 4096, 11008),
+    ("llama mlp down", 11008, 4096),
+]
+FULL_OP_CASES = [
+    (name, m, k, n, r)
+    for name, k, n in PROJECTIONS
+    for m in (16, 512, 2048)
+    for r in (8, 16, 64)
+    if not (name.startswith("llama") and m == 2048)  # minutes per case on a 2-core CPU
+]
+CI_OP_CASES = [("ci", 16, 256, 256, 8)]
+ROUNDS = 3
+
+
+@dataclass
+class OpRow:
+    case: str
+    m: int
+    k: int
+    n: int
+    r: int
+    mode: str  # fwd | fwd+bwd
+    impl: str  # base | fused | unfused
+    median_ms: float
+    spread_ms: float  # max - min over the interleaved rounds
+
+
+def _layer(k: int, n: int, r: int):
+    wq, ws = ops.quantize_rowwise(torch.randn(n, k) / k**0.5)
+    a = (torch.randn(r, k) / k**0.5).requires_grad_()
+    b = (torch.randn(n, r) * 0.01).requires_grad_()
+    return ops.pack_weight(wq), ws, torch.randn(n), a, b
+
+
+def _impls(layer, scaling: float, mode: str, x, grad):
+    packed, ws, bias, a, b = layer
+
+    def base():
+        return ops.linear_w8a8(x, packed, ws, bias)
+
+    def fused():
+        return ops.lora_w8a8(x, packed, ws, bias, a, b, scaling)
+
+    def unfused():  # what PEFT runs on an int8 base: the base, then x a^T b^T apart
+        return base() + scaling * ((x @ a.T) @ b.T)
+
+    if mode == "fwd":
+        return {"base": base, "fused": fused, "unfused": unfused}
+    return {
+        "base": lambda: torch.autograd.grad(base(), [x], grad),
+        "fused": lambda: torch.autograd.grad(fused(), [x, a, b], grad),
+        "unfused": lambda: torch.autograd.grad(unfused(), [x, a, b], grad),
+    }
+
+
+def run_lora_op_suite(cases=FULL_OP_CASES, min_run_time: float = 0.2, progress: bool = True):
+    from tqdm import tqdm
+
+    rows = []
+    jobs = [(c, mode) for c in cases for mode in ("fwd", "fwd+bwd")]
+    for (name, m, k, n, r), mode in tqdm(jobs, desc="lora bench", disable=not progress):
+        copies = max(1, min(64, -(-2 * last_level_cache_bytes() // (k * n))))
+        layers = [_layer(k, n, r) for _ in range(copies)]
+        x = torch.randn(m, k, requires_grad=mode != "fwd")
+        grad = torch.randn(m, n)
+        per_layer = [_impls(layer, 2.0, mode, x, grad) for layer in layers]
+        times: dict[str, list[float]] = {impl: [] for impl in per_layer[0]}
+        for _ in range(ROUNDS):  # interleaved: every impl once per round
+            for impl in times:
+                cycle = itertools.cycle([fns[impl] for fns in per_layer])
+                times[impl].append(median_ms(lambda cycle=cycle: next(cycle)(), min_run_time))
+        for impl, ts in times.items():
+            rows.append(
+                OpRow(name, m, k, n, r, mode, impl, statistics.median(ts), max(ts) - min(ts))
+            )
+    return rows
+
+
+def op_summary(rows: list[OpRow]) -> list[dict]:
+    """Per case: the fused op's cost over the base alone, and unfused / fused."""
+    out = []
+    key = lambda r: (r.case, r.m, r.k, r.n, r.r, r.mode)  # noqa: E731
+    for case, group in itertools.groupby(sorted(rows, key=key), key=key):
+        t = {r.impl: r.median_ms for r in group}
+        out.append(
+            {
+                "case": case[0],
+                "m": case[1],
+                "k": case[2],
+                "n": case[3],
+                "r": case[4],
+                "mode": case[5],
+                "fused_overhead_pct": round(100 * (t["fused"] / t["base"] - 1), 1),
+                "unfused / fused": round(t["unfused"] / t["fused"], 3),
+            }
+        )
+    return out
+
+
+def format_op_table(rows: list[OpRow]) -> str:
+    cols = [
+        ("case", "case", "<15"),
+        ("M", "m", ">5"),
+        ("K", "k", ">6"),
+        ("N", "n", ">6"),
+        ("r", "r", ">4"),
+        ("mode", "mode", "<8"),
+        ("fused overhead %", "fused_overhead_pct", ">17.1f"),
+        ("unfused/fused", "unfused / fused", ">14.2f"),
+    ]
+    return table(op_summary(rows), cols) + (
+        "\n(fused overhead: lora_w8a8 over linear_w8a8 alone; unfused: the base op plus "
+        "the adapter as two separate matmuls, as PEFT runs it)"
+    )
+
+
+# ---- (b) the training step, one child process per config ----
+
+STEP_CONFIGS = (
+    "qkernels lora w8a8",
+    "qkernels lora w8a16",
+    "peft lora fp32",
+    "peft lora bf16",
+    "full fp32",
+    "bitsandbytes int8 + peft",
+)
+FULL_MODEL = dict(hidden=768, layers=4, heads=12, ffn=3072, batch=8, seq=128, steps=4)
+CI_MODEL = dict(hidden=64, layers=2, heads=2, ffn=128, batch=2, seq=16, steps=2)
+TARGETS = ["query", "key", "value", "dense"]
+
+
+@dataclass
+class StepRow:
+    config: str
+    step_ms: float | None
+    spread_ms: float | None
+    peak_rss_mb: float | None
+    model_rss_mb: float | None  # peak RSS minus the RSS before the model was built
+    frozen_weight_mb: float | None  # the frozen base's weights (+ scales) as stored
+    trainable_params: int | None
+    note: str = ""
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _build(config: str, shape: dict):
+    import transformers
+
+    cfg = transformers.BertConfig(
+        hidden_size=shape["hidden"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        intermediate_size=shape["ffn"],
+        num_labels=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg)
+    dtype = torch.float32
+    if config.startswith("qkernels"):
+        import qkernels
+
+        base = config.rsplit(" ", 1)[1]
+        qkernels.swap(
+            model,
+            "lora",
+            r=16,
+            alpha=32,
+            base=base,
+            target_modules=TARGETS,
+            exclude=["classifier"],
+            modules_to_save=["classifier"],
+        )
+    elif config.startswith(("peft", "bitsandbytes")):
+        import peft
+
+        if config == "peft lora bf16":
+            model, dtype = model.to(torch.bfloat16), torch.bfloat16
+        if config.startswith("bitsandbytes"):
+            import bitsandbytes  # noqa: F401  (raises where it is not installed)
+
+            raise RuntimeError("bitsandbytes has no CPU int8 training path in this build")
+        lora = peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS)
+        model = peft.get_peft_model(model, lora)
+        for p in model.base_model.model.classifier.parameters():
+            p.requires_grad_(True)
+    return model, dtype
+
+
+def _frozen_weight_mb(model) -> float:
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    frozen += [b for n, b in model.named_buffers() if "weight" in n]
+    return sum(t.numel() * t.element_size() for t in frozen) / 2**20
+
+
+def run_step_child(config: str, shape: dict) -> StepRow:
+    """One config's training step, in this process (the parent runs each in a child)."""
+    torch.manual_seed(0)
+    before = _rss_mb()
+    model, dtype = _build(config, shape)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    ids = torch.randint(0, 1000, (shape["batch"], shape["seq"]))
+    labels = torch.randint(0, 2, (shape["batch"],))
+    times = []
+    for step in range(shape["steps"] + 1):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if step:  # the first step allocates the optimizer state
+            times.append((time.perf_counter() - t0) * 1e3)
+    return StepRow(
+        config,
+        statistics.median(times),
+        max(times) - min(times),
+        _rss_mb(),
+        _rss_mb() - before,
+        _frozen_weight_mb(model),
+        sum(p.numel() for p in params),
+    )
+
+
+def run_lora_step_suite(shape: dict = FULL_MODEL, progress: bool = True) -> list[StepRow]:
+    from tqdm import tqdm
+
+    rows = []
+    for config in tqdm(STEP_CONFIGS, desc="lora training step", disable=not progress):
+        code = (
+            "import json, sys; from dataclasses import asdict; "
+            "from qkernels.bench.lora import run_step_child; "
+            f"print(json.dumps(asdict(run_step_child({config!r}, {shape!r}))))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if proc.returncode == 0:
+            rows.append(StepRow(**json.loads(proc.stdout.strip().splitlines()[-1])))
+        else:
+            reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
+            rows.append(StepRow(config, None, None, None, None, None, None, note=reason))
+    return rows
+
+
+def step_summary(rows: list[StepRow]) -> dict:
+    t = {r.config: r for r in rows if r.step_ms}
+    ours = t.get("qkernels lora w8a8")
+    out = {}
+    if ours:
+        for peer in ("peft lora fp32", "peft lora bf16", "full fp32"):
+            if peer in t:
+                out[f"step: {peer} / qkernels lora w8a8"] = round(t[peer].step_ms / ours.step_ms, 3)
+        if "peft lora fp32" in t:
+            fp32 = t["peft lora fp32"]
+            out["frozen weights: qkernels / peft fp32"] = round(
+                ours.frozen_weight_mb / fp32.frozen_weight_mb, 3
+            )
+            out["model RSS: qkernels / peft fp32"] = round(ours.model_rss_mb / fp32.model_rss_mb, 3)
+    return out
+
+
+def format_step_table(rows: list[StepRow]) -> str:
+    cols = [
+        ("config", "config", "<26"),
+        ("step ms", "step_ms", ">9.1f"),
+        ("spread", "spread_ms", ">8.1f"),
+        ("peak RSS MB", "peak_rss_mb", ">12.0f"),
+        ("model RSS MB", "model_rss_mb", ">13.0f"),
+        ("frozen W MB", "frozen_weight_mb", ">12.1f"),
+        ("trainable", "trainable_params", ">10"),
+        ("note", "note", "<40"),
+    ]
+    summary = step_summary(rows)
+    lines = [table([asdict(r) for r in rows], cols)]
+    lines += [f"  {k}: {v:.2f}x" for k, v in summary.items()]
+    lines.append(
+        "(peak RSS: getrusage ru_maxrss of each config's own child process; model RSS: "
+        "that minus the RSS before the model was built)"
+    )
+    return "\n".join(lines)
