@@ -31,8 +31,9 @@ struct QuantizedRows {
   at::Tensor q, scale, rowsum;
 };
 
-// A low-rank adapter for the epilogue: t = scaling * x a^T (float32 [M, r]) and
-// bt = b^T (float32 [r, ceil16(N)], zero-padded); see LoraEpilogue.
+// A low-rank adapter for the epilogue: t (float32 [M, r]) and bt (float32
+// [r, ceil16(N)], zero-padded), out += t bt; lora_w8a8 passes t = x a^T and
+// bt = scaling * b^T. See LoraEpilogue.
 struct LoraTensors {
   at::Tensor t, bt;
   LoraEpilogue epilogue() const {

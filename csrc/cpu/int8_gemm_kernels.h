@@ -11,7 +11,8 @@
 namespace qkernels::cpu {
 
 // A low-rank adapter added in the epilogue (lora_w8a8 / lora_w8a16):
-// out[m, n] += sum_j t[m, j] * bt[j, n], after the bias. t = scaling * x a^T.
+// out[m, n] += sum_j t[m, j] * bt[j, n], after the bias (lora.cpp: t = x a^T,
+// bt = scaling * b^T).
 struct LoraEpilogue {
   const float* t;           // [M, r], or nullptr: no adapter
   const float* bt;          // [r, ldbt] = b^T, zero in columns [N, ldbt)

@@ -1,7 +1,7 @@
 // CPU kernels of the LoRA family (contract in DESIGN.md): a frozen int8 base, W8A8 or
 // W8A16, plus a low-rank adapter scaling * (x a^T) b^T added in the base GEMM's
-// epilogue, so the output is written once. t = scaling * x a^T is one small sgemm
-// next to the per-token quantization of x.
+// epilogue, so the output is written once. t = x a^T is one small sgemm next to the
+// per-token quantization of x; scaling is folded into the b^T the epilogue reads.
 #include "lora.h"
 
 #include "checks.h"
@@ -34,10 +34,13 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
   // Dense operands: BLAS picks its summation order by layout, and results must not
   // depend on the strides of the arguments.
   at::Tensor t = at::mm(x2d.to(at::kFloat).contiguous(), a.to(at::kFloat).contiguous().t());
-  t.mul_(scaling);
-  at::Tensor bt = at::zeros({r, round_up(n, kGroupCols)}, t.options());
-  bt.slice(1, 0, n).copy_(b.t());
-  return {t.contiguous(), bt};
+  // scaling goes into bt (r x N) rather than t (M x r): one op fewer, and smaller.
+  const int64_t ldbt = round_up(n, kGroupCols);
+  at::Tensor bt = at::empty({r, ldbt}, t.options());
+  at::Tensor head = bt.slice(1, 0, n);
+  at::mul_out(head, b.t(), at::scalar_tensor(scaling, t.options()));
+  if (ldbt > n) bt.slice(1, n, ldbt).zero_();
+  return {t, bt};
 }
 
 struct Base {

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 
 from qkernels import ops
 from qkernels.bench.report import last_level_cache_bytes, median_ms, table
@@ -166,7 +167,8 @@ class StepRow:
     spread_ms: float | None
     peak_rss_mb: float | None
     model_rss_mb: float | None  # peak RSS minus the RSS before the model was built
-    frozen_weight_mb: float | None  # the frozen base's weights (+ scales) as stored
+    frozen_weight_mb: float | None  # every frozen weight (+ scales) as stored
+    frozen_linear_mb: float | None  # the frozen Linear weights (+ scales) only
     trainable_params: int | None
     note: str = ""
 
@@ -220,10 +222,18 @@ def _build(config: str, shape: dict):
     return model, dtype
 
 
-def _frozen_weight_mb(model) -> float:
-    frozen = [p for p in model.parameters() if not p.requires_grad]
-    frozen += [b for n, b in model.named_buffers() if "weight" in n]
-    return sum(t.numel() * t.element_size() for t in frozen) / 2**20
+def _frozen_weight_mb(model, linear_only: bool = False) -> float:
+    """Frozen parameters and weight buffers (int8 weights, scales), in MiB; linear_only:
+    those of Linear layers (what the int8 base replaces), not embeddings or norms."""
+    total = 0
+    for module in model.modules():
+        if linear_only and not (isinstance(module, nn.Linear) or hasattr(module, "weight_scale")):
+            continue
+        for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            frozen = not t.requires_grad if isinstance(t, nn.Parameter) else "weight" in n
+            if frozen and not n.startswith("lora_"):
+                total += t.numel() * t.element_size()
+    return total / 2**20
 
 
 def run_step_child(config: str, shape: dict) -> StepRow:
@@ -253,6 +263,7 @@ def run_step_child(config: str, shape: dict) -> StepRow:
         _rss_mb(),
         _rss_mb() - before,
         _frozen_weight_mb(model),
+        _frozen_weight_mb(model, linear_only=True),
         sum(p.numel() for p in params),
     )
 
@@ -272,7 +283,7 @@ def run_lora_step_suite(shape: dict = FULL_MODEL, progress: bool = True) -> list
             rows.append(StepRow(**json.loads(proc.stdout.strip().splitlines()[-1])))
         else:
             reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
-            rows.append(StepRow(config, None, None, None, None, None, None, note=reason))
+            rows.append(StepRow(config, None, None, None, None, None, None, None, note=reason))
     return rows
 
 
@@ -289,6 +300,9 @@ def step_summary(rows: list[StepRow]) -> dict:
             out["frozen weights: qkernels / peft fp32"] = round(
                 ours.frozen_weight_mb / fp32.frozen_weight_mb, 3
             )
+            out["frozen Linear weights: qkernels / peft fp32"] = round(
+                ours.frozen_linear_mb / fp32.frozen_linear_mb, 3
+            )
             out["model RSS: qkernels / peft fp32"] = round(ours.model_rss_mb / fp32.model_rss_mb, 3)
     return out
 
@@ -301,6 +315,7 @@ def format_step_table(rows: list[StepRow]) -> str:
         ("peak RSS MB", "peak_rss_mb", ">12.0f"),
         ("model RSS MB", "model_rss_mb", ">13.0f"),
         ("frozen W MB", "frozen_weight_mb", ">12.1f"),
+        ("of Linear", "frozen_linear_mb", ">10.1f"),
         ("trainable", "trainable_params", ">10"),
         ("note", "note", "<40"),
     ]

@@ -70,16 +70,15 @@ def lora_backward_fake(grad, x, wq, w_scale, a, b, scaling):
 
 def lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling: float):
     """(dx, da, db) in float32 BLAS GEMMs: with gb = grad @ b,
-    dx = [grad | scaling * gb] @ [dequant(W); a] (base and adapter in one GEMM),
-    da = scaling * gb^T x, db = scaling * grad^T (x a^T)."""
+    dx = grad @ dequant(W) + scaling * gb @ a (the adapter's share accumulated into the
+    base's result by addmm_), da = scaling * gb^T x, db = scaling * grad^T (x a^T)."""
     n, k = w_scale.numel(), x.shape[-1]
     if wq.dtype == torch.uint8:  # the CPU packed layout
         wq = _ops.unpack_weight.default(wq, n, k)
     g2d, x2d = grad.reshape(-1, n).float(), x.reshape(-1, k).float()
     af, bf = a.float(), b.float()
     gb = g2d @ bf  # [M, r]
-    w = torch.cat((wq.float() * w_scale.reshape(-1, 1), af))  # [N + r, K]
-    dx = torch.cat((g2d, scaling * gb), dim=1) @ w
+    dx = (g2d @ (wq.float() * w_scale.reshape(-1, 1))).addmm_(gb, af, alpha=scaling)
     da = scaling * (gb.T @ x2d)
     db = scaling * (g2d.T @ (x2d @ af.T))
     return dx.reshape(x.shape).to(x.dtype), da.to(a.dtype), db.to(b.dtype)
