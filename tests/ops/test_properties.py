@@ -136,3 +136,29 @@ def test_lowrank_mm(m, k, n, r, seed):
     torch.testing.assert_close(
         ops.lowrank_mm(x, a, b), ref.lowrank_mm(x, a, b), rtol=1e-4, atol=1e-4
     )
+
+
+@given(
+    m=dims,
+    k=dims,
+    n=dims,
+    r=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    op=st.sampled_from(["lora_w8a8", "lora_w8a16"]),
+    scaling=st.floats(0.0, 4.0),
+)
+def test_lora(m, k, n, r, seed, op, scaling):
+    """The adapter epilogue on every ISA: the base exact, the adapter to float rounding;
+    with b = 0 exactly the base op."""
+    x, w = tensor(seed, (m, k)), int8(seed + 1, (n, k), low=-127)
+    ws, bias = tensor(seed + 2, (n,)).abs() * 0.01 + 1e-3, tensor(seed + 3, (n,))
+    a, b = tensor(seed + 4, (r, k), 0.2), tensor(seed + 5, (n, r), 0.2)
+    expected = getattr(ref, op)(x, w, ws, bias, a, b, scaling)
+    base = getattr(ops, op.replace("lora", "linear"))
+    for isa in every_isa():
+        with forced_isa(isa):
+            got = getattr(ops, op)(x, w, ws, bias, a, b, scaling)
+            tol = 4e-3 if op == "lora_w8a16" else 1e-4  # w8a16: bf16 x on AVX512-BF16
+            torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+            zero = getattr(ops, op)(x, w, ws, bias, a, torch.zeros_like(b), scaling)
+            torch.testing.assert_close(zero, base(x, w, ws, bias), rtol=0, atol=0)
