@@ -108,7 +108,10 @@ def bench(args: argparse.Namespace) -> None:
         rows = lora.run_lora_op_suite(
             lora.CI_OP_CASES if ci else lora.FULL_OP_CASES, args.min_run_time
         )
-        steps = lora.run_lora_step_suite(lora.CI_MODEL if ci else lora.FULL_MODEL)
+        steps = lora.run_lora_step_suite(
+            lora.CI_MODEL if ci else lora.FULL_MODEL,
+            lora.CI_STEP_CONFIGS if ci else lora.STEP_CONFIGS,
+        )
         text = lora.format_op_table(rows) + "\n\n" + lora.format_step_table(steps)
         emit(
             text,

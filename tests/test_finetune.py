@@ -311,6 +311,42 @@ def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):
     assert len(sums) == 2 and sums[0] == sums[1]
 
 
+def test_lora_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny, tmp_path):
+    """LoRA under torchrun (DDP, gloo): 2 ranks x 2 samples end with the adapters of one
+    process with batches of 4 (same samples: the batch of step s is a function of s).
+    Dropout is off so that both runs compute the same function; they differ only in
+    padding per rank and summation order: float tolerance."""
+    import qkernels
+
+    model_dir = tmp_path / "bert-nodrop"
+    config = transformers.AutoConfig.from_pretrained(tiny / "bert")
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(model_dir)
+    transformers.AutoTokenizer.from_pretrained(tiny / "bert").save_pretrained(model_dir)
+    common = [
+        "--model", str(model_dir), "--task", "classification", "--method", "lora",
+        "--train", str(tiny / "train.csv"), "--valid", str(tiny / "valid.csv"),
+        "--rank", "4", "--steps", "3", "--max-length", "32", "--lr", "1e-2", "--no-progress",
+    ]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    ddp += ["--master_port", "29537", "-m", "qkernels.cli", "finetune"]
+    subprocess.run(
+        [*ddp, *common, "--batch-size", "2", "--output", str(tmp_path / "ddp")],
+        check=True, env=env, timeout=600,
+    )  # fmt: skip
+    single = [sys.executable, "-m", "qkernels.cli", "finetune", *common, "--batch-size", "4"]
+    subprocess.run([*single, "--output", str(tmp_path / "one")], check=True, env=env, timeout=600)
+    a, b = (qkernels.load(tmp_path / run / "model") for run in ("ddp", "one"))
+    pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
+    trained = [n for n in pa if "lora_" in n or n.startswith("classifier")]
+    assert len(trained) > 4
+    for name in trained:
+        torch.testing.assert_close(pa[name], pb[name], rtol=1e-4, atol=1e-5)
+    assert any(pa[n].abs().sum() > 0 for n in trained if "lora_B" in n)
+
+
 def cli(*args):
     return subprocess.run(
         [sys.executable, "-m", "qkernels.cli", *args], capture_output=True, text=True, timeout=600
