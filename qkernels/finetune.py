@@ -491,9 +491,24 @@ def merge_lora(model: nn.Module) -> float:
     return max(merged, default=0.0)
 
 
+PEFT_TASK_TYPES = {
+    "classification": "SEQ_CLS",
+    "causal-lm": "CAUSAL_LM",
+    "distill": "FEATURE_EXTRACTION",
+}
+
+
 def save_outputs(job: Job, result: dict) -> None:
-    """Rank 0 writes the model (qkernels.save), its tokenizer and report.json."""
+    """Rank 0 writes the model (qkernels.save), its tokenizer and report.json; a LoRA run
+    that was not merged also writes its adapters alone, in PEFT's format (`adapters/`)."""
     if job.rank == 0:
+        if job.cfg.method == "lora" and not job.cfg.merge:
+            qkernels.save_adapters(
+                job.model,
+                job.out / "adapters",
+                base_model_name_or_path=job.cfg.model,
+                task_type=PEFT_TASK_TYPES[job.cfg.task],
+            )
         qkernels.save(job.model, job.out / "model")
         job.tokenizer.save_pretrained(job.out / "model")
         (job.out / "report.json").write_text(json.dumps(result, indent=1))

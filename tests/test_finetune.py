@@ -133,8 +133,18 @@ def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base)
     layer = model.bert.encoder.layer[0].attention.self
     assert isinstance(layer.query, LoRAInt8Linear) and layer.query.mode == base
     assert layer.query.lora_B.abs().sum() > 0  # trained
+    # The adapters alone, in PEFT's format, rebuild the trained model on the int8 base.
+    fresh = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tiny / "bert", num_labels=2
+    )
+    qkernels.swap(fresh, base, include=["query", "value"])
+    qkernels.load_adapters(fresh, tmp_path / "adapters")
+    ids = torch.randint(0, 100, (2, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(ids).logits, model(ids).logits, rtol=0, atol=0)
     merged = run(tiny, tmp_path / "merged", merge=True, **kw)
     assert 0 < merged["merge_error"] < 2e-2
+    assert not (tmp_path / "merged" / "adapters").exists()
     assert abs(merged["after"]["metric"] - r["after"]["metric"]) <= 0.1
     assert "LoRAInt8Linear" not in (tmp_path / "merged" / "model" / "config.json").read_text()
 
