@@ -11,6 +11,8 @@ import qkernels
 from qkernels.nn import Int8Linear, LoRAInt8Linear
 
 transformers = pytest.importorskip("transformers")
+from hf_models import tiny_bert, tiny_gpt2  # noqa: E402
+
 peft = pytest.importorskip("peft")
 
 # Outputs of an int8 base vs the float base PEFT runs on: the base's quantization error.
@@ -19,25 +21,6 @@ BASE_REL_ERR = 5e-2
 
 def rel(a, b):
     return ((a - b).norm() / b.norm()).item()
-
-
-def tiny_bert():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=100,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(config).eval()
-
-
-def tiny_gpt2():
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=100, n_positions=32)
-    return transformers.GPT2LMHeadModel(config).eval()
 
 
 def randomize_adapters(model):

@@ -149,29 +149,6 @@ def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base)
     assert "LoRAInt8Linear" not in (tmp_path / "merged" / "model" / "config.json").read_text()
 
 
-def test_lora_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
-    import qkernels.finetune as ft
-
-    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="lora", steps=6, rank=4)
-    straight = run(tiny, tmp_path / "a", **kw)
-    calls = {"n": 0}
-    real_loss = ft.loss_fn
-
-    def dying_loss(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(ft, "loss_fn", dying_loss)
-    with pytest.raises(KeyboardInterrupt):
-        run(tiny, tmp_path / "b", save_every=3, **kw)
-    monkeypatch.setattr(ft, "loss_fn", real_loss)
-    resumed = run(tiny, tmp_path / "b", save_every=3, resume=True, **kw)
-    assert resumed["after"]["metric"] == straight["after"]["metric"]
-    assert_same_final_weights(tmp_path / "a", tmp_path / "b")
-
-
 def test_saved_model_reloads_identically(tiny, tmp_path):
     import qkernels
 
@@ -187,10 +164,11 @@ def test_saved_model_reloads_identically(tiny, tmp_path):
     )
 
 
-def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["qat", "lora"])
+def test_resume_equals_uninterrupted(tiny, tmp_path, monkeypatch, method):
     import qkernels.finetune as ft
 
-    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method="qat", steps=6)
+    kw = dict(model=str(tiny / "gpt2"), task="causal-lm", method=method, steps=6, rank=4)
     straight = run(tiny, tmp_path / "a", **kw)
     calls = {"n": 0}
     real_loss = ft.loss_fn

@@ -11,19 +11,7 @@ from qkernels.nn import LoRAInt8Linear
 from qkernels.swap import trainable_parameters
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_bert():
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=100,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(config).eval()
+from hf_models import tiny_bert, tiny_gpt2  # noqa: E402
 
 
 def test_bert_targets_freeze_and_train():
@@ -71,8 +59,7 @@ def test_bert_targets_freeze_and_train():
 
 
 def test_gpt2_conv1d_regex_targets_and_w8a16_base():
-    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=100, n_positions=32)
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = tiny_gpt2()
     report = qkernels.swap(model, "lora", r=2, base="w8a16", target_modules=r".*\.attn\.c_attn")
     assert [n for n, _, _ in report.replaced] == [
         "transformer.h.0.attn.c_attn",

@@ -12,31 +12,7 @@ import qkernels
 from qkernels.nn import Int8Linear, Int8LSTM
 
 transformers = pytest.importorskip("transformers")
-
-
-def tiny_gpt2():
-    config = transformers.GPT2Config(
-        n_layer=2,
-        n_head=2,
-        n_embd=64,
-        vocab_size=100,
-        n_positions=32,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config).eval()
-
-
-def tiny_bert():
-    config = transformers.BertConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        vocab_size=100,
-        num_labels=3,
-    )
-    return transformers.BertForSequenceClassification(config).eval()
+from hf_models import tiny_bert, tiny_gpt2  # noqa: E402
 
 
 def run_in_fresh_process(code: str) -> None:

@@ -7,8 +7,11 @@ import torch
 from qkernels.reference.int8_gemm import linear_w8a8, linear_w8a16
 
 
-def _adapter(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float) -> torch.Tensor:
-    return scaling * ((x.float() @ a.float().T) @ b.float().T)
+def _with_adapter(base, x, wq, w_scale, bias, a, b, scaling: float) -> torch.Tensor:
+    """base(x) in float32 plus scaling * (x a^T) b^T, rounded once to x's dtype."""
+    out = base(x.float(), wq, w_scale, bias)
+    out = out + scaling * ((x.float() @ a.float().T) @ b.float().T)
+    return out.to(x.dtype)
 
 
 def lora_w8a8(
@@ -20,8 +23,7 @@ def lora_w8a8(
     b: torch.Tensor,
     scaling: float,
 ) -> torch.Tensor:
-    base = linear_w8a8(x.float(), wq, w_scale, bias)
-    return (base + _adapter(x, a, b, scaling)).to(x.dtype)
+    return _with_adapter(linear_w8a8, x, wq, w_scale, bias, a, b, scaling)
 
 
 def lora_w8a16(
@@ -33,5 +35,4 @@ def lora_w8a16(
     b: torch.Tensor,
     scaling: float,
 ) -> torch.Tensor:
-    base = linear_w8a16(x.float(), wq, w_scale, bias)
-    return (base + _adapter(x, a, b, scaling)).to(x.dtype)
+    return _with_adapter(linear_w8a16, x, wq, w_scale, bias, a, b, scaling)
