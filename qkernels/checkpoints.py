@@ -1,8 +1,10 @@
 """Fine-tuning checkpoints that cannot tear.
 
-Each checkpoint is a directory `output/checkpoint/step-NNNNNNNN/` holding the model and
-optimizer tensors and the torch RNG state as safetensors and the rest (step, scheduler,
-optimizer param groups, Python RNG, a sha256 of every file) as `state.json`. It is
+Each checkpoint is a directory `output/checkpoint/step-NNNNNNNN/` holding the full model and
+optimizer state (keyed by parameter name, as `qkernels.distributed.training_state` gives it
+under one process, DDP or FSDP2) and the torch RNG state as safetensors, and the rest (step,
+scheduler, optimizer param groups, Python RNG, tied-weight aliases, a sha256 of every file)
+as `state.json`. It is
 written under a temporary name, every file fsynced, then renamed into place in one
 atomic step: a kill at any moment leaves either the whole checkpoint or none of it. The
 last KEEP are kept. Resume takes the newest complete one (every checksum matches); if the
@@ -21,8 +23,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
-from torch import nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 KEEP = 2
 STATE = "state.json"
@@ -45,8 +47,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    sd = opt.state_dict()
+def _flatten_optimizer(sd: dict) -> tuple[dict, dict]:
     tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
     for pid, st in sd["state"].items():
         meta["state"][str(pid)] = {}
@@ -59,10 +60,10 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
 
 
 def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
-    state = {int(pid): dict(vals) for pid, vals in meta["state"].items()}
+    state = {int(pid) if pid.isdigit() else pid: dict(v) for pid, v in meta["state"].items()}
     for key, v in tensors.items():
-        pid, k = key.split(".", 1)
-        state.setdefault(int(pid), {})[k] = v
+        pid, k = key.rsplit(".", 1)  # a parameter name holds dots; state keys do not
+        state.setdefault(int(pid) if pid.isdigit() else pid, {})[k] = v
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -74,10 +75,24 @@ def checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
-def save_checkpoint(
-    out: Path, step: int, model: nn.Module, opt: torch.optim.Optimizer, sched
-) -> Path:
-    """Write the checkpoint of `step` atomically; keep the last KEEP. Returns its path."""
+def _dedupe(state: dict) -> tuple[dict, dict]:
+    """safetensors refuses tensors that share memory (tied weights): keep the first name
+    of each and record the others as aliases of it."""
+    seen: dict[tuple, str] = {}
+    tensors, aliases = {}, {}
+    for name, t in state.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.shape, t.stride())
+        if t.numel() and key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+            tensors[name] = t.contiguous()
+    return tensors, aliases
+
+
+def save_checkpoint(out: Path, step: int, model_state: dict, opt_state: dict, sched) -> Path:
+    """Write the checkpoint of `step` (the full state from `training_state`) atomically;
+    keep the last KEEP. Returns its path."""
     root = out / "checkpoint"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
@@ -85,13 +100,15 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}"
     tmp.mkdir()
-    save_model(model, tmp / "model.safetensors")  # handles tied (shared) weights
-    opt_tensors, opt_meta = _flatten_optimizer(opt)
+    model_tensors, aliases = _dedupe(model_state)
+    save_file(model_tensors, tmp / "model.safetensors")
+    opt_tensors, opt_meta = _flatten_optimizer(opt_state)
     save_file(opt_tensors, tmp / "optimizer.safetensors")
     save_file({"torch_rng": torch.get_rng_state()}, tmp / "rng.safetensors")
     files = ("model.safetensors", "optimizer.safetensors", "rng.safetensors")
     meta = {
         "step": step,
+        "aliases": aliases,
         "optimizer": opt_meta,
         "scheduler": sched.state_dict(),
         "python_rng": list(random.getstate()[1]),
@@ -124,8 +141,18 @@ def _complete(ckpt: Path) -> dict:
     return meta
 
 
-def load_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, sched) -> int:
-    """Restore the newest complete checkpoint; returns its step."""
+def _aliases(meta: dict, model_file: Path) -> dict:
+    if "aliases" in meta:
+        return meta["aliases"]
+    # Written by safetensors' save_model (before checkpoints were keyed by name): it
+    # records each dropped tied name in the file's metadata.
+    with safe_open(model_file, "pt") as f:
+        return {k: v for k, v in (f.metadata() or {}).items() if k != "format"}
+
+
+def load_checkpoint(out: Path, sched) -> tuple[int, dict, dict]:
+    """Restore the scheduler and RNG state of the newest complete checkpoint; returns its
+    step and the full model and optimizer state for `load_training_state`."""
     root = out / "checkpoint"
     damaged = []
     for ckpt in checkpoints(root):
@@ -140,14 +167,16 @@ def load_checkpoint(out: Path, model: nn.Module, opt: torch.optim.Optimizer, sch
                 f"resuming from {ckpt.name}",
                 stacklevel=2,
             )
-        load_model(model, ckpt / "model.safetensors")
-        opt.load_state_dict(
-            _unflatten_optimizer(load_file(ckpt / "optimizer.safetensors"), meta["optimizer"])
+        model_state = load_file(ckpt / "model.safetensors")
+        for alias, name in _aliases(meta, ckpt / "model.safetensors").items():
+            model_state[alias] = model_state[name]
+        opt_state = _unflatten_optimizer(
+            load_file(ckpt / "optimizer.safetensors"), meta["optimizer"]
         )
         sched.load_state_dict(meta["scheduler"])
         torch.set_rng_state(load_file(ckpt / "rng.safetensors")["torch_rng"])
         random.setstate((3, tuple(meta["python_rng"]), meta["python_rng_pos"]))
-        return meta["step"]
+        return meta["step"], model_state, opt_state
     if damaged:
         raise ValueError(f"--resume: no complete checkpoint in {root}: {'; '.join(damaged)}")
     raise FileNotFoundError(f"--resume: no checkpoint in {root}")

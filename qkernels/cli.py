@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import sys
@@ -159,6 +160,8 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         lora_dropout=args.lora_dropout,
         target_modules=args.target_modules.split(",") if args.target_modules else None,
         merge=args.merge,
+        fsdp=args.fsdp,
+        valid_fraction=args.valid_fraction,
         calib_batches=args.calib_batches,
         resume=args.resume,
         progress=not args.no_progress,
@@ -171,42 +174,52 @@ def finetune_cmd(args: argparse.Namespace) -> None:
 
 def quantize_cmd(args: argparse.Namespace) -> None:
     import qkernels
-    from qkernels.finetune import model_path
+    from qkernels.finetune import check_tokenizer, model_path
+    from qkernels.io import swap_plan
 
-    model = _load_any(model_path(args.model))
+    path = model_path(args.model)
+    check_tokenizer(path)
+    model = _load_any(path)
+    already = swap_plan(model)
+    if already:
+        kinds = sorted({spec["type"] for spec in already.values()})
+        raise ValueError(
+            f"{args.model} is already quantized ({len(already)} qkernels modules: "
+            f"{', '.join(kinds)}); quantize takes a float model directory"
+        )
     report = qkernels.swap(model, args.method)
     qkernels.save(model, args.output)
-    _copy_tokenizer(args.model, args.output)
+    _copy_tokenizer(path, args.output)
     print(f"{report}\nsaved: {args.output}")
 
 
-def eval_cmd(args: argparse.Namespace) -> None:
-    import transformers
+METRICS = {"classification": "accuracy", "causal-lm": "perplexity"}
 
-    from qkernels import data as qdata
+
+def eval_cmd(args: argparse.Namespace) -> None:
     from qkernels.finetune import (
-        Dataset,
         FinetuneConfig,
+        check_tokenizer,
         eval_batches,
         evaluate,
         fit_length,
         latency_ms,
         load_data,
+        load_tokenizer,
         model_bytes,
         model_path,
+        set_loss_type,
     )
 
     path = model_path(args.model)
+    check_tokenizer(path)
     model = _load_any(path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    set_loss_type(model, args.task)
+    tokenizer = load_tokenizer(path)
     if args.task == "classification":
         if args.data is None:
             raise ValueError("classification eval needs --data (CSV/JSONL with text,label)")
-        rows = qdata.read_labelled(args.data)
-        names = sorted({label for _, label in rows})
-        valid = Dataset([t for t, _ in rows], [names.index(label) for _, label in rows])
+        valid = _labelled_by_name(model, args.data)
     else:
         cfg = FinetuneConfig(
             model=args.model,
@@ -218,14 +231,46 @@ def eval_cmd(args: argparse.Namespace) -> None:
         )
         _, valid, _ = load_data(cfg)
     max_length = fit_length(model, args.max_length)
-    metric = evaluate(args.task, model, valid, tokenizer, max_length)
-    probe = next(eval_batches(valid, 32, tokenizer, max_length))
-    print(
-        json.dumps(
-            {"metric": metric, "bytes": model_bytes(model), "latency_ms": latency_ms(model, probe)},
-            indent=1,
-        )
-    )
+    result = {
+        "task": args.task,
+        "metric_name": METRICS[args.task],
+        "metric": evaluate(args.task, model, valid, tokenizer, max_length),
+        "examples": len(valid.texts),
+        "bytes": model_bytes(model),
+        "latency_ms": latency_ms(model, next(eval_batches(valid, 32, tokenizer, max_length))),
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{'model':<10} {args.model}")
+    print(f"{result['metric_name']:<10} {result['metric']:.4f}  ({result['examples']} examples)")
+    print(f"{'size':<10} {result['bytes'] / 1e6:.2f} MB")
+    print(f"{'latency':<10} {result['latency_ms']:.1f} ms (one batch of up to 32)")
+
+
+def _labelled_by_name(model, data_file: str):
+    """The eval file's labels mapped to the model's class ids by name (config.id2label,
+    written at fine-tuning); labels the model does not know are an error. Class ids
+    written as integers also work for models without label names."""
+    from qkernels import data as qdata
+    from qkernels.finetune import Dataset
+
+    rows = qdata.read_labelled(data_file)
+    label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
+    num_labels = len(model.config.id2label or {})
+    ids = []
+    for _, label in rows:
+        if label in label2id:
+            ids.append(label2id[label])
+        elif label.isdigit() and int(label) < num_labels:
+            ids.append(int(label))
+        else:
+            known = ", ".join(sorted(label2id)) or "none"
+            raise ValueError(
+                f"label {label!r} in {data_file} is not one of the model's labels ({known}; "
+                "config.json id2label)"
+            )
+    return Dataset([t for t, _ in rows], ids)
 
 
 def _load_any(path: str):
@@ -233,72 +278,125 @@ def _load_any(path: str):
     the architecture comes from its config.json, the swap plan too if any."""
     import qkernels
 
+    if Path(path).is_dir() and not (Path(path) / "config.json").exists():
+        raise ValueError(
+            f"{path} is not a model directory (no config.json): give a directory written "
+            "by save_pretrained, `qkernels finetune` (OUTPUT/model) or `qkernels quantize`"
+        )
     return qkernels.load(path)
 
 
 def _copy_tokenizer(src: str, dst: str) -> None:
     import transformers
 
-    from qkernels.finetune import model_path
-
-    transformers.AutoTokenizer.from_pretrained(model_path(src)).save_pretrained(dst)
+    transformers.AutoTokenizer.from_pretrained(src).save_pretrained(dst)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qkernels", description=__doc__)
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error (or QKERNELS_DEBUG=1)"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("finetune", help="swap, fine-tune (QAT / low-rank / LoRA), convert, save")
-    f.add_argument("--model", required=True, help="HF model directory, or 'minilm'")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = {"formatter_class": argparse.ArgumentDefaultsHelpFormatter}
+    f = sub.add_parser(
+        "finetune", help="swap, fine-tune (QAT / low-rank / LoRA), convert, save", **fmt
+    )
+    f.add_argument(
+        "--model", required=True, help="HF model directory (with tokenizer), or 'minilm'"
+    )
     f.add_argument("--task", required=True, help="classification | causal-lm | distill")
     f.add_argument(
         "--method", required=True, help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank | lora"
     )
-    f.add_argument("--output", required=True)
-    f.add_argument("--train", default="builtin", help="data file, or 'builtin' (stdlib text)")
-    f.add_argument("--valid", default=None)
-    f.add_argument("--steps", type=int, default=100)
-    f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--lr", type=float, default=5e-5)
-    f.add_argument("--max-length", type=int, default=128)
-    f.add_argument("--eval-every", type=int, default=0)
-    f.add_argument("--save-every", type=int, default=0)
-    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--output", required=True, help="directory for model/, report.json, checkpoints")
+    f.add_argument(
+        "--train",
+        default="builtin",
+        help="classification: CSV/JSONL with text,label; causal-lm / distill: a text file "
+        "(paragraphs split at blank lines), or 'builtin' (Python's language reference)",
+    )
+    f.add_argument(
+        "--valid",
+        default=None,
+        help="evaluation file like --train; without it --valid-fraction of --train is held out",
+    )
+    f.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="without --valid: the fraction of --train held out for evaluation (seeded)",
+    )
+    f.add_argument("--steps", type=int, default=100, help="optimizer steps")
+    f.add_argument("--batch-size", type=int, default=16, help="examples per step (per rank)")
+    f.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
+    f.add_argument("--max-length", type=int, default=128, help="tokens per example (truncated)")
+    f.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: end)")
+    f.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: end)")
+    f.add_argument("--seed", type=int, default=0, help="data order, held-out split, init")
     f.add_argument("--act", default="dynamic", help="QAT activations: dynamic|minmax|ema|lsq")
-    f.add_argument("--weight-lsq", action="store_true", help="learned weight scales (LSQ)")
-    f.add_argument("--rank", type=int, default=None)
-    f.add_argument("--energy", type=float, default=None)
+    f.add_argument("--weight-lsq", action="store_true", help="QAT: learned weight scales (LSQ)")
+    f.add_argument("--rank", type=int, default=None, help="lowrank: rank; lora: r (default 16)")
+    f.add_argument("--energy", type=float, default=None, help="lowrank: kept singular energy")
     f.add_argument("--int8", action="store_true", help="lowrank: convert the factors to int8")
     f.add_argument("--alpha", type=float, default=32.0, help="lora: scaling = alpha / rank")
     f.add_argument("--base", default="w8a8", help="lora: the frozen int8 base, w8a8 | w8a16")
-    f.add_argument("--lora-dropout", type=float, default=0.0)
+    f.add_argument("--lora-dropout", type=float, default=0.0, help="lora: adapter input dropout")
     f.add_argument(
         "--target-modules", default=None, help="lora: comma-separated module names (PEFT rule)"
     )
     f.add_argument(
         "--merge", action="store_true", help="lora: save the merged int8 model (W + scaling BA)"
     )
-    f.add_argument("--calib-batches", type=int, default=8)
-    f.add_argument("--resume", action="store_true")
-    f.add_argument("--no-progress", action="store_true")
-    q = sub.add_parser("quantize", help="one-shot conversion of a saved HF model directory")
-    q.add_argument("model")
-    q.add_argument("--method", default="w8a8", choices=["w8a8", "w8a16"])
-    q.add_argument("--output", required=True)
-    e = sub.add_parser("eval", help="metric, size and latency of a saved model")
-    e.add_argument("model")
-    e.add_argument("--task", required=True, choices=["classification", "causal-lm"])
-    e.add_argument("--data", default=None, help="CSV/JSONL (classification) or text file")
-    e.add_argument("--max-length", type=int, default=128)
-    sub.add_parser("info", help="versions, build, CPU features, kernel per op")
-    b = sub.add_parser("bench", help="Linear benchmark table against peers (one process)")
-    b.add_argument(
-        "--suite", choices=["linear", "qat", "lstm", "lora", "gpu", "all"], default="linear"
+    f.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard parameters, gradients and optimizer state (FSDP2, one "
+        "unit per transformer block) instead of replicating them (DDP)",
     )
-    b.add_argument("--shapes", choices=["full", "ci"], default="full")
-    b.add_argument("--weights", choices=["hot", "cold", "both"], default="both")
+    f.add_argument(
+        "--calib-batches", type=int, default=8, help="ptq / static QAT: calibration batches"
+    )
+    f.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q = sub.add_parser(
+        "quantize", help="one-shot int8 conversion of a float model directory", **fmt
+    )
+    q.add_argument("model", help="HF model directory (with tokenizer), or 'minilm'")
+    q.add_argument("--method", default="w8a8", choices=["w8a8", "w8a16"], help="int8 scheme")
+    q.add_argument("--output", required=True, help="directory for the int8 model")
+    e = sub.add_parser(
+        "eval", help="accuracy (classification) or perplexity (causal-lm), size, latency", **fmt
+    )
+    e.add_argument("model", help="a model directory (float or qkernels)")
+    e.add_argument(
+        "--task", required=True, choices=["classification", "causal-lm"], help="what to score"
+    )
+    e.add_argument(
+        "--data",
+        default=None,
+        help="classification: CSV/JSONL with text,label (labels by name); causal-lm: a text "
+        "file (default: the builtin held-out text)",
+    )
+    e.add_argument("--max-length", type=int, default=128, help="tokens per example (truncated)")
+    e.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    sub.add_parser("info", help="versions, build, CPU features, kernel per op")
+    b = sub.add_parser("bench", help="benchmark tables against peers (one process, ratios)", **fmt)
+    b.add_argument(
+        "--suite",
+        choices=["linear", "qat", "lstm", "lora", "gpu", "all"],
+        default="linear",
+        help="which op group (gpu: the Triton / CUDA suite)",
+    )
+    b.add_argument(
+        "--shapes", choices=["full", "ci"], default="full", help="ci: one small shape per case"
+    )
+    b.add_argument(
+        "--weights",
+        choices=["hot", "cold", "both"],
+        default="both",
+        help="linear: cold rotates weight copies past the L3 cache",
+    )
     b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
@@ -307,7 +405,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="where to write results (default benchmarks/results/...; '-' for none)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # torchao (imported by transformers' quantizer registry when it is installed) registers
+    # Enum constants with torch's pytree, which logs a deprecation line per Enum on every
+    # command: not qkernels' doing, and nothing a user can act on.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     commands = {
         "info": lambda a: print(info()),
         "bench": bench,

@@ -1,5 +1,6 @@
 """The thin fine-tuning loop: data -> swap -> train (QAT / low-rank) -> convert ->
-evaluate -> save. Plain PyTorch (no Trainer); one process or torchrun + DDP.
+evaluate -> save. Plain PyTorch (no Trainer); one process, or torchrun with DDP or FSDP2
+(`--fsdp`: parameters, gradients and optimizer state sharded per transformer block).
 
 Tasks: "classification" (AutoModelForSequenceClassification, CSV/JSONL text,label;
 accuracy), "causal-lm" (AutoModelForCausalLM on plain text; perplexity),
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qkernels
-from qkernels import data
+from qkernels import data, distributed
 from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from qkernels.nn import LoRAInt8Linear
 from qkernels.nn.qat_linear import ACT_MODES
@@ -65,6 +66,8 @@ class FinetuneConfig:
     lora_dropout: float = 0.0
     target_modules: list[str] | None = None  # lora: PEFT-style names; None: every Linear
     merge: bool = False  # lora: save the merged int8 model instead of base + adapters
+    fsdp: bool = False  # under torchrun: FSDP2 instead of DDP
+    valid_fraction: float = 0.1  # without --valid: this much of --train held out
     calib_batches: int = 8
     resume: bool = False
     progress: bool = True
@@ -102,25 +105,16 @@ class FinetuneConfig:
             raise ValueError(f"--rank must be >= 1, got {self.rank}")
         if self.energy is not None and not 0 < self.energy <= 1:
             raise ValueError(f"--energy must be in (0, 1], got {self.energy}")
+        if not 0 < self.valid_fraction < 1:
+            raise ValueError(f"--valid-fraction must be in (0, 1), got {self.valid_fraction}")
+        if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise ValueError(
+                "--fsdp shards across processes: run it under torchrun with "
+                "--nproc_per_node >= 2 (one process needs no sharding)"
+            )
         root = Path(self.output) / "checkpoint"
         if self.resume and self.method in TRAINED and self.steps and not checkpoints(root):
             raise FileNotFoundError(f"--resume: no checkpoint in {root}")
-
-
-# ---- distributed ----
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _init_distributed() -> bool:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return True
-    return False
 
 
 # ---- model and data ----
@@ -136,22 +130,68 @@ def model_path(name: str) -> str:
     return name
 
 
-def load_hf_model(cfg: FinetuneConfig, num_labels: int | None):
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+)
+# What transformers would pick itself from the class name; set explicitly because
+# names like GPT2LMHeadModel match no loss and transformers then says so on every run.
+LOSS_TYPES = {"classification": "ForSequenceClassification", "causal-lm": "ForCausalLM"}
+
+
+def check_tokenizer(path: str | Path) -> None:
+    """A model directory must hold its tokenizer: transformers 5 silently builds an empty
+    one otherwise, and the first batch fails far from the cause."""
+    path = Path(path)
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise ValueError(
+            f"{path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+            "model's tokenizer there: AutoTokenizer.from_pretrained(<source>).save_pretrained"
+            f"({str(path)!r})"
+        )
+
+
+def load_tokenizer(path: str | Path):
+    import transformers
+
+    check_tokenizer(path)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def load_hf_model(cfg: FinetuneConfig, label_names: list[str]):
+    """The model for the task and its tokenizer; a classifier gets the label names
+    (id2label / label2id, saved with it) and, like any model, the tokenizer's pad id."""
     import transformers
 
     path = model_path(cfg.model)
+    tokenizer = load_tokenizer(path)
     if cfg.task == "classification":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels
+            path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
         )
     elif cfg.task == "causal-lm":
         model = transformers.AutoModelForCausalLM.from_pretrained(path)
     else:
         model = transformers.AutoModel.from_pretrained(path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    if model.config.pad_token_id is None:  # GPT-2, Llama: batches > 1 need it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    set_loss_type(model, cfg.task)
     return model, tokenizer
+
+
+def set_loss_type(model: nn.Module, task: str) -> None:
+    if getattr(model, "loss_type", None) is None and task in LOSS_TYPES:
+        model.loss_type = LOSS_TYPES[task]
 
 
 @dataclass
@@ -160,12 +200,33 @@ class Dataset:
     labels: list[int] | None = None
 
 
+def held_out(items: list, cfg: FinetuneConfig) -> tuple[list, list]:
+    """Without --valid: (train, valid) with a seeded random `valid_fraction` held out."""
+    n = max(1, round(len(items) * cfg.valid_fraction))
+    if n >= len(items):
+        raise ValueError(
+            f"--train holds {len(items)} examples: too few to hold out "
+            f"{cfg.valid_fraction:g} of them for evaluation; pass --valid"
+        )
+    chosen = set(random.Random(cfg.seed).sample(range(len(items)), n))
+    return (
+        [x for i, x in enumerate(items) if i not in chosen],
+        [x for i, x in enumerate(items) if i in chosen],
+    )
+
+
 def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
-    """(train, valid, label names)."""
+    """(train, valid, label names). Without --valid a fraction of --train is held out
+    (never trained on); `cfg.extra["held_out"]` then says how many."""
     if cfg.task == "classification":
-        if cfg.train == "builtin" or cfg.valid is None:
-            raise ValueError("classification needs --train and --valid CSV/JSONL files")
-        train, valid = data.read_labelled(cfg.train), data.read_labelled(cfg.valid)
+        if cfg.train == "builtin":
+            raise ValueError("classification needs --train (CSV/JSONL with text,label)")
+        train = data.read_labelled(cfg.train)
+        if cfg.valid is None:
+            train, valid = held_out(train, cfg)
+            cfg.extra["held_out"] = len(valid)
+        else:
+            valid = data.read_labelled(cfg.valid)
         names = sorted({label for _, label in train})
         index = {n: i for i, n in enumerate(names)}
         unknown = {label for _, label in valid} - set(index)
@@ -178,9 +239,11 @@ def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
         )
     if cfg.train == "builtin":
         train, valid = data.split_builtin()
+    elif cfg.valid:
+        train, valid = data.read_text(cfg.train), data.read_text(cfg.valid)
     else:
-        train = data.read_text(cfg.train)
-        valid = data.read_text(cfg.valid) if cfg.valid else train[: max(1, len(train) // 10)]
+        train, valid = held_out(data.read_text(cfg.train), cfg)
+        cfg.extra["held_out"] = len(valid)
     return Dataset(train), Dataset(valid), []
 
 
@@ -372,13 +435,18 @@ class Job:
 def setup(cfg: FinetuneConfig) -> Job:
     """Seeds, output directory, data, model and tokenizer (and the teacher for distill)."""
     cfg.check()
-    rank, world = _world()
+    rank, world = distributed.world()
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     train, valid, label_names = load_data(cfg)
-    model, tokenizer = load_hf_model(cfg, len(label_names) or None)
+    if "held_out" in cfg.extra and rank == 0:
+        print(
+            f"no --valid: evaluating on {cfg.extra['held_out']} examples held out of --train "
+            f"(--valid-fraction {cfg.valid_fraction:g}, seeded; not trained on)"
+        )
+    model, tokenizer = load_hf_model(cfg, label_names)
     cfg.max_length = fit_length(model, cfg.max_length)
     teacher = None
     if cfg.task == "distill":
@@ -404,16 +472,19 @@ def measure(job: Job, model: nn.Module | None = None) -> dict:
 
 
 def train(job: Job) -> tuple[list[dict], float | None]:
-    """The training loop (QAT, low-rank, fp32; nothing for post-training methods):
-    AdamW, warmup + linear decay, DDP under torchrun, periodic evaluation and
+    """The training loop (QAT, low-rank, LoRA, fp32; nothing for post-training methods):
+    AdamW, warmup + linear decay, DDP or FSDP2 under torchrun, periodic evaluation and
     checkpoints, exact resume. Returns the evaluation history and the loop's own
-    overhead relative to the model's forward + backward + step time."""
+    overhead relative to the model's forward + backward + step time. Under FSDP2,
+    `job.model` is a plain (unsharded) module again when it returns."""
     cfg, model = job.cfg, job.model
     steps = cfg.steps if cfg.method in TRAINED else 0
     if not steps:
         return [], None
-    train_model = model
-    if job.world > 1:
+    train_model, skeleton = model, None
+    if job.world > 1 and cfg.fsdp:
+        skeleton = distributed.shard(model)  # before the optimizer: it swaps the parameters
+    elif job.world > 1:
         # Unused parameters are normal here (a pooler under distillation, say).
         train_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -422,7 +493,10 @@ def train(job: Job) -> tuple[list[dict], float | None]:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * max(0.0, 1 - s / max(steps, 1))
     )
-    start = load_checkpoint(job.out, model, opt, sched) if cfg.resume else 0
+    start = 0
+    if cfg.resume:
+        start, model_state, opt_state = load_checkpoint(job.out, sched)
+        distributed.load_training_state(model, opt, model_state, opt_state)
     if start > steps:
         raise ValueError(
             f"--resume: the checkpoint is at step {start}, past --steps {steps}; "
@@ -469,9 +543,13 @@ def train(job: Job) -> tuple[list[dict], float | None]:
         if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
             history.append({"step": done, "metric": measure(job)["metric"]})
             model.train()
-        if job.rank == 0 and ((cfg.save_every and done % cfg.save_every == 0) or done == steps):
-            save_checkpoint(job.out, done, model, opt, sched)
+        if (cfg.save_every and done % cfg.save_every == 0) or done == steps:
+            state = distributed.training_state(model, opt)  # a collective: every rank
+            if job.rank == 0:
+                save_checkpoint(job.out, done, *state, sched)
         side_time += time.perf_counter() - t_side
+    if skeleton is not None:
+        job.model = distributed.unsharded(model, skeleton)
     # What the loop itself adds (data, progress bar, bookkeeping) on top of the
     # model's forward + backward + optimizer step.
     return history, (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
@@ -518,7 +596,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     """Run one fine-tuning job: setup, measure, swap, train, convert, measure, save.
     Returns (and writes to output/report.json) the before/after metric, size and latency."""
     cfg.check()  # before starting a process group that a bad config would leave behind
-    started_dist = _init_distributed()
+    started_dist = distributed.init()
     job = setup(cfg)
     before = measure(job)
     baseline_w8a8 = None
@@ -556,21 +634,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if merge_error is not None:
         result["merge_error"] = merge_error
     if job.world > 1:
-        result["weights_checksum"] = _checksum_all_ranks(job.model)
+        result["weights_checksum"] = distributed.checksum_all_ranks(job.model)
     save_outputs(job, result)
     if started_dist:
         dist.destroy_process_group()
     return result
-
-
-def _checksum_all_ranks(model: nn.Module) -> list[float]:
-    """Every rank's sum of all weights (DDP keeps them identical)."""
-    local = torch.tensor(
-        [sum(t.double().sum().item() for t in model.state_dict().values())], dtype=torch.float64
-    )
-    gathered = [torch.zeros_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, local)
-    return [g.item() for g in gathered]
 
 
 def format_report(r: dict) -> str:

@@ -299,11 +299,22 @@ def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):
     assert len(sums) == 2 and sums[0] == sums[1]
 
 
-def test_lora_ddp_two_processes_equal_one_process_with_the_same_global_batch(tiny, tmp_path):
-    """LoRA under torchrun (DDP, gloo): 2 ranks x 2 samples end with the adapters of one
-    process with batches of 4 (same samples: the batch of step s is a function of s).
-    Dropout is off so that both runs compute the same function; they differ only in
-    padding per rank and summation order: float tolerance."""
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+
+
+def torchrun(port: int, *args, fsdp: bool = False):
+    cmd = [*TORCHRUN, "--master_port", str(port), "-m", "qkernels.cli", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    subprocess.run([*cmd, *(["--fsdp"] if fsdp else [])], check=True, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_lora_two_processes_equal_one_process_with_the_same_global_batch(tiny, tmp_path, parallel):
+    """LoRA under torchrun (gloo; DDP, or FSDP2 sharding adapters, heads and the frozen
+    float weights): 2 ranks x 2 samples end with the adapters of one process with
+    batches of 4 (same samples: the batch of step s is a function of s). Dropout is off
+    so that both runs compute the same function; they differ only in padding per rank
+    and summation order: float tolerance."""
     import qkernels
 
     model_dir = tmp_path / "bert-nodrop"
@@ -313,26 +324,67 @@ def test_lora_ddp_two_processes_equal_one_process_with_the_same_global_batch(tin
     transformers.BertModel(config).save_pretrained(model_dir)
     transformers.AutoTokenizer.from_pretrained(tiny / "bert").save_pretrained(model_dir)
     common = [
-        "--model", str(model_dir), "--task", "classification", "--method", "lora",
+        "finetune", "--model", str(model_dir), "--task", "classification", "--method", "lora",
         "--train", str(tiny / "train.csv"), "--valid", str(tiny / "valid.csv"),
         "--rank", "4", "--steps", "3", "--max-length", "32", "--lr", "1e-2", "--no-progress",
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    ddp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    ddp += ["--master_port", "29537", "-m", "qkernels.cli", "finetune"]
-    subprocess.run(
-        [*ddp, *common, "--batch-size", "2", "--output", str(tmp_path / "ddp")],
-        check=True, env=env, timeout=600,
-    )  # fmt: skip
-    single = [sys.executable, "-m", "qkernels.cli", "finetune", *common, "--batch-size", "4"]
-    subprocess.run([*single, "--output", str(tmp_path / "one")], check=True, env=env, timeout=600)
-    a, b = (qkernels.load(tmp_path / run / "model") for run in ("ddp", "one"))
+    port = {"ddp": 29537, "fsdp": 29539}[parallel]
+    torchrun(port, *common, "--batch-size", "2", "--output", str(tmp_path / "par"),
+             fsdp=parallel == "fsdp")  # fmt: skip
+    r = cli(*common, "--batch-size", "4", "--output", str(tmp_path / "one"))
+    assert r.returncode == 0, r.stderr
+    a, b = (qkernels.load(tmp_path / run / "model") for run in ("par", "one"))
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     trained = [n for n in pa if "lora_" in n or n.startswith("classifier")]
     assert len(trained) > 4
     for name in trained:
         torch.testing.assert_close(pa[name], pb[name], rtol=1e-4, atol=1e-5)
     assert any(pa[n].abs().sum() > 0 for n in trained if "lora_B" in n)
+    frozen = [n for n in pa if n not in trained]
+    assert all(torch.equal(pa[n], pb[n]) for n in frozen)
+    report = json.loads((tmp_path / "par" / "report.json").read_text())
+    assert report["world_size"] == 2 and len(set(report["weights_checksum"])) == 1
+
+
+def test_fsdp_without_torchrun_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    cfg = FinetuneConfig(model="m", task="causal-lm", method="qat", output="o", fsdp=True)
+    with pytest.raises(ValueError, match="run it under torchrun with --nproc_per_node >= 2"):
+        cfg.check()
+
+
+def test_fsdp_checkpoints_resume_under_fsdp_and_in_one_process(tiny, tmp_path):
+    """QAT on GPT-2 (tied embeddings) under FSDP2: the checkpoint of step 2 holds the
+    full state by name; resumed under FSDP2 it ends bit-identical to the straight run,
+    resumed in one process (batch 4 = 2 ranks x 2) equal up to summation order, which
+    Adam can turn into up to lr per step where a gradient is near zero: 2 steps x lr."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    def args(out, batch):
+        return [
+            "finetune", "--model", str(tiny / "gpt2"), "--task", "causal-lm", "--method",
+            "qat", "--steps", "4", "--save-every", "2", "--batch-size", str(batch),
+            "--max-length", "32", "--no-progress", "--output", str(out),
+        ]  # fmt: skip
+
+    straight = tmp_path / "straight"
+    torchrun(29541, *args(straight, 2), fsdp=True)
+    final = load_file(checkpoints(straight / "checkpoint")[0] / "model.safetensors")
+    step2 = checkpoints(straight / "checkpoint")[1]
+    assert step2.name == "step-00000002"
+    for name in ("fsdp", "one"):
+        (tmp_path / name / "checkpoint").mkdir(parents=True)
+        shutil.copytree(step2, tmp_path / name / "checkpoint" / step2.name)
+    torchrun(29543, *args(tmp_path / "fsdp", 2), "--resume", fsdp=True)
+    assert_same_final_weights(straight, tmp_path / "fsdp")
+    r = cli(*args(tmp_path / "one", 4), "--resume")
+    assert r.returncode == 0, r.stderr
+    one = load_file(checkpoints(tmp_path / "one" / "checkpoint")[0] / "model.safetensors")
+    assert one.keys() == final.keys()
+    for k in final:
+        torch.testing.assert_close(one[k], final[k], rtol=0, atol=2 * 5e-5 + 1e-6)
 
 
 def cli(*args):
@@ -345,7 +397,7 @@ def test_cli_quantize_and_eval(tiny, tmp_path):
     out = tmp_path / "q"
     r = cli("quantize", str(tiny / "gpt2"), "--method", "w8a8", "--output", str(out))
     assert r.returncode == 0, r.stderr
-    r = cli("eval", str(out), "--task", "causal-lm")
+    r = cli("eval", str(out), "--task", "causal-lm", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["metric"] > 1
 
@@ -389,3 +441,124 @@ def test_cli_bad_input_is_one_line(tiny, tmp_path, args, message):
 def test_cli_debug_shows_the_traceback(tmp_path):
     r = cli("--debug", "quantize", str(tmp_path / "missing"), "--output", str(tmp_path / "o"))
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+# ---- findings of the new-user trial: each test failed before its fix ----
+
+
+def cli_inproc(capsys, *args) -> tuple[int, str, str]:
+    from qkernels.cli import main
+
+    rc = main(list(args))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(rows)
+    return path
+
+
+def test_eval_maps_labels_by_name_whatever_the_file_holds(tiny, tmp_path, capsys):
+    """Before: labels were indexed by the eval file's own sorted label set, so a file
+    holding one class scored the model against class 0 (0.92 -> 0.0 on MiniLM)."""
+    out = tmp_path / "run"
+    run(tiny, out, model=str(tiny / "bert"), task="classification", method="fp32",
+        train=str(tiny / "train.csv"), valid=str(tiny / "valid.csv"), lr=1e-3, steps=4)  # fmt: skip
+    model = out / "model"
+    rows = list(csv.reader((tiny / "valid.csv").read_text().splitlines()))[1:]
+    assert json.loads((model / "config.json").read_text())["id2label"] == {
+        "0": "class", "1": "other"
+    }  # fmt: skip
+    acc = {}
+    for name, keep in (("all", None), ("class", "class"), ("other", "other")):
+        subset = [r for r in rows if keep in (None, r[1])]
+        path = write_csv(tmp_path / f"{name}.csv", subset)
+        rc, stdout, _ = cli_inproc(capsys, "eval", str(model), "--task", "classification",
+                                   "--data", str(path), "--json")  # fmt: skip
+        assert rc == 0
+        acc[name] = (json.loads(stdout)["metric"], len(subset))
+    (a_all, n_all), (a_c, n_c), (a_o, n_o) = acc["all"], acc["class"], acc["other"]
+    assert n_c and n_o and abs(a_c * n_c + a_o * n_o - a_all * n_all) < 1e-9
+    bad = write_csv(tmp_path / "bad.csv", [("some text", "klass")])
+    rc, _, err = cli_inproc(capsys, "eval", str(model), "--task", "classification",
+                            "--data", str(bad))  # fmt: skip
+    assert rc == 2 and "label 'klass'" in err and "class, other" in err
+
+
+def test_a_model_without_tokenizer_is_one_clear_error(tiny, tmp_path, capsys):
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in (tiny / "gpt2").iterdir():
+        if f.name in ("config.json", "model.safetensors", "generation_config.json"):
+            shutil.copy(f, bare / f.name)
+    for cmd in (
+        ["finetune", "--model", str(bare), "--task", "causal-lm", "--method", "w8a8",
+         "--output", str(tmp_path / "o"), "--steps", "0"],
+        ["quantize", str(bare), "--output", str(tmp_path / "q")],
+        ["eval", str(bare), "--task", "causal-lm"],
+    ):  # fmt: skip
+        rc, _, err = cli_inproc(capsys, *cmd)
+        assert rc == 2 and "holds no tokenizer" in err, err
+
+
+def test_gpt2_classification_works_out_of_the_box_and_holds_out_without_valid(
+    tiny, tmp_path, capsys
+):
+    """Before: 'Cannot handle batch sizes > 1 if no padding token is defined', and
+    without --valid the first 10% of the training data was silently the eval set."""
+    rc, stdout, err = cli_inproc(capsys, "finetune", "--model", str(tiny / "gpt2"), "--task",
+        "classification", "--method", "qat", "--train", str(tiny / "train.csv"), "--steps", "2",
+        "--batch-size", "4", "--max-length", "32", "--valid-fraction", "0.25",
+        "--output", str(tmp_path / "o"), "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert "no --valid: evaluating on 50 examples held out of --train" in stdout
+    assert json.loads((tmp_path / "o" / "model" / "config.json").read_text())["pad_token_id"] == 0
+    rc, _, err = cli_inproc(capsys, "finetune", "--model", str(tiny / "gpt2"), "--task",
+        "causal-lm", "--method", "w8a8", "--valid-fraction", "1.5",
+        "--output", str(tmp_path))  # fmt: skip
+    assert rc == 2 and "--valid-fraction must be in (0, 1)" in err
+
+
+def test_quantize_and_eval_give_cli_advice(tiny, tmp_path, capsys):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    (empty / "tokenizer.json").write_text("{}")
+    for cmd in (["quantize", str(empty), "--output", str(tmp_path / "q")],
+                ["eval", str(empty), "--task", "causal-lm"]):  # fmt: skip
+        rc, _, err = cli_inproc(capsys, *cmd)
+        assert rc == 2 and "is not a model directory (no config.json)" in err
+        assert "qkernels.load(" not in err
+    q = tmp_path / "q8"
+    assert cli_inproc(capsys, "quantize", str(tiny / "gpt2"), "--output", str(q))[0] == 0
+    rc, _, err = cli_inproc(capsys, "quantize", str(q), "--output", str(tmp_path / "q16"))
+    assert rc == 2 and "is already quantized (8 qkernels modules: Int8Linear)" in err
+    rc, stdout, _ = cli_inproc(capsys, "eval", str(q), "--task", "causal-lm")
+    assert rc == 0 and stdout.split()[2] == "perplexity"  # a table naming its metric
+
+
+def test_every_command_is_listed_and_every_flag_explained():
+    import argparse
+
+    from qkernels.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    help_text = parser.format_help()
+    for name, cmd in sub.choices.items():
+        assert name in help_text
+        for action in cmd._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    assert "(default: 16)" in sub.choices["finetune"].format_help()
+
+
+def test_commands_print_no_third_party_noise(tiny, tmp_path):
+    r = cli("eval", str(tiny / "gpt2"), "--task", "causal-lm", "--max-length", "16")
+    assert r.returncode == 0, r.stderr
+    for noise in ("register_constant", "loss_type=None", "No CUDA runtime"):
+        assert noise not in r.stdout + r.stderr

@@ -22,7 +22,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("entry points", ("qkernels.cli", "qkernels.demo")),
     (
         "fine-tuning, benchmarks",
-        ("qkernels.finetune", "qkernels.checkpoints", "qkernels.bench", "qkernels.bench.*"),
+        (
+            "qkernels.finetune",
+            "qkernels.checkpoints",
+            "qkernels.distributed",
+            "qkernels.bench",
+            "qkernels.bench.*",
+        ),
     ),
     ("package API", ("qkernels",)),
     (
