@@ -4,13 +4,14 @@ Importing never initialises CUDA and never fails for a missing C++ build: the
 ops then raise the reason when called (see `qkernels info`).
 """
 
-from qkernels import ops
+from qkernels import _hf_hook, ops
 from qkernels._backend import get_backend, set_backend
 from qkernels._library import EXTENSION_ERROR
 from qkernels.adapters import load_adapters, save_adapters
 from qkernels.io import load, save
 from qkernels.nn import (
     QATLSTM,
+    Int8Embedding,
     Int8Linear,
     Int8LowRankLinear,
     Int8LSTM,
@@ -22,8 +23,11 @@ from qkernels.swap import SwapReport, convert, swap
 
 __version__ = "0.1.0"
 
+_hf_hook.install()  # "qkernels" becomes a transformers quantization method (qkernels.hf)
+
 __all__ = [
     "EXTENSION_ERROR",
+    "Int8Embedding",
     "Int8Linear",
     "Int8LowRankLinear",
     "Int8LSTM",

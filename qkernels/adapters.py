@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from qkernels.io import _load_tensors, _read_json
 from qkernels.nn import Int8Linear, LoRAInt8Linear
-from qkernels.swap import LORA_PARAMS, _is_linear_like, _record_plan
+from qkernels.nn.int8_linear import is_linear_like
+from qkernels.plan import _load_tensors, _read_json
+from qkernels.swap import LORA_PARAMS, _record_plan
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -178,7 +179,7 @@ def _wrap(model, name, module, base, r, alpha, config) -> LoRAInt8Linear:
     )
     if type(module) is Int8Linear:
         new = LoRAInt8Linear.from_int8(module, **opts)
-    elif _is_linear_like(module):
+    elif is_linear_like(module):
         new = LoRAInt8Linear.from_float(module, mode=base, **opts)
     else:
         raise ValueError(

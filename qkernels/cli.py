@@ -175,7 +175,7 @@ def finetune_cmd(args: argparse.Namespace) -> None:
 def quantize_cmd(args: argparse.Namespace) -> None:
     import qkernels
     from qkernels.finetune import check_tokenizer, model_path
-    from qkernels.io import swap_plan
+    from qkernels.plan import swap_plan
 
     path = model_path(args.model)
     check_tokenizer(path)
@@ -187,7 +187,7 @@ def quantize_cmd(args: argparse.Namespace) -> None:
             f"{args.model} is already quantized ({len(already)} qkernels modules: "
             f"{', '.join(kinds)}); quantize takes a float model directory"
         )
-    report = qkernels.swap(model, args.method)
+    report = qkernels.swap(model, args.method, embeddings=args.embeddings)
     qkernels.save(model, args.output)
     _copy_tokenizer(path, args.output)
     print(f"{report}\nsaved: {args.output}")
@@ -365,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("model", help="HF model directory (with tokenizer), or 'minilm'")
     q.add_argument("--method", default="w8a8", choices=["w8a8", "w8a16"], help="int8 scheme")
     q.add_argument("--output", required=True, help="directory for the int8 model")
+    q.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="embedding tables in int8 too (per-row scales; MiniLM 58.7 -> 23.0 MB)",
+    )
     e = sub.add_parser(
         "eval", help="accuracy (classification) or perplexity (causal-lm), size, latency", **fmt
     )

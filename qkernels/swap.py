@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from qkernels.io import swap_plan
 from qkernels.nn import (
     QATLSTM,
+    Int8Embedding,
     Int8Linear,
     Int8LowRankLinear,
     Int8LSTM,
@@ -19,17 +19,10 @@ from qkernels.nn import (
     LowRankLinear,
     QATLinear,
 )
+from qkernels.nn.int8_linear import is_linear_like
 
 METHODS = ("w8a8", "w8a16", "qat", "lowrank", "lora")
 LORA_PARAMS = ("lora_A", "lora_B")
-
-
-def _is_linear_like(module: nn.Module) -> bool:
-    # transformers' GPT-2 Conv1D is a Linear with a transposed weight; matched by
-    # name so that transformers stays an optional dependency.
-    return isinstance(module, nn.Linear) or (
-        type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx")
-    )
 
 
 def _peft_match(name: str, targets: str | Iterable[str]) -> bool:
@@ -122,6 +115,7 @@ def swap(
     exclude: Iterable[str] = ("lm_head",),
     target_modules: str | Iterable[str] | None = None,
     modules_to_save: Iterable[str] = (),
+    embeddings: bool = False,
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -135,6 +129,11 @@ def swap(
     target_modules selects with PEFT's rule (a regex string on the full name, or names
     that equal or end with an entry), and the parameters of modules_to_save (fnmatch
     patterns, e.g. a classification head) stay trainable.
+
+    embeddings=True (int8 methods) also turns every matching nn.Embedding into an
+    Int8Embedding. A swapped embedding or output layer that was tied to the other keeps
+    its own tensors (the other keeps the float weight), and the model's config says
+    tie_word_embeddings=False so that a saved model is not re-tied on load.
     """
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None
@@ -143,7 +142,7 @@ def swap(
         raise ValueError("qkernels.swap: target_modules is for method='lora'; use include")
 
     def wanted(m: nn.Module) -> bool:
-        return _is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
+        return is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
 
     def skip_reason(name: str) -> str | None:
         if _matches(name, exclude):
@@ -155,9 +154,30 @@ def swap(
         return None
 
     report = _replace_all(model, SwapReport(method), wanted, make, skip_reason)
+    if embeddings:
+        if method not in ("w8a8", "w8a16"):
+            raise ValueError(f"qkernels.swap: embeddings=True needs an int8 method, not {method!r}")
+        _replace_all(
+            model, report, lambda m: type(m) is nn.Embedding, Int8Embedding.from_float, skip_reason
+        )
+    _untie_in_config(model)
     if method == "lora":
         _freeze_all_but_adapters(model, list(modules_to_save))
     return report
+
+
+def _untie_in_config(model: nn.Module) -> None:
+    """A swapped input or output embedding no longer shares its weight with the other
+    one (each holds its own tensors now): the config must say so, or transformers
+    re-ties them on save and load."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "get_input_embeddings"):
+        return
+    ends = (model.get_input_embeddings(), model.get_output_embeddings())
+    if any(m is not None and type(m).__module__.startswith("qkernels.") for m in ends):
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for cfg in (config, text):
+            cfg.tie_word_embeddings = False
 
 
 def _freeze_all_but_adapters(model: nn.Module, modules_to_save: list[str]) -> None:
@@ -179,10 +199,12 @@ def trainable_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def _record_plan(model: nn.Module) -> None:
-    """Hugging Face models carry the swap plan in their config, so that
-    save_pretrained output loads back through qkernels.load."""
+    """Hugging Face models carry the swap plan as their quantization_config (qkernels.hf),
+    so that a plain save_pretrained writes the qkernels format."""
     if hasattr(model, "config") and hasattr(model, "save_pretrained"):
-        model.config.qkernels = {"modules": swap_plan(model)}
+        from qkernels import hf
+
+        hf.attach(model)
 
 
 def convert(model: nn.Module, lowrank_to_int8: bool = False) -> SwapReport:

@@ -271,7 +271,7 @@ def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        str(free_port()),
         "-m",
         "qkernels.cli",
         "finetune",
@@ -302,8 +302,17 @@ def test_ddp_two_cpu_processes_identical_weights(tiny, tmp_path):
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
-def torchrun(port: int, *args, fsdp: bool = False):
-    cmd = [*TORCHRUN, "--master_port", str(port), "-m", "qkernels.cli", *args]
+def free_port() -> int:
+    """A port nobody listens on now: two test runs at once must not share a rendezvous."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, fsdp: bool = False):
+    cmd = [*TORCHRUN, "--master_port", str(free_port()), "-m", "qkernels.cli", *args]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run([*cmd, *(["--fsdp"] if fsdp else [])], check=True, env=env, timeout=600)
 
@@ -328,8 +337,7 @@ def test_lora_two_processes_equal_one_process_with_the_same_global_batch(tiny, t
         "--train", str(tiny / "train.csv"), "--valid", str(tiny / "valid.csv"),
         "--rank", "4", "--steps", "3", "--max-length", "32", "--lr", "1e-2", "--no-progress",
     ]  # fmt: skip
-    port = {"ddp": 29537, "fsdp": 29539}[parallel]
-    torchrun(port, *common, "--batch-size", "2", "--output", str(tmp_path / "par"),
+    torchrun(*common, "--batch-size", "2", "--output", str(tmp_path / "par"),
              fsdp=parallel == "fsdp")  # fmt: skip
     r = cli(*common, "--batch-size", "4", "--output", str(tmp_path / "one"))
     assert r.returncode == 0, r.stderr
@@ -370,14 +378,14 @@ def test_fsdp_checkpoints_resume_under_fsdp_and_in_one_process(tiny, tmp_path):
         ]  # fmt: skip
 
     straight = tmp_path / "straight"
-    torchrun(29541, *args(straight, 2), fsdp=True)
+    torchrun(*args(straight, 2), fsdp=True)
     final = load_file(checkpoints(straight / "checkpoint")[0] / "model.safetensors")
     step2 = checkpoints(straight / "checkpoint")[1]
     assert step2.name == "step-00000002"
     for name in ("fsdp", "one"):
         (tmp_path / name / "checkpoint").mkdir(parents=True)
         shutil.copytree(step2, tmp_path / name / "checkpoint" / step2.name)
-    torchrun(29543, *args(tmp_path / "fsdp", 2), "--resume", fsdp=True)
+    torchrun(*args(tmp_path / "fsdp", 2), "--resume", fsdp=True)
     assert_same_final_weights(straight, tmp_path / "fsdp")
     r = cli(*args(tmp_path / "one", 4), "--resume")
     assert r.returncode == 0, r.stderr

@@ -33,7 +33,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("package API", ("qkernels",)),
     (
         "swap / save / data",
-        ("qkernels.swap", "qkernels.io", "qkernels.adapters", "qkernels.data"),
+        (
+            "qkernels.swap",
+            "qkernels.io",
+            "qkernels.hf",
+            "qkernels._hf_hook",
+            "qkernels.adapters",
+            "qkernels.plan",
+            "qkernels.data",
+        ),
     ),
     ("modules", ("qkernels.nn", "qkernels.nn.*")),
     ("public ops", ("qkernels.ops",)),

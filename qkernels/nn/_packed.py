@@ -64,6 +64,15 @@ class PackedWeights(nn.Module):
                     f"got {got.dtype} {list(got.shape)}"
                 )
 
+    def _after_external_load(self) -> None:
+        """A loader that set the buffers directly (transformers' from_pretrained assigns
+        them one by one, bypassing load_state_dict): scales back to float32, then the
+        CPU layout."""
+        for name, buf in list(self._buffers.items()):
+            if buf is not None and self._is_float32(name):
+                self._buffers[name] = buf.float()
+        self._relayout()
+
     def _apply(self, fn, recurse=True):
         # Unpack before a device move so the target device gets the portable layout.
         self._unpack()

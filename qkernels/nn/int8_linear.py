@@ -11,12 +11,20 @@ from qkernels.nn._packed import PackedWeights
 MODES = ("w8a8", "w8a16")
 
 
+def is_linear_like(module: nn.Module) -> bool:
+    """nn.Linear, or transformers' GPT-2 Conv1D (a Linear with a transposed weight; matched
+    by name so that transformers stays an optional dependency)."""
+    return isinstance(module, nn.Linear) or (
+        type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "nx")
+    )
+
+
 def dense_weight(module: nn.Module) -> torch.Tensor:
     """The [out, in] weight of an nn.Linear or of transformers' GPT-2 Conv1D
     (which stores it transposed, [in, out])."""
     if isinstance(module, nn.Linear):
         return module.weight
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+    if is_linear_like(module):
         return module.weight.t()
     raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(module).__name__}")
 

@@ -1,0 +1,234 @@
+"""Hugging Face native: qkernels as a transformers quantization method ("qkernels").
+
+    config = QKernelsConfig("w8a8")
+    model = AutoModelForCausalLM.from_pretrained(float_dir, quantization_config=config)
+    model.save_pretrained(out)                      # int8 safetensors + quantization_config
+    model = AutoModelForCausalLM.from_pretrained(out)   # the same int8 model, bit for bit
+
+The on-disk format (DESIGN.md, "On disk"): `config.json` holds `quantization_config` =
+{"quant_method": "qkernels", "modules": <swap plan>, ...}; the safetensors hold the model's
+state_dict with every int8 matrix flattened to 1-D. The flattening is what makes a float
+model refuse the directory: without qkernels, transformers warns that it does not know the
+quantization method "qkernels", skips it, and then stops with a size-mismatch error on the
+first int8 weight, where an [N, K] int8 matrix would have loaded silently as float.
+
+Quantize on load: the model is built on the meta device, each nn.Linear / GPT-2 Conv1D
+not in `modules_to_not_convert` becomes an empty Int8Linear, and each float weight is
+quantized per output channel as the loader reads it, so the fp32 model never exists whole.
+
+This module imports transformers; `import qkernels` imports it (registering the method)
+as soon as transformers' quantizer registry is imported (`qkernels/_hf_hook.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.quantizers.auto import (
+    AUTO_QUANTIZER_MAPPING,
+    register_quantization_config,
+    register_quantizer,
+)
+from transformers.quantizers.base import HfQuantizer
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from qkernels.nn._packed import PackedWeights
+from qkernels.nn.int8_linear import is_linear_like
+from qkernels.plan import _build, model_class, swap_plan
+
+METHOD = "qkernels"
+ON_LOAD_METHODS = ("w8a8", "w8a16")
+DEFAULT_FLOAT_HEADS = ("lm_head", "classifier", "score")
+
+
+class QKernelsConfig(QuantizationConfigMixin):
+    """`method`: what quantize-on-load does to each Linear ("w8a8" | "w8a16").
+    `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
+    task heads (lm_head, classifier, score) and transformers' default (the output
+    embeddings, tied and last modules). `modules`: the
+    swap plan of a saved model (filled in when a model is quantized or saved)."""
+
+    def __init__(
+        self,
+        method: str = "w8a8",
+        modules_to_not_convert: list[str] | None = None,
+        modules: dict | None = None,
+        **kwargs,
+    ) -> None:
+        kwargs.pop("quant_method", None)
+        if kwargs:
+            raise ValueError(f"QKernelsConfig: unknown arguments {sorted(kwargs)}")
+        if method not in ON_LOAD_METHODS:
+            raise ValueError(
+                f"QKernelsConfig: method must be one of {ON_LOAD_METHODS} (quantize on load), "
+                f"got {method!r}; QAT, LoRA and low-rank models come from `qkernels finetune`"
+            )
+        self.quant_method = METHOD
+        self.method = method
+        self.modules_to_not_convert = modules_to_not_convert
+        self.modules = dict(modules or {})
+
+
+def _int8_matrices(model: nn.Module, plan: dict) -> dict[str, torch.Size]:
+    """state_dict name -> shape of every int8 matrix of the planned modules."""
+    shapes = {}
+    for name in plan:
+        for key, t in model.get_submodule(name).state_dict().items():
+            if t.dtype == torch.int8 and t.dim() >= 2:
+                shapes[f"{name}.{key}"] = t.shape
+    return shapes
+
+
+class QKernelsHfQuantizer(HfQuantizer):
+    """transformers' hooks around loading: put empty qkernels modules in the meta model,
+    quantize float weights as they are read (or take the saved int8 ones), then re-lay
+    out the int8 weights for the CPU kernels."""
+
+    requires_calibration = False
+    quantization_config: QKernelsConfig
+
+    def __init__(self, quantization_config: QKernelsConfig, **kwargs) -> None:
+        super().__init__(quantization_config, **kwargs)
+        self.matrices: dict[str, torch.Size] = {}  # int8 matrices of the planned modules
+        self.transposed: set[str] = set()  # Conv1D weights, stored [in, out]
+
+    def _plan_on_load(self, model: nn.Module) -> dict:
+        from transformers.quantizers.quantizers_utils import should_convert_module
+
+        cfg = self.quantization_config
+        skip = self.get_modules_to_not_convert(
+            model,
+            cfg.modules_to_not_convert,
+            getattr(model, "_keep_in_fp32_modules", None),
+            add_default_skips=cfg.modules_to_not_convert is None,
+        )
+        if cfg.modules_to_not_convert is None:
+            # transformers' default names the last parameter, which may be a bias
+            # ("classifier.bias"); task heads stay float as in qkernels.swap.
+            skip = [k.removesuffix(".bias") for k in skip] + list(DEFAULT_FLOAT_HEADS)
+        plan = {}
+        for name, module in model.named_modules():
+            if name and is_linear_like(module) and should_convert_module(name, skip):
+                conv1d = not isinstance(module, nn.Linear)
+                k, n = module.weight.shape if conv1d else module.weight.shape[::-1]
+                if conv1d:
+                    self.transposed.add(f"{name}.weight")
+                plan[name] = {
+                    "type": "Int8Linear",
+                    "in_features": int(k),
+                    "out_features": int(n),
+                    "bias": module.bias is not None,
+                    "mode": cfg.method,
+                    "static_act": False,
+                }
+        return plan
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        cfg = self.quantization_config
+        plan = cfg.modules if self.pre_quantized else self._plan_on_load(model)
+        for name, spec in plan.items():
+            parent, _, child = name.rpartition(".")
+            with torch.device("meta"):
+                setattr(model.get_submodule(parent) if parent else model, child, _build(spec))
+        cfg.modules = plan
+        self.matrices = _int8_matrices(model, plan)
+        return model
+
+    def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
+        # Pre-quantized: the flattened int8 matrices (so the loader skips its shape check;
+        # they take their shape after loading). Otherwise: the float weights to quantize.
+        return param_name in self.matrices
+
+    def get_quantize_ops(self):
+        return _quantize_op(self)
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        for key, shape in self.matrices.items():  # saved flattened: their shape back
+            owner, _, buffer = key.rpartition(".")
+            module = model.get_submodule(owner)
+            got = module._buffers[buffer]
+            if got.dtype != torch.int8 or got.numel() != shape.numel() or got.is_meta:
+                raise ValueError(
+                    f"qkernels: {key} must be int8 with {shape.numel()} elements (saved "
+                    f"flattened from {list(shape)}), got {got.dtype} {list(got.shape)}"
+                )
+            module._buffers[buffer] = got.reshape(shape)
+        for name in self.quantization_config.modules:
+            for sub in model.get_submodule(name).modules():
+                if isinstance(sub, PackedWeights):
+                    sub._after_external_load()
+        return model
+
+    def get_state_dict_and_metadata(self, model):
+        state = model.state_dict()
+        for key in _int8_matrices(model, self.quantization_config.modules):
+            state[key] = state[key].reshape(-1)
+        return state, {}
+
+    def is_serializable(self, safe_serialization=None) -> bool:
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+
+def _quantize_op(quantizer: QKernelsHfQuantizer):
+    """The loader's op for one float weight: per-output-channel int8 and its scale."""
+    from transformers.core_model_loading import ConversionOps
+
+    from qkernels import ops
+
+    class QuantizeOnLoad(ConversionOps):
+        def convert(self, input_dict, full_layer_name=None, **kwargs):
+            (value,) = input_dict.values()
+            w = (value[0] if isinstance(value, list) else value).detach()
+            if full_layer_name in quantizer.transposed:
+                w = w.t()
+            q, scale = ops.quantize_rowwise(w.float().contiguous())
+            prefix = full_layer_name.removesuffix("weight")
+            return {full_layer_name: q, prefix + "weight_scale": scale}
+
+    return QuantizeOnLoad()
+
+
+def attach(model: nn.Module) -> None:
+    """Record the model's swap plan as its quantization_config (and the quantizer that
+    saves it), so that `save_pretrained` writes the qkernels format; a model without
+    qkernels modules loses a qkernels quantization_config it may have had."""
+    plan = swap_plan(model)
+    if getattr(model.config, "qkernels", None) is not None:
+        del model.config.qkernels  # the format before quantization_config
+    if not plan:
+        if getattr(model, "hf_quantizer", None) is not None and isinstance(
+            model.hf_quantizer, QKernelsHfQuantizer
+        ):
+            del model.hf_quantizer
+            model.config.quantization_config = None
+            del model.config.quantization_config
+            model.is_quantized = False
+        return
+    modes = {spec.get("mode") for spec in plan.values()} & set(ON_LOAD_METHODS)
+    config = QKernelsConfig(method=modes.pop() if len(modes) == 1 else "w8a8", modules=plan)
+    model.config.quantization_config = config
+    model.hf_quantizer = QKernelsHfQuantizer(config, pre_quantized=True)
+    model.is_quantized = True
+    model.quantization_method = METHOD
+
+
+def load(path: Path, config: dict) -> nn.Module:
+    """A qkernels-format directory (`config`: its config.json) through from_pretrained."""
+    cls = model_class(config.get("architectures"), path)
+    return cls.from_pretrained(path).eval()
+
+
+def register() -> None:
+    """Make "qkernels" a transformers quantization method (idempotent)."""
+    if METHOD not in AUTO_QUANTIZER_MAPPING:
+        register_quantization_config(METHOD)(QKernelsConfig)
+        register_quantizer(METHOD)(QKernelsHfQuantizer)
+
+
+register()

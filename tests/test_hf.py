@@ -1,0 +1,227 @@
+"""Hugging Face native: quantize while loading, save_pretrained / from_pretrained round
+trips, the format on disk, refusal without qkernels, and directories of the format before."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import qkernels
+
+transformers = pytest.importorskip("transformers")
+from qkernels.hf import QKernelsConfig  # noqa: E402 - needs transformers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def gpt2():
+    config = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=64, vocab_size=100, n_positions=32, bos_token_id=0,
+        eos_token_id=0,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel, transformers.AutoModelForCausalLM, config
+
+
+def llama():
+    config = transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=100, max_position_embeddings=32,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM, transformers.AutoModelForCausalLM, config
+
+
+def bert():
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=80,
+        vocab_size=100, max_position_embeddings=32, num_labels=3,
+    )  # fmt: skip
+    return (
+        transformers.BertForSequenceClassification,
+        transformers.AutoModelForSequenceClassification,
+        config,
+    )
+
+
+ARCHS = {"gpt2": gpt2, "llama": llama, "bert": bert}
+
+
+@pytest.fixture(scope="module")
+def float_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("float")
+    for name, arch in ARCHS.items():
+        cls, _, config = arch()
+        torch.manual_seed(0)
+        cls(config).save_pretrained(root / name)
+    return root
+
+
+def out(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+IDS = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("method", ["w8a8", "w8a16"])
+def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, method):
+    cls, auto, _ = ARCHS[arch]()
+    swapped = cls.from_pretrained(float_dirs / arch).eval()
+    report = qkernels.swap(swapped, method, exclude=("lm_head", "classifier", "score"))
+    model = auto.from_pretrained(
+        float_dirs / arch, quantization_config=QKernelsConfig(method)
+    ).eval()
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    replaced = sorted(name for name, _, _ in report.replaced)
+    assert sorted(n for n, k in kinds.items() if k == "Int8Linear") == replaced
+    expected = out(swapped, IDS)
+    torch.testing.assert_close(out(model, IDS), expected, rtol=0, atol=0)
+
+    model.save_pretrained(tmp_path / "q")
+    config = json.loads((tmp_path / "q" / "config.json").read_text())
+    assert config["quantization_config"]["quant_method"] == "qkernels"
+    assert sorted(config["quantization_config"]["modules"]) == replaced
+    assert "qkernels" not in config
+    with safe_open(tmp_path / "q" / "model.safetensors", "pt") as f:
+        int8 = [k for k in f.keys() if f.get_slice(k).get_dtype() == "I8"]  # noqa: SIM118
+        assert int8 and all(len(f.get_slice(k).get_shape()) == 1 for k in int8)
+    for reloaded in (auto.from_pretrained(tmp_path / "q"), qkernels.load(tmp_path / "q")):
+        torch.testing.assert_close(out(reloaded.eval(), IDS), expected, rtol=0, atol=0)
+
+
+def test_modules_to_not_convert_stay_float(float_dirs):
+    _, auto, _ = llama()
+    config = QKernelsConfig("w8a8", modules_to_not_convert=["lm_head", "mlp.down_proj"])
+    model = auto.from_pretrained(float_dirs / "llama", quantization_config=config)
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    assert kinds["lm_head"] == "Linear"
+    assert kinds["model.layers.0.mlp.down_proj"] == "Linear"
+    assert kinds["model.layers.1.self_attn.q_proj"] == "Int8Linear"
+
+
+def test_qkernels_save_of_any_swap_loads_with_from_pretrained(float_dirs, tmp_path):
+    """LoRA adapters on an int8 base (trained state included) and QAT converted to int8."""
+    cls, auto, _ = bert()
+    for method, extra in (("lora", {"r": 4, "alpha": 8}), ("qat", {})):
+        model = cls.from_pretrained(float_dirs / "bert").eval()
+        qkernels.swap(model, method, exclude=("classifier",), **extra)
+        if method == "lora":
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, qkernels.LoRAInt8Linear):
+                        m.lora_B.normal_()
+        else:
+            qkernels.convert(model)
+        qkernels.save(model, tmp_path / method)
+        reloaded = auto.from_pretrained(tmp_path / method).eval()
+        torch.testing.assert_close(out(reloaded, IDS), out(model, IDS), rtol=0, atol=0)
+
+
+def test_a_plain_save_pretrained_after_swap_writes_the_same_format(float_dirs, tmp_path):
+    cls, auto, _ = gpt2()
+    model = cls.from_pretrained(float_dirs / "gpt2").eval()
+    qkernels.swap(model, "w8a8")
+    model.save_pretrained(tmp_path / "p")
+    torch.testing.assert_close(
+        out(auto.from_pretrained(tmp_path / "p"), IDS), out(model, IDS), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_without_qkernels_transformers_refuses_the_directory(float_dirs, tmp_path, arch):
+    """Never a silently wrong float model: Llama's int8 [N, K] weights would fit its float
+    Linear exactly, GPT-2's square Conv1D weights too."""
+    cls, _, _ = ARCHS[arch]()
+    model = cls.from_pretrained(float_dirs / arch)
+    qkernels.swap(model, "w8a8")
+    qkernels.save(model, tmp_path / "q")
+    code = (
+        "import sys, transformers\n"
+        f"transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / 'q')!r})\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "Unknown quantization type, got qkernels" in r.stderr
+    assert "ignore_mismatched_sizes" in r.stderr
+
+
+def test_directories_of_the_format_before_still_load_and_convert(tmp_path):
+    """Saved by the code of 2026-11-27 before this format (plan under "qkernels" in
+    config.json): qkernels.load reads it; saving it again writes the native format."""
+    source = FIXTURES / "saved_v0_1_lora" / "bert_lora_w8a8"
+    assert "qkernels" in json.loads((source / "config.json").read_text())
+    expected = load_file(FIXTURES / "saved_v0_1_lora" / "bert_lora_w8a8.expected.safetensors")
+    model = qkernels.load(source)
+    torch.testing.assert_close(
+        out(model, expected["input_ids"]), expected["logits"], rtol=0, atol=0
+    )
+    qkernels.save(model, tmp_path / "new")
+    config = json.loads((tmp_path / "new" / "config.json").read_text())
+    assert "qkernels" not in config and config["quantization_config"]["quant_method"] == "qkernels"
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "new")
+    got = out(reloaded.eval(), expected["input_ids"])
+    torch.testing.assert_close(got, expected["logits"], rtol=0, atol=0)
+
+
+def test_config_errors_are_clear():
+    with pytest.raises(ValueError, match="method must be one of .*got 'int4'"):
+        QKernelsConfig("int4")
+    with pytest.raises(ValueError, match="unknown arguments \\['bits'\\]"):
+        QKernelsConfig.from_dict({"quant_method": "qkernels", "bits": 4})
+
+
+def test_import_qkernels_does_not_import_transformers():
+    code = "import sys, qkernels; print('transformers' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.stdout.strip() == "False", r.stderr
+
+
+def test_quantize_on_load_never_holds_the_fp32_model(tmp_path):
+    """Peak anonymous memory of from_pretrained(dtype=float32) of a bf16 checkpoint with
+    QKernelsConfig (a child process) stays within the int8 model + one fp32 decoder
+    block + 10%, below the fp32 model a load-then-quantize would hold. Mapped file pages
+    are not counted: safetensors reads through mmap, and those clean page-cache pages are
+    the kernel's to reclaim."""
+    config = transformers.LlamaConfig(
+        hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
+        num_key_value_heads=6, vocab_size=2000, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "llama")
+    script = Path(__file__).parent / "scripts" / "peak_load_memory.py"
+    r = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "llama"), "w8a8"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.strip().splitlines()[-1])
+    fp32_model = sum(p.numel() * 4 for p in transformers.LlamaForCausalLM(config).parameters())
+    bound = 1.1 * (got["model_bytes"] + got["fp32_block_bytes"])
+    assert bound < 0.6 * fp32_model  # so holding the fp32 model could not pass
+    assert got["peak_over_baseline"] <= bound
+
+
+@pytest.mark.parametrize("first", ["qkernels", "transformers"])
+def test_import_order_does_not_matter(float_dirs, tmp_path, first):
+    """`import qkernels` before transformers registers through the import hook, after it
+    directly; either way from_pretrained reads the qkernels format."""
+    cls, _, _ = llama()
+    model = cls.from_pretrained(float_dirs / "llama")
+    qkernels.swap(model, "w8a16")
+    qkernels.save(model, tmp_path / "q")
+    second = "transformers" if first == "qkernels" else "qkernels"
+    code = (
+        f"import {first}, {second}\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tmp_path / 'q')!r})\n"
+        "print(type(m.model.layers[0].mlp.up_proj).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[-1] == "Int8Linear"
