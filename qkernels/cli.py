@@ -136,6 +136,9 @@ def bench(args: argparse.Namespace) -> None:
 def finetune_cmd(args: argparse.Namespace) -> None:
     from qkernels.finetune import FinetuneConfig, finetune, format_report
 
+    if args.task == "lstm-lm":
+        lstm_lm_cmd(args)
+        return
     cfg = FinetuneConfig(
         model=args.model,
         task=args.task,
@@ -145,7 +148,7 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         valid=args.valid,
         steps=args.steps,
         batch_size=args.batch_size,
-        lr=args.lr,
+        lr=5e-5 if args.lr is None else args.lr,
         max_length=args.max_length,
         eval_every=args.eval_every,
         save_every=args.save_every,
@@ -170,6 +173,29 @@ def finetune_cmd(args: argparse.Namespace) -> None:
     if result.get("world_size", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
         print(format_report(result))
         print(f"report: {Path(args.output) / 'report.json'}, model: {Path(args.output) / 'model'}")
+
+
+def lstm_lm_cmd(args: argparse.Namespace) -> None:
+    from qkernels.lstm_lm import LstmLmConfig, format_report, run
+
+    cfg = LstmLmConfig(
+        output=args.output,
+        method=args.method,
+        train=args.train,
+        valid=args.valid,
+        valid_fraction=args.valid_fraction,
+        steps=args.steps,
+        qat_steps=args.qat_steps,
+        lr=3e-3 if args.lr is None else args.lr,
+        vocab_size=args.vocab_size,
+        hidden=args.hidden,
+        layers=args.layers,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(format_report(run(cfg)))
+    print(f"report: {Path(args.output) / 'report.json'}, model: {Path(args.output) / 'model'}")
 
 
 def quantize_cmd(args: argparse.Namespace) -> None:
@@ -303,11 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune", help="swap, fine-tune (QAT / low-rank / LoRA), convert, save", **fmt
     )
     f.add_argument(
-        "--model", required=True, help="HF model directory (with tokenizer), or 'minilm'"
+        "--model",
+        default=None,
+        help="HF model directory (with tokenizer), or 'minilm'; not for lstm-lm (built here)",
     )
-    f.add_argument("--task", required=True, help="classification | causal-lm | distill")
+    f.add_argument("--task", required=True, help="classification | causal-lm | distill | lstm-lm")
     f.add_argument(
-        "--method", required=True, help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank | lora"
+        "--method",
+        required=True,
+        help="fp32 | qat | ptq | w8a8 | w8a16 | lowrank | lora (lstm-lm: qat | w8a8)",
     )
     f.add_argument("--output", required=True, help="directory for model/, report.json, checkpoints")
     f.add_argument(
@@ -329,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--steps", type=int, default=100, help="optimizer steps")
     f.add_argument("--batch-size", type=int, default=16, help="examples per step (per rank)")
-    f.add_argument("--lr", type=float, default=5e-5, help="AdamW peak learning rate")
+    f.add_argument(
+        "--lr", type=float, default=None, help="AdamW peak learning rate (5e-5; lstm-lm 3e-3)"
+    )
     f.add_argument("--max-length", type=int, default=128, help="tokens per example (truncated)")
     f.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: end)")
     f.add_argument("--save-every", type=int, default=0, help="steps between checkpoints (0: end)")
@@ -357,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--calib-batches", type=int, default=8, help="ptq / static QAT: calibration batches"
     )
+    f.add_argument("--qat-steps", type=int, default=200, help="lstm-lm: QAT fine-tuning steps")
+    f.add_argument("--vocab-size", type=int, default=6000, help="lstm-lm: words kept + <unk>")
+    f.add_argument("--hidden", type=int, default=256, help="lstm-lm: embedding / LSTM size")
+    f.add_argument("--layers", type=int, default=2, help="lstm-lm: LSTM layers")
     f.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
     q = sub.add_parser(

@@ -74,6 +74,10 @@ class FinetuneConfig:
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
+        if not self.model:
+            raise ValueError(
+                f"--task {self.task} needs --model (an HF model directory or 'minilm')"
+            )
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.method not in METHODS:

@@ -570,3 +570,35 @@ def test_commands_print_no_third_party_noise(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     for noise in ("register_constant", "loss_type=None", "No CUDA runtime"):
         assert noise not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("method", ["qat", "w8a8"])
+def test_lstm_lm_task_from_the_cli(tmp_path, capsys, method):
+    """Word-level LSTM LM on a text file: fp32 training, then int8 (QATLSTM + conversion,
+    or post-training); the saved model reloads into the architecture it came from."""
+    import qkernels
+    from qkernels.lstm_lm import LanguageModel, batchify, encode, evaluate
+
+    text = tmp_path / "corpus.txt"
+    text.write_text("\n\n".join(data.pydoc_paragraphs()[:300]))
+    out = tmp_path / "o"
+    rc, stdout, err = cli_inproc(capsys, "finetune", "--task", "lstm-lm", "--method", method,
+        "--train", str(text), "--output", str(out), "--steps", "20", "--qat-steps", "5",
+        "--vocab-size", "300", "--hidden", "24", "--no-progress")  # fmt: skip
+    assert rc == 0, err
+    assert "held-out perplexity" in stdout and ("int8 after QAT" in stdout) == (method == "qat")
+    report = json.loads((out / "report.json").read_text())
+    assert report["after"]["bytes"] < report["before"]["bytes"]
+    assert 1 < report["after"]["perplexity"] < 2 * report["before"]["perplexity"]
+    vocab = json.loads((out / "vocab.json").read_text())
+    model = qkernels.load(out / "model", model=LanguageModel(300, 24, 2, 0.2))
+    assert type(model.rnn).__name__ == "Int8LSTM"
+    paras = data.pydoc_paragraphs()[:300]
+    stream = batchify(encode(paras, vocab), 20)  # any text: the model must run on its ids
+    assert evaluate(model, stream[:40], 35)["perplexity"] > 1
+    rc, _, err = cli_inproc(capsys, "finetune", "--task", "lstm-lm", "--method", "fp32",
+                            "--output", str(out))  # fmt: skip
+    assert rc == 2 and "lstm-lm takes --method qat or w8a8" in err
+    rc, _, err = cli_inproc(capsys, "finetune", "--task", "causal-lm", "--method", "w8a8",
+                            "--output", str(out))  # fmt: skip
+    assert rc == 2 and "needs --model" in err

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qkernels.finetune",
             "qkernels.checkpoints",
             "qkernels.distributed",
+            "qkernels.lstm_lm",
             "qkernels.bench",
             "qkernels.bench.*",
         ),
