@@ -41,6 +41,10 @@ from qkernels.plan import _build, model_class, swap_plan
 METHOD = "qkernels"
 ON_LOAD_METHODS = ("w8a8", "w8a16")
 DEFAULT_FLOAT_HEADS = ("lm_head", "classifier", "score")
+# Modules that replace a Linear but hold no `weight` (low-rank factors): the format adds an
+# empty int8 `<name>.weight` for each, so that a float model cannot load around the
+# missing weight (transformers would initialise it at random, with only a warning).
+NO_WEIGHT = ("LowRankLinear", "Int8LowRankLinear")
 
 
 class QKernelsConfig(QuantizationConfigMixin):
@@ -92,6 +96,7 @@ class QKernelsHfQuantizer(HfQuantizer):
     def __init__(self, quantization_config: QKernelsConfig, **kwargs) -> None:
         super().__init__(quantization_config, **kwargs)
         self.matrices: dict[str, torch.Size] = {}  # int8 matrices of the planned modules
+        self.sentinels: list[str] = []  # NO_WEIGHT modules being loaded
         self.transposed: set[str] = set()  # Conv1D weights, stored [in, out]
 
     def _plan_on_load(self, model: nn.Module) -> dict:
@@ -134,6 +139,11 @@ class QKernelsHfQuantizer(HfQuantizer):
                 setattr(model.get_submodule(parent) if parent else model, child, _build(spec))
         cfg.modules = plan
         self.matrices = _int8_matrices(model, plan)
+        self.sentinels = [name for name, spec in plan.items() if spec.get("type") in NO_WEIGHT]
+        for name in self.sentinels:  # expected while loading, dropped after
+            model.get_submodule(name).register_buffer(
+                "weight", torch.empty(0, dtype=torch.int8, device="meta")
+            )
         return model
 
     def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
@@ -145,6 +155,8 @@ class QKernelsHfQuantizer(HfQuantizer):
         return _quantize_op(self)
 
     def _process_model_after_weight_loading(self, model, **kwargs):
+        for name in self.sentinels:
+            del model.get_submodule(name)._buffers["weight"]
         for key, shape in self.matrices.items():  # saved flattened: their shape back
             owner, _, buffer = key.rpartition(".")
             module = model.get_submodule(owner)
@@ -162,9 +174,13 @@ class QKernelsHfQuantizer(HfQuantizer):
         return model
 
     def get_state_dict_and_metadata(self, model):
+        plan = self.quantization_config.modules
         state = model.state_dict()
-        for key in _int8_matrices(model, self.quantization_config.modules):
+        for key in _int8_matrices(model, plan):
             state[key] = state[key].reshape(-1)
+        for name, spec in plan.items():
+            if spec.get("type") in NO_WEIGHT:
+                state[f"{name}.weight"] = torch.empty(0, dtype=torch.int8)
         return state, {}
 
     def is_serializable(self, safe_serialization=None) -> bool:

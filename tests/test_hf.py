@@ -133,14 +133,17 @@ def test_a_plain_save_pretrained_after_swap_writes_the_same_format(float_dirs, t
     )
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-def test_without_qkernels_transformers_refuses_the_directory(float_dirs, tmp_path, arch):
-    """Never a silently wrong float model: Llama's int8 [N, K] weights would fit its float
-    Linear exactly, GPT-2's square Conv1D weights too."""
-    cls, _, _ = ARCHS[arch]()
-    model = cls.from_pretrained(float_dirs / arch)
-    qkernels.swap(model, "w8a8")
+@pytest.mark.parametrize("arch,method", [("llama", "w8a8"), ("gpt2", "w8a8"), ("llama", "lowrank")])
+def test_without_qkernels_transformers_refuses_the_directory(float_dirs, tmp_path, arch, method):
+    """Never a wrong float model: Llama's int8 [N, K] weights would fit its float Linear
+    exactly, GPT-2's square Conv1D weights too, and low-rank factors leave `weight` to a
+    random initialisation; with qkernels the same directory loads bit-identically."""
+    cls, auto, _ = ARCHS[arch]()
+    model = cls.from_pretrained(float_dirs / arch).eval()
+    qkernels.swap(model, method, **({"rank": 8} if method == "lowrank" else {}))
     qkernels.save(model, tmp_path / "q")
+    reloaded = auto.from_pretrained(tmp_path / "q").eval()
+    torch.testing.assert_close(out(reloaded, IDS), out(model, IDS), rtol=0, atol=0)
     code = (
         "import sys, transformers\n"
         f"transformers.AutoModelForCausalLM.from_pretrained({str(tmp_path / 'q')!r})\n"
