@@ -146,7 +146,7 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         output=args.output,
         train=args.train,
         valid=args.valid,
-        steps=args.steps,
+        steps=100 if args.steps is None else args.steps,
         batch_size=args.batch_size,
         lr=5e-5 if args.lr is None else args.lr,
         max_length=args.max_length,
@@ -184,7 +184,7 @@ def lstm_lm_cmd(args: argparse.Namespace) -> None:
         train=args.train,
         valid=args.valid,
         valid_fraction=args.valid_fraction,
-        steps=args.steps,
+        steps=600 if args.steps is None else args.steps,
         qat_steps=args.qat_steps,
         lr=3e-3 if args.lr is None else args.lr,
         vocab_size=args.vocab_size,
@@ -357,7 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.1,
         help="without --valid: the fraction of --train held out for evaluation (seeded)",
     )
-    f.add_argument("--steps", type=int, default=100, help="optimizer steps")
+    f.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps (100; lstm-lm: 600 in fp32)"
+    )
     f.add_argument("--batch-size", type=int, default=16, help="examples per step (per rank)")
     f.add_argument(
         "--lr", type=float, default=None, help="AdamW peak learning rate (5e-5; lstm-lm 3e-3)"
