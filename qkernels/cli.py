@@ -65,7 +65,7 @@ def info() -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from qkernels.bench import gpu, linear, lora, lstm, qat, report
+    from qkernels.bench import gpu, linear, lora, lstm, model, qat, report
 
     ci = args.shapes == "ci"
     stamp = dt.date.today().isoformat()
@@ -105,6 +105,26 @@ def bench(args: argparse.Namespace) -> None:
         part = "-" + "-".join(ops) if ops else ""
         path = f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json"
         emit(text, rows, path, gpu_env=True, ratios=gpu.ratios(rows))
+    if args.suite in ("model", "all"):
+        import transformers
+
+        from qkernels.finetune import load_tokenizer, model_path
+
+        path = model_path(args.model)
+        hf_model = transformers.AutoModel.from_pretrained(path)
+        rows = model.run_model_suite(
+            hf_model,
+            load_tokenizer(path),
+            args.model,
+            model.CI_SHAPES if ci else model.FULL_SHAPES,
+            args.min_run_time,
+        )
+        name = Path(args.model).name.replace(" ", "-")
+        emit(
+            model.format_model_table(rows),
+            rows,
+            f"benchmarks/results/model-{name}-cpu-{stamp}.json",
+        )
     if args.suite in ("lora", "all"):
         rows = lora.run_lora_op_suite(
             lora.CI_OP_CASES if ci else lora.FULL_OP_CASES, args.min_run_time
@@ -427,10 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark tables against peers (one process, ratios)", **fmt)
     b.add_argument(
         "--suite",
-        choices=["linear", "qat", "lstm", "lora", "gpu", "all"],
+        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "all"],
         default="linear",
-        help="which op group (gpu: the Triton / CUDA suite)",
+        help="which op group (gpu: the Triton / CUDA suite; model: a whole HF model "
+        "profiled by op class, fp32 vs w8a8)",
     )
+    b.add_argument("--model", default="minilm", help="model suite: HF model directory")
     b.add_argument(
         "--shapes", choices=["full", "ci"], default="full", help="ci: one small shape per case"
     )

