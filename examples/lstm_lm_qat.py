@@ -42,8 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         cfg.vocab_size, cfg.hidden, cfg.steps, cfg.qat_steps = 500, 32, 20, 10
     train_text, valid_text = paragraphs(cfg)
-    vocab = vocabulary(train_text, cfg.vocab_size - 1)
-    vocab["<eos>"] = len(vocab) + 1
+    vocab = vocabulary(train_text, cfg.vocab_size)
     train_data = batchify(encode(train_text, vocab), cfg.batch_size)
     valid_data = batchify(encode(valid_text, vocab), 10)
     if args.quick:

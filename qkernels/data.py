@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 from pathlib import Path
 
@@ -64,3 +65,18 @@ def read_text(path: str | Path) -> list[str]:
     if not paras:
         raise ValueError(f"text file {str(path)!r} has no text")
     return paras
+
+
+def held_out(items: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(train, valid): a seeded random `fraction` of `items` held out (without --valid)."""
+    n = max(1, round(len(items) * fraction))
+    if n >= len(items):
+        raise ValueError(
+            f"--train holds {len(items)} examples: too few to hold out "
+            f"{fraction:g} of them for evaluation; pass --valid"
+        )
+    chosen = set(random.Random(seed).sample(range(len(items)), n))
+    return (
+        [x for i, x in enumerate(items) if i not in chosen],
+        [x for i, x in enumerate(items) if i in chosen],
+    )

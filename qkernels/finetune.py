@@ -204,21 +204,6 @@ class Dataset:
     labels: list[int] | None = None
 
 
-def held_out(items: list, cfg: FinetuneConfig) -> tuple[list, list]:
-    """Without --valid: (train, valid) with a seeded random `valid_fraction` held out."""
-    n = max(1, round(len(items) * cfg.valid_fraction))
-    if n >= len(items):
-        raise ValueError(
-            f"--train holds {len(items)} examples: too few to hold out "
-            f"{cfg.valid_fraction:g} of them for evaluation; pass --valid"
-        )
-    chosen = set(random.Random(cfg.seed).sample(range(len(items)), n))
-    return (
-        [x for i, x in enumerate(items) if i not in chosen],
-        [x for i, x in enumerate(items) if i in chosen],
-    )
-
-
 def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
     """(train, valid, label names). Without --valid a fraction of --train is held out
     (never trained on); `cfg.extra["held_out"]` then says how many."""
@@ -227,7 +212,7 @@ def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
             raise ValueError("classification needs --train (CSV/JSONL with text,label)")
         train = data.read_labelled(cfg.train)
         if cfg.valid is None:
-            train, valid = held_out(train, cfg)
+            train, valid = data.held_out(train, cfg.valid_fraction, cfg.seed)
             cfg.extra["held_out"] = len(valid)
         else:
             valid = data.read_labelled(cfg.valid)
@@ -246,7 +231,7 @@ def load_data(cfg: FinetuneConfig) -> tuple[Dataset, Dataset, list[str]]:
     elif cfg.valid:
         train, valid = data.read_text(cfg.train), data.read_text(cfg.valid)
     else:
-        train, valid = held_out(data.read_text(cfg.train), cfg)
+        train, valid = data.held_out(data.read_text(cfg.train), cfg.valid_fraction, cfg.seed)
         cfg.extra["held_out"] = len(valid)
     return Dataset(train), Dataset(valid), []
 

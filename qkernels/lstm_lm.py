@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import re
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from torch import nn
 
 import qkernels
 from qkernels import data
+from qkernels.finetune import model_bytes
 
 METHODS = ("qat", "w8a8")
 WORD = re.compile(r"[a-z]+|[0-9]+|[^\sa-z0-9]")
@@ -87,19 +87,15 @@ def paragraphs(cfg: LstmLmConfig) -> tuple[list[str], list[str]]:
     train = data.read_text(cfg.train)
     if cfg.valid:
         return train, data.read_text(cfg.valid)
-    n = max(1, round(len(train) * cfg.valid_fraction))
-    if n >= len(train):
-        raise ValueError(f"--train holds {len(train)} paragraphs: too few to hold some out")
-    held = set(random.Random(cfg.seed).sample(range(len(train)), n))
-    return (
-        [p for i, p in enumerate(train) if i not in held],
-        [p for i, p in enumerate(train) if i in held],
-    )
+    return data.held_out(train, cfg.valid_fraction, cfg.seed)
 
 
 def vocabulary(texts: list[str], size: int) -> dict[str, int]:
+    """`size` ids: 0 <unk>, the size - 2 most frequent words, then <eos>."""
     counts = Counter(w for t in texts for w in WORD.findall(t.lower()))
-    return {w: i + 1 for i, (w, _) in enumerate(counts.most_common(size - 1))}  # 0: <unk>
+    vocab = {w: i + 1 for i, (w, _) in enumerate(counts.most_common(size - 2))}
+    vocab["<eos>"] = len(vocab) + 1
+    return vocab
 
 
 def encode(texts: list[str], vocab: dict[str, int]) -> torch.Tensor:
@@ -171,17 +167,12 @@ def evaluate(model: nn.Module, stream: torch.Tensor, bptt: int) -> dict:
     return {"perplexity": math.exp(total / count), "seconds": time.perf_counter() - start}
 
 
-def model_bytes(model: nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
 def run(cfg: LstmLmConfig) -> dict:
     """Train fp32, make the LSTM int8 by `cfg.method`, measure both, save; the report."""
     cfg.check()
     torch.manual_seed(cfg.seed)
     train_text, valid_text = paragraphs(cfg)
-    vocab = vocabulary(train_text, cfg.vocab_size - 1)
-    vocab["<eos>"] = len(vocab) + 1
+    vocab = vocabulary(train_text, cfg.vocab_size)
     train_stream = batchify(encode(train_text, vocab), cfg.batch_size)
     valid_stream = batchify(encode(valid_text, vocab), min(10, cfg.batch_size))
     fp32 = LanguageModel(len(vocab) + 1, cfg.hidden, cfg.layers, cfg.dropout)
