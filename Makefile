@@ -6,9 +6,14 @@ PIP := $(PY) -m pip
 TORCH_SPEC := torch>=2.11,<2.15
 DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.qkernels-built
+# The CUDA C++ kernels build where nvcc and a CUDA build of torch are (setup.py decides).
+# reduced: only the bfloat16-output CUTLASS GEMMs (each instantiation unit is minutes of
+# nvcc on 2 cores); `make cuda-check-all` builds and checks every one.
+CUDA_KERNELS ?= reduced
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
 
-.PHONY: all demo test test-slow lint bench bench-ci cmake-test sanitize clean
+.PHONY: all demo test test-slow lint bench bench-ci cmake-test sanitize cuda-check \
+	cuda-check-all wheel-check clean
 
 all: test
 
@@ -21,11 +26,11 @@ $(PY):
 # (QKERNELS_NO_EXT): the next target builds it once, in place.
 $(DEPS_STAMP): $(PY) pyproject.toml
 	$(PIP) install -q "$(TORCH_SPEC)" setuptools wheel ninja
-	QKERNELS_NO_EXT=1 $(PIP) install -q -e ".[dev]" --no-build-isolation
+	QKERNELS_NO_EXT=1 $(PIP) install -q -e ".[dev,cuda]" --no-build-isolation
 	touch $@
 
 $(BUILD_STAMP): $(DEPS_STAMP) setup.py $(CSRC)
-	$(PY) setup.py -q build_ext --inplace
+	QKERNELS_CUDA_KERNELS=$(CUDA_KERNELS) $(PY) setup.py -q build_ext --inplace
 	touch $@
 
 demo: $(BUILD_STAMP)
@@ -37,7 +42,39 @@ lint: $(DEPS_STAMP)
 test: $(BUILD_STAMP) lint
 	$(PY) -m pytest -q -m "not slow" tests
 	$(MAKE) bench-ci
+	$(MAKE) cuda-check
 	$(MAKE) sanitize
+
+# The CUDA build without a GPU: it imports here with its CUDA ops listed, the GEMMs use
+# int8 tensor-core instructions, nothing spills, shared memory fits (tools/cuda_check.py);
+# then the same build as a wheel installs into a fresh venv and passes CPU op tests.
+HAS_CUDA_BUILD = $(PY) -c "import sys; from qkernels import _C; sys.exit(not _C.built_with_cuda())"
+cuda-check: $(BUILD_STAMP)
+	@if $(HAS_CUDA_BUILD); then $(PY) tools/cuda_check.py && $(MAKE) wheel-check; \
+	else echo "cuda-check: skipped (no CUDA toolkit or a CPU-only torch: a CPU-only build)"; fi
+
+cuda-check-all: $(DEPS_STAMP)
+	QKERNELS_CUDA=1 QKERNELS_CUDA_KERNELS=all $(PY) setup.py -q build_ext \
+	  --build-lib build/cuda-all --build-temp build/cuda-all-obj
+	$(PY) tools/cuda_check.py "$$(ls build/cuda-all/qkernels/_C*.so)"
+
+# pip wheel builds in-tree with the same flags as the in-place build, so ninja reuses its
+# objects. The fresh venv sees the dev venv's packages through a .pth line (not its
+# editable qkernels: .pth files of an added directory are not run).
+WHEEL_VENV := build/wheel-venv
+PURELIB = -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+wheel-check: $(BUILD_STAMP)
+	rm -rf build/wheel $(WHEEL_VENV)
+	QKERNELS_CUDA=1 QKERNELS_CUDA_KERNELS=$(CUDA_KERNELS) $(PIP) wheel -q --no-deps \
+	  --no-build-isolation -w build/wheel .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(PY) $(PURELIB) > "$$($(WHEEL_VENV)/bin/python $(PURELIB))/dev-venv.pth"
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps build/wheel/qkernels-*.whl
+	cd build && wheel-venv/bin/python -c "import qkernels, sys; \
+	  sys.exit(0 if 'wheel-venv' in qkernels.__file__ and qkernels._C.built_with_cuda() else \
+	  f'not the wheel: {qkernels.__file__}')"
+	cd build && wheel-venv/bin/python -m pytest -q -p no:cacheprovider ../tests/ops/test_int8_gemm.py \
+	  -k "cpu and not triton"
 
 # AddressSanitizer + UndefinedBehaviorSanitizer: csrc/ built into build/sanitize (-O1),
 # then the op tests of the C++ CPU kernels run against that build. Python and torch are
@@ -46,7 +83,7 @@ SANITIZE_ENV = QKERNELS_EXTENSION="$$(ls build/sanitize/qkernels/_C*.so)" \
 	LD_PRELOAD="$$(g++ -print-file-name=libasan.so) $$(g++ -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 sanitize: $(DEPS_STAMP)
-	QKERNELS_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/sanitize \
+	QKERNELS_CUDA=0 QKERNELS_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/sanitize \
 	  --build-temp build/sanitize-obj
 	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/ops/test_sanitized_build.py
 	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/ops \

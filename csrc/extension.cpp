@@ -7,6 +7,12 @@
 #include "cpu/isa.h"
 #include "cpu/op_registry.h"
 
+#ifdef QKERNELS_WITH_CUDA
+namespace qkernels::cuda {
+void bind(pybind11::module_& m);  // csrc/cuda/ops.cpp
+}
+#endif
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "qkernels C++ kernels (ops are registered under torch.ops.qkernels)";
   m.def("cpu_features", &qkernels::cpu::features_string, "x86 features found at run time");
@@ -17,6 +23,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("empty_cpu_cache", &qkernels::cpu::empty_cache,
         "free the cached large CPU output buffers (see csrc/cpu/alloc.h)");
   m.def("cpu_cached_bytes", &qkernels::cpu::cached_bytes);
+#ifdef QKERNELS_WITH_CUDA
+  qkernels::cuda::bind(m);
+#endif
   m.def("built_with_cuda", [] {
 #ifdef QKERNELS_WITH_CUDA
     return true;

@@ -1,14 +1,18 @@
 """The CUDA side of the ops: which implementation runs each op on CUDA tensors
 (`set_backend` / QKERNELS_BACKEND), and how torch.compile sees inside them.
 
-Backends: "triton" (qkernels/triton, every op) and "cuda" (CUDA C++ kernels in
-qkernels._C; none are built yet, so choosing it raises, naming the op).
+Backends: "triton" (qkernels/triton, every op), "cuda" (the CUDA C++ kernels of
+qkernels._C, via qkernels/cuda_kernels.py; a problem they do not take runs on Triton)
+and "auto", the default: per op and device, the table `auto_backend` reads (C++ where
+this build has a kernel for the device's arch, Triton otherwise, until measured picks
+from a GPU run replace it).
 
 torch.compile: the GEMM family's ops are decomposed, under AOTAutograd's
 functionalization, into their Triton host code, whose launches go through
 `wrap_triton` — so Inductor sees the kernels themselves (what
 `torch.library.triton_op` does; done here by hand because these ops are defined
-once for every device (`_library`), and CPU tensors must keep the op).
+once for every device (`_library`), and CPU tensors must keep the op). An op that
+resolves to the C++ backend stays one opaque op in the graph.
 torch.export keeps the ops whole, as it does for triton_op.
 """
 
@@ -23,25 +27,32 @@ from torch._library.triton import set_wrap_triton_enabled
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 
+from qkernels import cuda_kernels
 from qkernels._common import check
-from qkernels._library import EXTENSION_ERROR, lib
+from qkernels._library import lib
 from qkernels.op_table import BACKENDS, OPS, cuda_ops
 
 ENV = "QKERNELS_BACKEND"
+CHOICES = ("auto", *BACKENDS)
 
 # Every op with a CUDA kernel (all have a Triton one), from the op table.
 CUDA_OPS = cuda_ops()
 
 _chosen: dict[str, str] = {}  # set_backend's choices; they override the environment
 
+cuda_cpp_ops = cuda_kernels.built_ops
 
-def cuda_cpp_ops() -> tuple[str, ...]:
-    """Ops with a CUDA C++ kernel in this build of qkernels._C."""
-    if EXTENSION_ERROR is not None:
-        return ()
-    from qkernels import _C
 
-    return tuple(getattr(_C, "cuda_ops", lambda: ())())
+def auto_backend(op: str, capability: tuple[int, int] | None) -> str:
+    """What "auto" runs `op` on, on a device of this compute capability (None: no GPU
+    to ask, as when tracing with fake CUDA tensors: Triton). Not yet measured on a GPU
+    (issue 16 replaces this rule with measured picks per M bucket): the C++ kernel where
+    this build has one for the arch, else Triton."""
+    if capability is None or op not in cuda_cpp_ops():
+        return "triton"
+    if op in cuda_kernels.GEMM_OPS and cuda_kernels.gemm_arch(capability) is None:
+        return "triton"
+    return "cuda"
 
 
 def _check_op(where: str, op: str) -> None:
@@ -52,9 +63,9 @@ def _check_op(where: str, op: str) -> None:
 
 def _validate(where: str, backend: str, ops: Iterable[str]) -> None:
     check(
-        backend in BACKENDS,
+        backend in CHOICES,
         where,
-        f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}",
+        f"backend must be one of {', '.join(CHOICES)}, got {backend!r}",
     )
     for op in ops:
         _check_op(where, op)
@@ -95,13 +106,22 @@ def set_backend(backend: str, ops: str | Iterable[str] | None = None) -> None:
 
 
 def get_backend(op: str) -> str:
-    """The backend `op` runs on for CUDA tensors: set_backend, else QKERNELS_BACKEND,
-    else triton."""
+    """The backend chosen for `op` on CUDA tensors: set_backend, else QKERNELS_BACKEND,
+    else "auto"."""
     if op not in CUDA_OPS:
         _check_op("get_backend", op)
     if op in _chosen:
         return _chosen[op]
-    return _parse_env(os.environ.get(ENV, "")).get(op, "triton")
+    return _parse_env(os.environ.get(ENV, "")).get(op, "auto")
+
+
+def resolve_backend(op: str, device: torch.device) -> str:
+    """The backend `op` runs on for tensors on `device`: the choice, "auto" resolved."""
+    backend = get_backend(op)
+    if backend == "auto":
+        gpu = torch.cuda.is_available()
+        return auto_backend(op, torch.cuda.get_device_capability(device) if gpu else None)
+    return backend
 
 
 def _triton_fn(name: str):
@@ -113,12 +133,14 @@ def _triton_fn(name: str):
     return getattr(qk_triton, name)
 
 
+def _device(args) -> torch.device:
+    return next(a.device for a in args if isinstance(a, torch.Tensor))
+
+
 def _cuda_impl(name: str):
     def impl(*args):
-        if get_backend(name) == "cuda":
-            from qkernels import _C
-
-            return getattr(_C, f"cuda_{name}")(*args)
+        if resolve_backend(name, _device(args)) == "cuda":
+            return getattr(cuda_kernels, name)(*args)
         # Eager call on real tensors: launch directly, no tracing wrapper.
         with set_wrap_triton_enabled(False):
             return _triton_fn(name)(*args)
@@ -142,7 +164,7 @@ def _decompose_into_triton(name: str):
             not plain
             or custom_triton_ops_decomposition_disabled()
             or not _on_cuda(args)
-            or get_backend(name) != "triton"
+            or resolve_backend(name, _device(args)) != "triton"
         ):
             return mode.__torch_dispatch__(op, types, args, kwargs)
         with mode:

@@ -17,9 +17,10 @@ import torch
 
 def info() -> str:
     import qkernels
-    from qkernels._backend import ENV, cuda_cpp_ops, get_backend
+    from qkernels._backend import CHOICES, ENV, cuda_cpp_ops, get_backend, resolve_backend
     from qkernels._library import EXTENSION_ERROR
-    from qkernels.op_table import BACKENDS, OPS
+    from qkernels.cuda_kernels import gemm_kernels
+    from qkernels.op_table import OPS
 
     lines = [
         f"qkernels {qkernels.__version__}",
@@ -43,8 +44,10 @@ def info() -> str:
         f"best cpu isa: {_C.best_cpu_isa()} (override: QKERNELS_CPU_ISA=avx512_vnni|avx2|scalar)",
         f"cuda device: {torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'}",
         "",
-        f"cuda backends: {', '.join(BACKENDS)} (choose: qkernels.set_backend or "
-        f"{ENV}=triton|op=backend,...; CUDA C++ ops built: {', '.join(cuda_cpp_ops()) or 'none'})",
+        f"cuda backends: {', '.join(CHOICES)} (choose: qkernels.set_backend or "
+        f"{ENV}=auto|triton|cuda|op=backend,...; CUDA C++ ops built: "
+        f"{', '.join(cuda_cpp_ops()) or 'none'}; CUTLASS GEMMs built: "
+        f"{', '.join(sorted(gemm_kernels())) or 'none'})",
         "",
         f"{'op':<26} {'family':<11} {'cpu kernel':<28} cuda backend",
     ]
@@ -58,6 +61,8 @@ def info() -> str:
         else:
             try:
                 cuda = get_backend(op.name)
+                if torch.cuda.is_available():  # what "auto" picks on this device
+                    cuda += f" -> {resolve_backend(op.name, torch.device('cuda'))}"
             except ValueError as e:  # a bad QKERNELS_BACKEND: show it, don't crash
                 cuda = f"error: {e}"
         lines.append(f"{op.name:<26} {op.family:<11} {cpu:<28} {cuda}")

@@ -49,6 +49,7 @@ _LORA_ARGS = (
     "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias, Tensor a, Tensor b, float scaling) "
     "-> Tensor"
 )
+_BOTH = ("triton", "cuda")  # a Triton kernel and a CUDA C++ one (csrc/cuda)
 _FQ_CHANNEL = "Tensor scale, Tensor zero_point, int axis, int qmin, int qmax"
 _FQ_GROUP = "Tensor scale, Tensor zero_point, int group_size, int qmin, int qmax"
 
@@ -60,18 +61,20 @@ OPS: tuple[OpDef, ...] = (
         "quantize_rowwise",
         "int8_gemm",
         "(Tensor x, int bits=8) -> (Tensor, Tensor)",
+        cuda=_BOTH,
         traceable=True,
     ),
-    OpDef("int_mm", "int8_gemm", "(Tensor a, Tensor b) -> Tensor", traceable=True),
+    OpDef("int_mm", "int8_gemm", "(Tensor a, Tensor b) -> Tensor", cuda=_BOTH, traceable=True),
     OpDef(
         "int8_mm",
         "int8_gemm",
         "(Tensor a, Tensor b, Tensor a_scale, Tensor b_scale, Tensor? bias=None, "
         "ScalarType? out_dtype=None) -> Tensor",
+        cuda=_BOTH,
         traceable=True,
     ),
     # grad: for x (dequantized-weight GEMM) and bias; the int8 weight is frozen
-    OpDef("linear_w8a8", "int8_gemm", _LINEAR_ARGS, traceable=True, grad=True),
+    OpDef("linear_w8a8", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
     OpDef("linear_w8a16", "int8_gemm", _LINEAR_ARGS, traceable=True, grad=True),
     # fake-quant family: elementwise, one opaque op each under torch.compile
     OpDef("fake_quant", "fake_quant", f"(Tensor x, {_FQ_CHANNEL}) -> Tensor", grad=True),

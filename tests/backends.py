@@ -1,7 +1,9 @@
 """What the `backend` fixture (conftest.py) hands a test. Each op test runs once per
 implementation of the op: every C++ CPU ISA the machine has (forced with
 QKERNELS_CPU_ISA), the Triton kernels (under the interpreter on CPU, as CI runs them,
-or on a GPU) and the op's CUDA dispatch when a GPU is present."""
+or on a GPU), the op's CUDA dispatch ("cuda": the default "auto" choice) and its CUDA
+C++ kernels ("cuda-cpp": set_backend("cuda"); skipped for ops without one) when a GPU
+is present."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ import os
 import pytest
 import torch
 
+from qkernels import cuda_kernels
+
 ALL_ISAS = ("avx512_vnni", "avx2", "scalar")
-BACKENDS = (*(f"cpu-{isa}" for isa in ALL_ISAS), "triton", "cuda")
+BACKENDS = (*(f"cpu-{isa}" for isa in ALL_ISAS), "triton", "cuda", "cuda-cpp")
 
 
 def triton_runs() -> bool:
@@ -39,7 +43,7 @@ class Backend:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.device = {"triton": TRITON_DEVICE, "cuda": "cuda"}.get(name, "cpu")
+        self.device = {"triton": TRITON_DEVICE, "cuda": "cuda", "cuda-cpp": "cuda"}.get(name, "cpu")
         # The interpreter runs a kernel at Python speed: keep its shapes small.
         self.interpreted = name == "triton" and self.device == "cpu"
 
@@ -52,6 +56,8 @@ class Backend:
     def op(self, name: str):
         if self.name == "triton":
             return getattr(triton_ops, name)
+        if self.name == "cuda-cpp" and name not in cuda_kernels.built_ops():
+            pytest.skip(f"no CUDA C++ kernel for {name} in this build")
         return getattr(torch.ops.qkernels, name)
 
     def __call__(self, name: str, *args, host: tuple = ()):

@@ -46,8 +46,12 @@ def backend(request, monkeypatch) -> Backend:
         monkeypatch.setenv("QKERNELS_CPU_ISA", isa)
     elif name == "triton" and not triton_runs():
         pytest.skip("needs the Triton interpreter or a GPU")
-    elif name == "cuda" and not torch.cuda.is_available():
+    elif name.startswith("cuda") and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
+    if name == "cuda-cpp":  # every op with a C++ kernel on it; the others skip
+        from qkernels import _backend
+
+        monkeypatch.setattr(_backend, "_chosen", dict.fromkeys(_backend.cuda_cpp_ops(), "cuda"))
     return Backend(name)
 
 

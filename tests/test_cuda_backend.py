@@ -3,14 +3,16 @@ sees of the CUDA ops; none of it needs a GPU."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import qkernels
-from qkernels import _backend
+from qkernels import _backend, cuda_kernels
 
 SCRIPT = Path(__file__).parent / "scripts" / "trace_cuda_graph.py"
 TOOLS = Path(__file__).parents[1] / "tools"
@@ -22,8 +24,8 @@ def _fresh_choice(monkeypatch):
     monkeypatch.delenv(_backend.ENV, raising=False)
 
 
-def test_default_is_triton_and_env_and_set_backend_choose():
-    assert {qkernels.get_backend(op) for op in _backend.CUDA_OPS} == {"triton"}
+def test_default_is_auto_and_env_and_set_backend_choose():
+    assert {qkernels.get_backend(op) for op in _backend.CUDA_OPS} == {"auto"}
     qkernels.set_backend("triton", "int_mm")
     assert qkernels.get_backend("int_mm") == "triton"
 
@@ -31,14 +33,15 @@ def test_default_is_triton_and_env_and_set_backend_choose():
 def test_env_forms_parse(monkeypatch):
     monkeypatch.setenv(_backend.ENV, "triton")
     assert qkernels.get_backend("lowrank_mm") == "triton"
-    monkeypatch.setenv(_backend.ENV, " int_mm = triton , linear_w8a16=triton ")
-    assert qkernels.get_backend("linear_w8a16") == "triton"
+    monkeypatch.setenv(_backend.ENV, " int_mm = triton , linear_w8a16=auto ")
+    assert qkernels.get_backend("linear_w8a16") == "auto"
+    assert qkernels.get_backend("int_mm") == "triton"
 
 
 @pytest.mark.parametrize(
     "value,message",
     [
-        ("cutlass", r"QKERNELS_BACKEND='cutlass': backend must be one of triton, cuda"),
+        ("cutlass", r"QKERNELS_BACKEND='cutlass': backend must be one of auto, triton, cuda"),
         ("int_mm=triton,nope=triton", r"unknown op 'nope'"),
         ("int_mm", r"backend must be one of"),
         ("int_mm=triton;linear_w8a8", r"backend must be one of"),
@@ -51,22 +54,68 @@ def test_bad_env_is_a_clear_error(monkeypatch, value, message):
 
 
 def test_set_backend_rejects_what_is_not_built():
-    with pytest.raises(ValueError, match=r"set_backend: no CUDA C\+\+ kernel for int_mm"):
-        qkernels.set_backend("cuda", ["int_mm"])
+    # linear_w8a16 has no CUDA C++ kernel yet in any build
+    with pytest.raises(ValueError, match=r"set_backend: no CUDA C\+\+ kernel for linear_w8a16"):
+        qkernels.set_backend("cuda", ["linear_w8a16"])
     with pytest.raises(ValueError, match=r"set_backend: unknown op 'pack_weight'"):
         qkernels.set_backend("triton", "pack_weight")
     with pytest.raises(ValueError, match=r"get_backend: unknown op 'matmul'"):
         qkernels.get_backend("matmul")
     assert _backend._chosen == {}  # a rejected call changes nothing
+    built = set(_backend.cuda_cpp_ops())
+    if "int_mm" in built:
+        qkernels.set_backend("cuda", "int_mm")
+        assert qkernels.get_backend("int_mm") == "cuda"
+    else:
+        with pytest.raises(ValueError, match=r"no CUDA C\+\+ kernel for int_mm"):
+            qkernels.set_backend("cuda", "int_mm")
+
+
+def test_auto_picks_cpp_where_built_for_the_arch(monkeypatch):
+    monkeypatch.setattr(cuda_kernels, "built_ops", lambda: ("quantize_rowwise", "int_mm"))
+    assert _backend.auto_backend("int_mm", (9, 0)) == "cuda"
+    assert _backend.auto_backend("int_mm", (8, 6)) == "cuda"  # the sm_80 cubins run on 8.x
+    assert _backend.auto_backend("int_mm", (10, 0)) == "triton"  # no sm_100 GEMM built
+    assert _backend.auto_backend("int_mm", None) == "triton"  # tracing without a GPU
+    assert _backend.auto_backend("quantize_rowwise", (10, 0)) == "cuda"  # plain CUDA C++
+    assert _backend.auto_backend("lowrank_mm", (9, 0)) == "triton"  # no C++ kernel
+
+
+KERNELS = frozenset({"sm80:bfloat16", "sm90:bfloat16", "sm90:int32"})
+
+
+@pytest.mark.parametrize(
+    "n,k,dtype,cap,why",
+    [
+        (4096, 4096, torch.bfloat16, (9, 0), None),
+        (4096, 4096, torch.bfloat16, (8, 9), None),
+        (16, 16, torch.int32, (9, 0), None),
+        (4096, 4100, torch.bfloat16, (9, 0), "K=4100 and N=4096 must be positive multiples"),
+        (4105, 4096, torch.bfloat16, (9, 0), "N=4105 must be positive multiples of 16"),
+        (64, 0, torch.bfloat16, (9, 0), "positive multiples"),
+        (64, 2**17, torch.bfloat16, (9, 0), "int32 sums could overflow"),
+        (64, 64, torch.bfloat16, (12, 0), "no CUDA C\\+\\+ GEMM for sm_120"),
+        (64, 64, torch.float32, (9, 0), "no sm90 GEMM with float32 output"),
+        (64, 64, torch.int32, (8, 0), "no sm80 GEMM with int32 output"),
+    ],
+)
+def test_which_problems_the_cutlass_gemms_take(n, k, dtype, cap, why):
+    """The rule in DESIGN.md ("CUDA C++ backend"): everything else runs on Triton."""
+    reason = cuda_kernels.gemm_route(n, k, dtype, cap, KERNELS)
+    if why is None:
+        assert reason is None
+    else:
+        assert reason is not None and re.search(why, reason), reason
 
 
 def test_info_shows_the_backend(monkeypatch):
     from qkernels.cli import info
 
     text = info()
-    assert "cuda backends: triton, cuda" in text
+    assert "cuda backends: auto, triton, cuda" in text
     assert any(
-        line.startswith("linear_w8a16 ") and line.endswith("triton") for line in text.splitlines()
+        line.startswith("linear_w8a16 ") and line.split()[-1] in ("auto", "triton")
+        for line in text.splitlines()
     )
 
 

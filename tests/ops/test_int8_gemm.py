@@ -7,7 +7,7 @@ import pytest
 import torch
 from backends import TRITON_DEVICE, needs_triton, triton_ops
 
-from qkernels import ops
+from qkernels import cuda_kernels, ops
 from qkernels import reference as ref
 
 # ---- every backend against qkernels.reference ----
@@ -425,10 +425,14 @@ def test_same_errors_as_the_ops():
 
 @needs_triton
 @pytest.mark.cuda
-def test_ops_dispatch_to_triton_on_cuda():
+def test_ops_dispatch_on_cuda():
     import qkernels
+    from qkernels import _backend
 
-    assert qkernels.get_backend("linear_w8a8") == "triton"
+    assert qkernels.get_backend("linear_w8a8") == "auto"
+    arch = cuda_kernels.gemm_arch(torch.cuda.get_device_capability())
+    expected = "cuda" if arch and "linear_w8a8" in cuda_kernels.built_ops() else "triton"
+    assert _backend.resolve_backend("linear_w8a8", torch.device("cuda")) == expected
     lin = torch.nn.Linear(256, 128).cuda()
     q = qkernels.Int8Linear.from_float(lin)
     x = torch.randn(4, 256, device="cuda")

@@ -1,0 +1,2 @@
+#include "int8_gemm_sm80.cuh"
+QK_DEFINE_INT8_GEMM_SM80(f32, float)

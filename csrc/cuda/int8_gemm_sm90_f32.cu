@@ -1,0 +1,2 @@
+#include "int8_gemm_sm90.cuh"
+QK_DEFINE_INT8_GEMM_SM90(f32, float)

@@ -1,0 +1,23 @@
+// The CUDA kernels that are not CUTLASS GEMMs, as torch-free launch functions (the
+// torch-facing checks and allocation live in ops.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace qkernels::cuda {
+
+enum class DType : int { kFloat32 = 0, kBFloat16 = 1, kFloat16 = 2 };
+
+inline int dtype_size(DType d) { return d == DType::kFloat32 ? 4 : 2; }
+
+// Elements per 16-byte load of `dtype`: rows whose length is a multiple of it (and
+// whose base is 16-byte aligned) take the vectorized path.
+int quantize_rows_vector_width(DType dtype);
+
+// q [rows, k] int8 and scale [rows] from the contiguous x [rows, k].
+void quantize_rows(const void* x, DType dtype, int8_t* q, float* scale, int64_t rows, int64_t k,
+                   int bits, bool vectorized, cudaStream_t stream);
+
+}  // namespace qkernels::cuda

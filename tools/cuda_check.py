@@ -1,0 +1,131 @@
+"""Checks a CUDA build of qkernels._C without a GPU (`make cuda-check`): it imports on a
+CPU-only machine with its CUDA C++ ops listed, and its device code is what we meant:
+
+  - the int8 GEMMs run on tensor cores: IMMA instructions in the sm_80 cubin, int8
+    WGMMA (IGMMA) in the sm_90a cubin;
+  - no qkernels kernel spills to local memory (cuobjdump -res-usage: LOCAL:0);
+  - each GEMM's shared memory fits its arch (sm_80: 163 KiB, sm_90: 227 KiB per block).
+
+Usage: python tools/cuda_check.py [path/to/_C.so]  (default: the imported qkernels._C).
+Exit status 0 when every check passes; the failures are listed otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+SMEM_LIMIT = {"sm80": 163 * 1024, "sm90": 227 * 1024}
+TENSOR_CORE_OP = {"sm_80": "IMMA", "sm_90a": "IGMMA"}
+
+
+def cuobjdump() -> str:
+    """cuobjdump from PATH, the CUDA toolkit, or the copy Triton ships."""
+    found = shutil.which("cuobjdump")
+    if found:
+        return found
+    home = os.environ.get("CUDA_HOME", "/usr/local/cuda")
+    if os.path.isfile(f"{home}/bin/cuobjdump"):
+        return f"{home}/bin/cuobjdump"
+    spec = importlib.util.find_spec("triton")
+    if spec and spec.origin:
+        bundled = Path(spec.origin).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+        if bundled.is_file():
+            return str(bundled)
+    raise SystemExit("cuda_check: no cuobjdump (CUDA toolkit or Triton's copy) found")
+
+
+def load(path: str | None):
+    if path is None:
+        from qkernels import _C
+
+        return _C
+    spec = importlib.util.spec_from_file_location("qkernels._C", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def sass_by_arch(tool: str, so: str) -> dict[str, str]:
+    """SASS text per arch ("sm_80", "sm_90a") of the qkernels kernels in `so`."""
+    text = subprocess.run([tool, "-sass", so], capture_output=True, text=True, check=True).stdout
+    out: dict[str, list[str]] = {}
+    arch = None
+    for line in text.splitlines():
+        m = re.search(r"arch = (sm_\w+)", line)
+        if m:
+            arch = m.group(1)
+        elif arch:
+            out.setdefault(arch, []).append(line)
+    return {a: "\n".join(lines) for a, lines in out.items()}
+
+
+def spills(tool: str, so: str) -> tuple[int, list[str]]:
+    """How many qkernels kernels (per arch) the build holds, and those with local
+    memory (spills or stack arrays)."""
+    text = subprocess.run(
+        [tool, "-res-usage", so], capture_output=True, text=True, check=True
+    ).stdout
+    bad, name, seen = [], "", 0
+    for line in text.splitlines():
+        m = re.search(r"Function (\S+):", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"LOCAL:(\d+)", line)
+        if m and "qkernels" in name:
+            seen += 1
+            if int(m.group(1)) > 0:
+                bad.append(f"{name[:120]}... LOCAL:{m.group(1)}")
+    return seen, bad
+
+
+def main(argv: list[str]) -> int:
+    path = argv[1] if len(argv) > 1 else None
+    c = load(path)
+    so = path or c.__file__
+    failures = []
+    if not c.built_with_cuda():
+        print(f"cuda_check: {so} was built without CUDA")
+        return 1
+    kernels = c.cuda_gemm_kernels()
+    print(f"cuda_check: {so}\n  CUDA C++ ops: {', '.join(c.cuda_ops())}")
+    print(f"  CUTLASS GEMMs: {', '.join(kernels) or 'none'}")
+    if not kernels:
+        failures.append("no CUTLASS GEMM in the build")
+
+    tool = cuobjdump()
+    sass = sass_by_arch(tool, so)
+    archs = {k.split(":")[0] for k in kernels}
+    for arch, op in TENSOR_CORE_OP.items():
+        if arch.replace("_", "").rstrip("a") not in archs:
+            continue
+        count = len(re.findall(rf"\b{op}\b", sass.get(arch, "")))
+        print(f"  {arch}: {count} {op} instructions")
+        if count == 0:
+            failures.append(f"{arch}: no {op} (int8 tensor-core) instruction in the GEMMs")
+
+    seen, spilled = spills(tool, so)
+    print(f"  {seen} kernels checked for local memory, {len(spilled)} use it")
+    if not seen:
+        failures.append("cuobjdump -res-usage listed no qkernels kernel")
+    failures += [f"local memory in {name}" for name in spilled]
+    for kernel, per_tile in c.cuda_gemm_smem().items():
+        limit = SMEM_LIMIT[kernel.split(":")[0]]
+        print(f"  {kernel}: shared memory per tile {per_tile} (limit {limit})")
+        failures += [
+            f"{kernel} tile {t}: {b} B > {limit} B" for t, b in enumerate(per_tile) if b > limit
+        ]
+
+    for f in failures:
+        print(f"FAIL {f}")
+    print("cuda_check: " + ("ok" if not failures else f"{len(failures)} failures"))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
