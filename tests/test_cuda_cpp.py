@@ -1,0 +1,119 @@
+"""The CUDA C++ kernels on a GPU (pytest -m cuda; `benchmarks/gpu_session.sh test` also
+runs this file under compute-sanitizer memcheck): every tile of the CUTLASS GEMMs is
+bit-exact against the reference (the epilogue is the reference's order, in fp32, no
+FMA), the C++ path is the one that ran, and it agrees with Triton. The per-op tests in
+tests/ops/ run every op on this backend too (the `cuda-cpp` backend)."""
+
+import pytest
+import torch
+
+from qkernels import _backend, cuda_kernels
+from qkernels import reference as ref
+
+pytestmark = pytest.mark.cuda
+
+SHAPES = [(1, 64, 128), (17, 256, 512), (64, 512, 256), (300, 128, 1024), (1025, 1024, 128)]
+
+
+def _gemm_kernels_here() -> set[str]:
+    if not torch.cuda.is_available():
+        return set()
+    arch = cuda_kernels.gemm_arch(torch.cuda.get_device_capability())
+    return {k.split(":")[1] for k in cuda_kernels.gemm_kernels() if k.startswith(f"{arch}:")}
+
+
+def _needs(out: str) -> None:
+    if out not in _gemm_kernels_here():
+        pytest.skip(f"no CUTLASS GEMM with {out} output for this GPU in this build")
+
+
+def _problem(m, k, n):
+    a = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda")
+    b = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
+    a_scale = torch.rand(m, device="cuda") / 100 + 1e-4
+    b_scale = torch.rand(n, device="cuda") / 100 + 1e-4
+    bias = torch.randn(n, device="cuda")
+    return a, b, a_scale, b_scale, bias
+
+
+@pytest.mark.parametrize("out", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("tile", [0, 1, 2, 3])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_every_tile_is_bit_exact_against_the_reference(m, k, n, tile, out):
+    _needs(out)
+    from qkernels import _C
+
+    dtype = getattr(torch, out)
+    a, b, a_scale, b_scale, bias = _problem(m, k, n)
+    got = _C.cuda_int8_gemm(a, b, a_scale, b_scale, bias, dtype, tile)
+    want = ref.int8_mm(a.cpu(), b.cpu(), a_scale.cpu(), b_scale.cpu(), bias.cpu(), dtype)
+    assert torch.equal(got.cpu(), want)
+    no_bias = _C.cuda_int8_gemm(a, b, a_scale, b_scale, None, dtype, tile)
+    want = ref.int8_mm(a.cpu(), b.cpu(), a_scale.cpu(), b_scale.cpu(), None, dtype)
+    assert torch.equal(no_bias.cpu(), want + 0.0)  # a missing bias adds +0.0
+
+
+@pytest.mark.parametrize("tile", [0, 1, 2, 3])
+@pytest.mark.parametrize("m,k,n", SHAPES)
+def test_int32_gemm_is_exact(m, k, n, tile):
+    _needs("int32")
+    from qkernels import _C
+
+    a, b, *_ = _problem(m, k, n)
+    got = _C.cuda_int8_gemm(a, b, None, None, None, torch.int32, tile)
+    assert torch.equal(got.cpu(), ref.int_mm(a.cpu(), b.cpu()))
+
+
+def test_linear_w8a8_runs_the_cpp_kernels_and_agrees_with_triton(monkeypatch):
+    _needs("bfloat16")
+    from qkernels import _C
+    from qkernels import triton as qk_triton
+
+    calls = []
+    real = _C.cuda_int8_gemm
+    monkeypatch.setattr(_C, "cuda_int8_gemm", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(_backend, "_chosen", {"linear_w8a8": "cuda"})
+    x = torch.randn(2, 9, 512, device="cuda", dtype=torch.bfloat16)
+    wq = torch.randint(-127, 128, (256, 512), dtype=torch.int8, device="cuda")
+    w_scale = torch.rand(256, device="cuda") / 100
+    bias = torch.randn(256, device="cuda", dtype=torch.bfloat16)
+    got = torch.ops.qkernels.linear_w8a8(x, wq, w_scale, bias)
+    assert len(calls) == 1
+    assert torch.equal(got, qk_triton.linear_w8a8(x, wq, w_scale, bias))
+    want = ref.linear_w8a8(x.cpu(), wq.cpu(), w_scale.cpu(), bias.cpu())
+    assert torch.equal(got.cpu(), want)
+
+
+def test_shapes_the_cpp_gemm_does_not_take_run_on_triton(monkeypatch):
+    from qkernels import _C
+
+    monkeypatch.setattr(_backend, "_chosen", {"linear_w8a8": "cuda", "int8_mm": "cuda"})
+    monkeypatch.setattr(_C, "cuda_int8_gemm", lambda *a: pytest.fail("C++ GEMM called"))
+    x = torch.randn(5, 100, device="cuda")  # K = 100: not a multiple of 16
+    wq = torch.randint(-127, 128, (24, 100), dtype=torch.int8, device="cuda")
+    w_scale = torch.rand(24, device="cuda") / 100
+    got = torch.ops.qkernels.linear_w8a8(x, wq, w_scale)
+    assert torch.equal(got.cpu(), ref.linear_w8a8(x.cpu(), wq.cpu(), w_scale.cpu()))
+
+
+def test_direct_call_with_a_bad_shape_is_a_clear_error():
+    _needs("bfloat16")
+    from qkernels import _C
+
+    a = torch.zeros(4, 24, dtype=torch.int8, device="cuda")
+    b = torch.zeros(32, 24, dtype=torch.int8, device="cuda")
+    s = torch.ones(4, device="cuda")
+    with pytest.raises(ValueError, match=r"qkernels.int8_gemm \(cuda\): K must be a positive"):
+        _C.cuda_int8_gemm(a, b, s, torch.ones(32, device="cuda"), None, torch.bfloat16)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 7), (3, 64), (17, 4096), (2, 3, 1000)])
+def test_quantize_rowwise_kernel_is_bit_exact(shape, dtype):
+    x = torch.randn(shape, device="cuda").to(dtype) * 3
+    if shape[0] > 1:
+        x.view(-1)[0] = float("nan")  # that row: scale NaN, q = 0
+    q, s = cuda_kernels.quantize_rowwise(x)
+    q_ref, s_ref = ref.quantize_rowwise(x.cpu())
+    assert torch.equal(q.cpu(), q_ref)
+    torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0, equal_nan=True)
