@@ -40,7 +40,10 @@ CUDA_OPS = cuda_ops()
 
 _chosen: dict[str, str] = {}  # set_backend's choices; they override the environment
 
-cuda_cpp_ops = cuda_kernels.built_ops
+
+def cuda_cpp_ops() -> tuple[str, ...]:
+    """Ops with a CUDA C++ kernel in this build of qkernels._C."""
+    return cuda_kernels.built_ops()
 
 
 def auto_backend(op: str, capability: tuple[int, int] | None) -> str:
@@ -50,9 +53,7 @@ def auto_backend(op: str, capability: tuple[int, int] | None) -> str:
     this build has one for the arch, else Triton."""
     if capability is None or op not in cuda_cpp_ops():
         return "triton"
-    if op in cuda_kernels.GEMM_OPS and cuda_kernels.gemm_arch(capability) is None:
-        return "triton"
-    return "cuda"
+    return "cuda" if cuda_kernels.cubin_arch(capability) else "triton"
 
 
 def _check_op(where: str, op: str) -> None:

@@ -7,6 +7,7 @@ A problem the C++ kernels do not take goes to the Triton kernel of the same op, 
   - K <= MAX_EXACT_K (past it int32 sums could overflow: Triton splits K);
   - a device the build has kernels for (sm_8x: the sm_80 cubins; sm_90: sm_90a) and an
     output dtype this build instantiated (a reduced build has bfloat16 only).
+linear_w8a16 takes K a positive multiple of 16 and 16-byte aligned x and wq (any N).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from qkernels._library import EXTENSION_ERROR
 from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
 
 ALIGN = 16  # K and N (csrc/cuda/int8_gemm_cutlass.h: kAlignK, kAlignN)
-GEMM_OPS = ("int_mm", "int8_mm", "linear_w8a8")
 _DTYPE_NAMES = {
     torch.int32: "int32",
     torch.float32: "float32",
@@ -50,9 +50,10 @@ def gemm_kernels() -> frozenset[str]:
     return frozenset(_c().cuda_gemm_kernels())
 
 
-def gemm_arch(capability: tuple[int, int]) -> str | None:
-    """The GEMM cubins a device of this compute capability runs: the sm_80 ones on every
-    8.x, the sm_90a ones on 9.0; none elsewhere (Triton runs there)."""
+def cubin_arch(capability: tuple[int, int]) -> str | None:
+    """The cubins a device of this compute capability runs (the build holds sm_80 and
+    sm_90a code, no PTX): sm_80's on every 8.x, sm_90a's on 9.0; none elsewhere (Triton
+    runs there)."""
     major, minor = capability
     if major == 8:
         return "sm80"
@@ -74,7 +75,7 @@ def gemm_route(
         return f"K={k} and N={n} must be positive multiples of {ALIGN}"
     if k > MAX_EXACT_K:
         return f"K={k} past {MAX_EXACT_K}: int32 sums could overflow"
-    arch = gemm_arch(capability)
+    arch = cubin_arch(capability)
     if arch is None:
         return f"no CUDA C++ GEMM for sm_{capability[0]}{capability[1]}"
     if f"{arch}:{_DTYPE_NAMES[out_dtype]}" not in kernels:
@@ -134,4 +135,27 @@ def linear_w8a8(x, wq, w_scale, bias=None):
         return _triton("linear_w8a8")(x, wq, w_scale, bias)
     q, s = _c().cuda_quantize_rowwise(_rows(x), 8)
     out = _c().cuda_int8_gemm(q, wq.contiguous(), s, _vector(w_scale), _vector(bias), x.dtype)
+    return out.reshape(*x.shape[:-1], n)
+
+
+def w8a16_route(x2d: torch.Tensor, wq: torch.Tensor) -> str | None:
+    """None when the CUDA C++ linear_w8a16 takes these operands; otherwise why not."""
+    k = wq.shape[1]
+    if k <= 0 or k % ALIGN:
+        return f"K={k} must be a positive multiple of {ALIGN}"
+    if x2d.data_ptr() % 16 or wq.data_ptr() % 16:
+        return "x or wq is not 16-byte aligned"
+    return None
+
+
+def linear_w8a16(x, wq, w_scale, bias=None):
+    """M <= 16: one pass over the int8 weights; larger M: the weight dequantized once into
+    x's dtype, then cuBLAS."""
+    linear_fake("linear_w8a16", x, wq, w_scale, bias)
+    n = wq.shape[0]
+    x2d = _rows(x) if x.shape[-1] else x
+    wq = wq.contiguous()
+    if w8a16_route(x2d, wq):
+        return _triton("linear_w8a16")(x, wq, w_scale, bias)
+    out = _c().cuda_linear_w8a16(x2d, wq, _vector(w_scale), _vector(bias))
     return out.reshape(*x.shape[:-1], n)

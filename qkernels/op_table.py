@@ -75,7 +75,7 @@ OPS: tuple[OpDef, ...] = (
     ),
     # grad: for x (dequantized-weight GEMM) and bias; the int8 weight is frozen
     OpDef("linear_w8a8", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
-    OpDef("linear_w8a16", "int8_gemm", _LINEAR_ARGS, traceable=True, grad=True),
+    OpDef("linear_w8a16", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
     # fake-quant family: elementwise, one opaque op each under torch.compile
     OpDef("fake_quant", "fake_quant", f"(Tensor x, {_FQ_CHANNEL}) -> Tensor", grad=True),
     OpDef("fake_quant_backward", "fake_quant", f"(Tensor grad, Tensor x, {_FQ_CHANNEL}) -> Tensor"),

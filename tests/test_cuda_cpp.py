@@ -18,7 +18,7 @@ SHAPES = [(1, 64, 128), (17, 256, 512), (64, 512, 256), (300, 128, 1024), (1025,
 def _gemm_kernels_here() -> set[str]:
     if not torch.cuda.is_available():
         return set()
-    arch = cuda_kernels.gemm_arch(torch.cuda.get_device_capability())
+    arch = cuda_kernels.cubin_arch(torch.cuda.get_device_capability())
     return {k.split(":")[1] for k in cuda_kernels.gemm_kernels() if k.startswith(f"{arch}:")}
 
 
@@ -117,3 +117,23 @@ def test_quantize_rowwise_kernel_is_bit_exact(shape, dtype):
     q_ref, s_ref = ref.quantize_rowwise(x.cpu())
     assert torch.equal(q.cpu(), q_ref)
     torch.testing.assert_close(s.cpu(), s_ref, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("m", [1, 5, 16, 17, 300])
+def test_linear_w8a16_runs_the_cpp_kernel(monkeypatch, m, dtype):
+    from qkernels import _C
+
+    calls = []
+    real = _C.cuda_linear_w8a16
+    monkeypatch.setattr(_C, "cuda_linear_w8a16", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(_backend, "_chosen", {"linear_w8a16": "cuda"})
+    x = torch.randn(m, 4096, device="cuda").to(dtype)
+    wq = torch.randint(-127, 128, (272, 4096), dtype=torch.int8, device="cuda")
+    w_scale = torch.rand(272, device="cuda") / 100
+    bias = torch.randn(272, device="cuda").to(dtype)
+    got = torch.ops.qkernels.linear_w8a16(x, wq, w_scale, bias)
+    assert len(calls) == 1
+    want = ref.linear_w8a16(x.cpu(), wq.cpu(), w_scale.cpu(), bias.cpu())
+    rel = ((got.cpu().float() - want.float()).norm() / want.float().norm()).item()
+    assert rel < {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]

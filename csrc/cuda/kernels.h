@@ -21,3 +21,17 @@ void quantize_rows(const void* x, DType dtype, int8_t* q, float* scale, int64_t 
                    int bits, bool vectorized, cudaStream_t stream);
 
 }  // namespace qkernels::cuda
+
+namespace qkernels::cuda {
+
+// linear_w8a16 for M <= 16 (kW8A16DecodeMaxM): out [m, n] (x's dtype) = x [m, k] @
+// (wq [n, k] * w_scale)^T + bias. Needs k % 16 == 0 and 16-byte aligned x and wq rows.
+constexpr int kW8A16DecodeMaxM = 16;
+void w8a16_decode(const void* x, DType dtype, const int8_t* wq, const float* w_scale,
+                  const float* bias, void* out, int m, int n, int k, cudaStream_t stream);
+
+// w [n, k] of `dtype` = wq * scale[row], for the larger-M path's cuBLAS GEMM.
+void dequantize_weight(const int8_t* wq, const float* scale, void* w, DType dtype, int64_t n,
+                       int64_t k, int sm_count, cudaStream_t stream);
+
+}  // namespace qkernels::cuda

@@ -144,6 +144,18 @@ void check_vector(const c10::optional<at::Tensor>& t, int64_t n, const at::Tenso
            ", got ", t->scalar_type(), " ", t->sizes(), " on ", t->device());
 }
 
+DType float_dtype(const at::Tensor& x, const char* op) {
+  switch (x.scalar_type()) {
+    case at::kFloat: return DType::kFloat32;
+    case at::kBFloat16: return DType::kBFloat16;
+    case at::kHalf: return DType::kFloat16;
+    default: QK_CHECK(false, op, "x must be float32, bfloat16 or float16, got ", x.scalar_type());
+  }
+  return DType::kFloat32;
+}
+
+bool aligned16(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
 }  // namespace
 
 // a [M, K] int8 @ b [N, K]^T with the dequant epilogue (scales given) or int32 out.
@@ -212,13 +224,7 @@ std::tuple<at::Tensor, at::Tensor> quantize_rowwise(const at::Tensor& x, int64_t
   QK_CHECK(x.is_cuda() && x.dim() == 2 && x.is_contiguous(), op,
            "x must be a contiguous CUDA matrix, got ", x.sizes());
   QK_CHECK(bits >= 2 && bits <= 8, op, "bits must be in [2, 8], got ", bits);
-  DType dtype;
-  switch (x.scalar_type()) {
-    case at::kFloat: dtype = DType::kFloat32; break;
-    case at::kBFloat16: dtype = DType::kBFloat16; break;
-    case at::kHalf: dtype = DType::kFloat16; break;
-    default: QK_CHECK(false, op, "x must be float32, bfloat16 or float16, got ", x.scalar_type());
-  }
+  const DType dtype = float_dtype(x, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t rows = x.size(0), k = x.size(1);
   auto q = at::empty({rows, k}, x.options().dtype(at::kChar));
@@ -228,11 +234,46 @@ std::tuple<at::Tensor, at::Tensor> quantize_rowwise(const at::Tensor& x, int64_t
     return {q, scale};
   }
   const int vec = quantize_rows_vector_width(dtype);
-  const bool vectorized = k % vec == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
+  const bool vectorized = k % vec == 0 && aligned16(x);
   quantize_rows(x.data_ptr(), dtype, q.data_ptr<int8_t>(), scale.data_ptr<float>(), rows, k,
                 static_cast<int>(bits), vectorized, c10::cuda::getCurrentCUDAStream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return {q, scale};
+}
+
+// x [M, K] float @ (wq [N, K] int8 * w_scale[n])^T + bias: the decode kernel for
+// M <= 16, else the weight dequantized once into x's dtype and a cuBLAS GEMM.
+at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                        const c10::optional<at::Tensor>& bias) {
+  const char* op = "linear_w8a16";
+  const DType dtype = float_dtype(x, op);
+  QK_CHECK(x.is_cuda() && x.dim() == 2 && x.is_contiguous() && aligned16(x), op,
+           "x must be a contiguous, 16-byte aligned CUDA matrix, got ", x.sizes());
+  check_int8_matrix(wq, op, "wq");
+  const int64_t m = x.size(0), k = x.size(1), n = wq.size(0);
+  QK_CHECK(wq.device() == x.device() && wq.size(1) == k && aligned16(wq), op,
+           "wq must be an aligned int8 [N, ", k, "] on ", x.device(), ", got ", wq.sizes());
+  QK_CHECK(k > 0 && k % 16 == 0, op, "K must be a positive multiple of 16 (other shapes run "
+           "on Triton), got K=", k);
+  check_vector(c10::optional<at::Tensor>(w_scale), n, x, op, "w_scale");
+  check_vector(bias, n, x, op, "bias");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (m == 0 || n == 0) return at::empty({m, n}, x.options());
+  if (m <= kW8A16DecodeMaxM) {
+    auto out = at::empty({m, n}, x.options());
+    w8a16_decode(x.data_ptr(), dtype, wq.data_ptr<int8_t>(), w_scale.data_ptr<float>(),
+                 bias ? bias->data_ptr<float>() : nullptr, out.data_ptr(), int(m), int(n),
+                 int(k), stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
+  auto w = at::empty({n, k}, x.options());
+  dequantize_weight(wq.data_ptr<int8_t>(), w_scale.data_ptr<float>(), w.data_ptr(), dtype, n, k,
+                    device_props(x.get_device()).multiProcessorCount, stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  if (bias) return at::addmm(bias->to(x.scalar_type()), x, w.t());
+  return at::mm(x, w.t());
 }
 
 // What this build holds: "sm80:bfloat16", ... (qkernels info, the backend table).
@@ -254,8 +295,8 @@ std::map<std::string, std::vector<int64_t>> gemm_smem() {
 
 // Ops with a CUDA C++ kernel in this build.
 std::vector<std::string> cuda_ops() {
-  if (gemm_units().empty()) return {"quantize_rowwise"};
-  return {"quantize_rowwise", "int_mm", "int8_mm", "linear_w8a8"};
+  if (gemm_units().empty()) return {"quantize_rowwise", "linear_w8a16"};
+  return {"quantize_rowwise", "int_mm", "int8_mm", "linear_w8a8", "linear_w8a16"};
 }
 
 void bind(pybind11::module_& m) {
@@ -267,6 +308,7 @@ void bind(pybind11::module_& m) {
         pybind11::arg("b_scale"), pybind11::arg("bias"), pybind11::arg("out_dtype"),
         pybind11::arg("tile") = -1);
   m.def("cuda_quantize_rowwise", &quantize_rowwise, "per-row int8 quantization on CUDA");
+  m.def("cuda_linear_w8a16", &linear_w8a16, "int8-weight linear on CUDA (see w8a16.cu)");
 }
 
 }  // namespace qkernels::cuda

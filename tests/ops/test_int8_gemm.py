@@ -430,7 +430,7 @@ def test_ops_dispatch_on_cuda():
     from qkernels import _backend
 
     assert qkernels.get_backend("linear_w8a8") == "auto"
-    arch = cuda_kernels.gemm_arch(torch.cuda.get_device_capability())
+    arch = cuda_kernels.cubin_arch(torch.cuda.get_device_capability())
     expected = "cuda" if arch and "linear_w8a8" in cuda_kernels.built_ops() else "triton"
     assert _backend.resolve_backend("linear_w8a8", torch.device("cuda")) == expected
     lin = torch.nn.Linear(256, 128).cuda()
