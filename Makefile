@@ -10,7 +10,7 @@ BUILD_STAMP := $(VENV)/.qkernels-built
 # reduced: only the bfloat16-output CUTLASS GEMMs (each instantiation unit is minutes of
 # nvcc on 2 cores); `make cuda-check-all` builds and checks every one.
 CUDA_KERNELS ?= reduced
-CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' 2>/dev/null)
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
 .PHONY: all demo test test-slow lint bench bench-ci cmake-test sanitize cuda-check \
 	cuda-check-all wheel-check clean

@@ -18,6 +18,14 @@ import torch
 
 from qkernels._common import MAX_EXACT_K
 from qkernels._library import EXTENSION_ERROR
+from qkernels.meta.fake_quant import (
+    channel_layout,
+    check_channel,
+    check_group,
+    group_layout,
+    lsq_zero_point,
+    param_vectors,
+)
 from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
 
 ALIGN = 16  # K and N (csrc/cuda/int8_gemm_cutlass.h: kAlignK, kAlignN)
@@ -159,3 +167,50 @@ def linear_w8a16(x, wq, w_scale, bias=None):
         return _triton("linear_w8a16")(x, wq, w_scale, bias)
     out = _c().cuda_linear_w8a16(x2d, wq, _vector(w_scale), _vector(bias))
     return out.reshape(*x.shape[:-1], n)
+
+
+def _fq_forward(x, layout, scale, zp, zp_in_round, qmin, qmax):
+    s, inv, z = param_vectors(scale, zp)
+    return _c().cuda_fake_quant_forward(x.contiguous(), s, inv, z, *layout, zp_in_round, qmin, qmax)
+
+
+def _fq_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
+    _, inv, z = param_vectors(scale, zp)
+    g = grad.contiguous().to(x.dtype)
+    return _c().cuda_fake_quant_backward(
+        g, x.contiguous(), inv, z, *layout, zp_in_round, qmin, qmax
+    )
+
+
+def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int):
+    check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
+    layout = channel_layout(x, scale.numel(), axis)
+    return _fq_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
+
+
+def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
+    check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
+    layout = channel_layout(x, scale.numel(), axis)
+    fp_zp = zero_point.is_floating_point()
+    return _fq_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+
+def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
+    check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
+    layout = group_layout(x, group_size)
+    return _fq_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
+
+
+def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int):
+    check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
+    layout = group_layout(x, group_size)
+    fp_zp = zero_point.is_floating_point()
+    return _fq_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+
+def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor=1.0):
+    """The forward only: the LSQ backward's scale / zero-point reductions run on Triton."""
+    check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
+    layout = channel_layout(x, scale.numel(), axis)
+    zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
+    return _fq_forward(x, layout, scale, zp, False, qmin, qmax)

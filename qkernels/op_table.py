@@ -77,16 +77,33 @@ OPS: tuple[OpDef, ...] = (
     OpDef("linear_w8a8", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
     OpDef("linear_w8a16", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
     # fake-quant family: elementwise, one opaque op each under torch.compile
-    OpDef("fake_quant", "fake_quant", f"(Tensor x, {_FQ_CHANNEL}) -> Tensor", grad=True),
-    OpDef("fake_quant_backward", "fake_quant", f"(Tensor grad, Tensor x, {_FQ_CHANNEL}) -> Tensor"),
-    OpDef("fake_quant_group", "fake_quant", f"(Tensor x, {_FQ_GROUP}) -> Tensor", grad=True),
     OpDef(
-        "fake_quant_group_backward", "fake_quant", f"(Tensor grad, Tensor x, {_FQ_GROUP}) -> Tensor"
+        "fake_quant", "fake_quant", f"(Tensor x, {_FQ_CHANNEL}) -> Tensor", grad=True, cuda=_BOTH
+    ),
+    OpDef(
+        "fake_quant_backward",
+        "fake_quant",
+        f"(Tensor grad, Tensor x, {_FQ_CHANNEL}) -> Tensor",
+        cuda=_BOTH,
+    ),
+    OpDef(
+        "fake_quant_group",
+        "fake_quant",
+        f"(Tensor x, {_FQ_GROUP}) -> Tensor",
+        grad=True,
+        cuda=_BOTH,
+    ),
+    OpDef(
+        "fake_quant_group_backward",
+        "fake_quant",
+        f"(Tensor grad, Tensor x, {_FQ_GROUP}) -> Tensor",
+        cuda=_BOTH,
     ),
     OpDef(
         "fake_quant_lsq",
         "fake_quant",
         f"(Tensor x, {_FQ_CHANNEL}, float grad_factor) -> Tensor",
+        cuda=_BOTH,
         grad=True,
     ),
     OpDef(

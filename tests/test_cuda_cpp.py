@@ -137,3 +137,50 @@ def test_linear_w8a16_runs_the_cpp_kernel(monkeypatch, m, dtype):
     want = ref.linear_w8a16(x.cpu(), wq.cpu(), w_scale.cpu(), bias.cpu())
     rel = ((got.cpu().float() - want.float()).norm() / want.float().norm()).item()
     assert rel < {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}[dtype]
+
+
+FQ_CASES = [  # (shape, axis or None for per-tensor, group_size or None)
+    ((64, 128), None, None),
+    ((64, 128), 0, None),
+    ((8, 33, 128), -1, None),  # params along the last dim
+    ((4, 16, 5, 7), 1, None),  # per channel with inner dims
+    ((32, 256), None, 64),
+]
+
+
+@pytest.mark.parametrize("float_zp", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,axis,group", FQ_CASES)
+def test_fake_quant_kernels_are_bit_exact_and_ran(monkeypatch, shape, axis, group, dtype, float_zp):
+    from qkernels import _C
+
+    calls = []
+    for name in ("cuda_fake_quant_forward", "cuda_fake_quant_backward"):
+        real = getattr(_C, name)
+        monkeypatch.setattr(_C, name, lambda *a, real=real: calls.append(a) or real(*a))
+    monkeypatch.setattr(_backend, "_chosen", dict.fromkeys(_backend.cuda_cpp_ops(), "cuda"))
+    x = (torch.randn(shape, device="cuda") * 4).to(dtype)
+    x.view(-1)[0] = float("inf")
+    n = x.numel() // group if group else (1 if axis is None else shape[axis])
+    scale = torch.rand(n, device="cuda") / 10 + 0.01
+    zp = (
+        torch.randn(n, device="cuda") * 3 if float_zp else torch.randint(-8, 8, (n,), device="cuda")
+    )
+    grad = torch.randn(shape, device="cuda").to(dtype)
+    ax = 0 if axis is None else axis
+    if group:
+        y = torch.ops.qkernels.fake_quant_group(x, scale, zp, group, -128, 127)
+        dx = torch.ops.qkernels.fake_quant_group_backward(grad, x, scale, zp, group, -128, 127)
+        want = ref.fake_quant_group(x.cpu(), scale.cpu(), zp.cpu(), group, -128, 127)
+        mask = ref.fake_quant_group_mask(x.cpu(), scale.cpu(), zp.cpu(), group, -128, 127)
+    else:
+        y = torch.ops.qkernels.fake_quant(x, scale, zp, ax, -128, 127)
+        dx = torch.ops.qkernels.fake_quant_backward(grad, x, scale, zp, ax, -128, 127)
+        want = ref.fake_quant(x.cpu(), scale.cpu(), zp.cpu(), ax, -128, 127)
+        from qkernels import triton as qk_triton  # the STE mask has no reference of its own
+
+        mask = qk_triton.fake_quant_backward(torch.ones_like(x), x, scale, zp, ax, -128, 127)
+        mask = mask.cpu() != 0
+    assert len(calls) == 2
+    assert torch.equal(y.cpu(), want)
+    assert torch.equal(dx.cpu(), torch.where(mask, grad.cpu(), torch.zeros_like(grad.cpu())))

@@ -134,7 +134,14 @@ def test_a_plain_save_pretrained_after_swap_writes_the_same_format(float_dirs, t
     )
 
 
-@pytest.mark.parametrize("arch,method", [("llama", "w8a8"), ("gpt2", "w8a8"), ("llama", "lowrank")])
+@pytest.mark.parametrize(
+    "arch,method",
+    [  # one in `make test` (CI time), all three in `make test-slow`
+        ("llama", "w8a8"),
+        pytest.param("gpt2", "w8a8", marks=pytest.mark.slow),
+        pytest.param("llama", "lowrank", marks=pytest.mark.slow),
+    ],
+)
 def test_without_qkernels_transformers_refuses_the_directory(float_dirs, tmp_path, arch, method):
     """Never a wrong float model: Llama's int8 [N, K] weights would fit its float Linear
     exactly, GPT-2's square Conv1D weights too, and low-rank factors leave `weight` to a

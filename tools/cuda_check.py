@@ -45,6 +45,8 @@ def load(path: str | None):
         from qkernels import _C
 
         return _C
+    import torch  # noqa: F401  (loads libc10 and libtorch, which the module links)
+
     spec = importlib.util.spec_from_file_location("qkernels._C", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

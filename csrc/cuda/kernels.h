@@ -35,3 +35,28 @@ void dequantize_weight(const int8_t* wq, const float* scale, void* w, DType dtyp
                        int64_t k, int sm_count, cudaStream_t stream);
 
 }  // namespace qkernels::cuda
+
+namespace qkernels::cuda {
+
+// The fake-quant segment layout (qkernels/meta/fake_quant.py: channel_layout,
+// group_layout) and the op's integer range.
+struct FakeQuantLayout {
+  int64_t numel = 0;
+  int64_t seg_len = 1;
+  int64_t n_params = 1;
+  bool along = false;        // params vary along each segment (channel-last)
+  bool zp_in_round = false;  // a float zero point: added before rounding
+  float qmin = 0.0f, qmax = 0.0f;
+};
+
+// y = fake_quant(x) for contiguous x, y of `dtype`; scale, inv (= 1/scale), zp float32.
+void fake_quant_forward(const void* x, void* y, DType dtype, const float* scale,
+                        const float* inv, const float* zp, const FakeQuantLayout& layout,
+                        int sm_count, cudaStream_t stream);
+
+// dx = dy where qmin <= level(x) <= qmax, else 0 (the straight-through estimator).
+void fake_quant_backward(const void* dy, const void* x, void* dx, DType dtype, const float* inv,
+                         const float* zp, const FakeQuantLayout& layout, int sm_count,
+                         cudaStream_t stream);
+
+}  // namespace qkernels::cuda

@@ -276,6 +276,70 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   return at::mm(x, w.t());
 }
 
+FakeQuantLayout fake_quant_layout(const at::Tensor& x, int64_t seg_len, int64_t n_params,
+                                  bool along, bool zp_in_round, int64_t qmin, int64_t qmax) {
+  FakeQuantLayout l;
+  l.numel = x.numel();
+  l.seg_len = seg_len;
+  l.n_params = n_params;
+  l.along = along;
+  l.zp_in_round = zp_in_round;
+  l.qmin = static_cast<float>(qmin);
+  l.qmax = static_cast<float>(qmax);
+  return l;
+}
+
+// The params of a fake-quant layout: float32 CUDA vectors of n_params (seg_len when along).
+void check_params(const at::Tensor& x, int64_t seg_len, int64_t n_params, bool along,
+                  std::initializer_list<std::pair<const char*, const at::Tensor*>> params) {
+  const char* op = "fake_quant";
+  QK_CHECK(x.is_cuda() && x.is_contiguous(), op, "x must be a contiguous CUDA tensor");
+  QK_CHECK(seg_len >= 1 && n_params >= 1 && (!along || seg_len == n_params), op,
+           "bad layout seg_len=", seg_len, " n_params=", n_params, " along=", along);
+  for (const auto& [name, t] : params) {
+    check_vector(c10::optional<at::Tensor>(*t), n_params, x, op, name);
+  }
+}
+
+at::Tensor fake_quant_forward_op(const at::Tensor& x, const at::Tensor& scale,
+                                 const at::Tensor& inv, const at::Tensor& zp, int64_t seg_len,
+                                 int64_t n_params, bool along, bool zp_in_round, int64_t qmin,
+                                 int64_t qmax) {
+  const DType dtype = float_dtype(x, "fake_quant");
+  check_params(x, seg_len, n_params, along, {{"scale", &scale}, {"inv", &inv}, {"zp", &zp}});
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto y = at::empty_like(x);
+  if (x.numel() == 0) return y;
+  fake_quant_forward(x.data_ptr(), y.data_ptr(), dtype, scale.data_ptr<float>(),
+                     inv.data_ptr<float>(), zp.data_ptr<float>(),
+                     fake_quant_layout(x, seg_len, n_params, along, zp_in_round, qmin, qmax),
+                     device_props(x.get_device()).multiProcessorCount,
+                     c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return y;
+}
+
+at::Tensor fake_quant_backward_op(const at::Tensor& grad, const at::Tensor& x,
+                                  const at::Tensor& inv, const at::Tensor& zp, int64_t seg_len,
+                                  int64_t n_params, bool along, bool zp_in_round, int64_t qmin,
+                                  int64_t qmax) {
+  const DType dtype = float_dtype(x, "fake_quant_backward");
+  check_params(x, seg_len, n_params, along, {{"inv", &inv}, {"zp", &zp}});
+  QK_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
+               grad.device() == x.device() && grad.is_contiguous(),
+           "fake_quant_backward", "grad must be contiguous and match x, got ", grad.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto dx = at::empty_like(x);
+  if (x.numel() == 0) return dx;
+  fake_quant_backward(grad.data_ptr(), x.data_ptr(), dx.data_ptr(), dtype, inv.data_ptr<float>(),
+                      zp.data_ptr<float>(),
+                      fake_quant_layout(x, seg_len, n_params, along, zp_in_round, qmin, qmax),
+                      device_props(x.get_device()).multiProcessorCount,
+                      c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return dx;
+}
+
 // What this build holds: "sm80:bfloat16", ... (qkernels info, the backend table).
 std::vector<std::string> gemm_kernels() {
   std::vector<std::string> names;
@@ -295,8 +359,11 @@ std::map<std::string, std::vector<int64_t>> gemm_smem() {
 
 // Ops with a CUDA C++ kernel in this build.
 std::vector<std::string> cuda_ops() {
-  if (gemm_units().empty()) return {"quantize_rowwise", "linear_w8a16"};
-  return {"quantize_rowwise", "int_mm", "int8_mm", "linear_w8a8", "linear_w8a16"};
+  std::vector<std::string> ops = {"quantize_rowwise", "linear_w8a16", "fake_quant",
+                                  "fake_quant_backward", "fake_quant_group",
+                                  "fake_quant_group_backward", "fake_quant_lsq"};
+  if (!gemm_units().empty()) ops.insert(ops.end(), {"int_mm", "int8_mm", "linear_w8a8"});
+  return ops;
 }
 
 void bind(pybind11::module_& m) {
@@ -309,6 +376,8 @@ void bind(pybind11::module_& m) {
         pybind11::arg("tile") = -1);
   m.def("cuda_quantize_rowwise", &quantize_rowwise, "per-row int8 quantization on CUDA");
   m.def("cuda_linear_w8a16", &linear_w8a16, "int8-weight linear on CUDA (see w8a16.cu)");
+  m.def("cuda_fake_quant_forward", &fake_quant_forward_op, "fake-quant forward (fake_quant.cu)");
+  m.def("cuda_fake_quant_backward", &fake_quant_backward_op, "fake-quant STE backward");
 }
 
 }  // namespace qkernels::cuda

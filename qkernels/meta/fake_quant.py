@@ -76,6 +76,44 @@ def check_group(op: str, x, scale, zp, group_size: int, qmin: int, qmax: int) ->
     )
 
 
+# ---- the layout the CUDA kernels (Triton and C++) walk x in ----
+# x is cut into segments of contiguous elements. Not `along`: segment i has the params
+# [i % n_params] (per tensor: one param, segments of PER_TENSOR_SEGMENT elements; per
+# channel with inner dims: a segment per (outer, channel); groups: a segment per
+# group). `along`: the params vary along each segment (a row of the last dim).
+
+PER_TENSOR_SEGMENT = 1 << 14
+
+
+def channel_layout(x: torch.Tensor, n_params: int, axis: int) -> tuple[int, int, bool]:
+    """(seg_len, n_params, along) of per-tensor / per-channel fake-quant."""
+    if n_params == 1:
+        return max(1, min(x.numel(), PER_TENSOR_SEGMENT)), 1, False
+    inner = 1
+    for d in range(axis % x.dim() + 1, x.dim()):
+        inner *= x.shape[d]
+    return (n_params, n_params, True) if inner == 1 else (inner, n_params, False)
+
+
+def group_layout(x: torch.Tensor, group_size: int) -> tuple[int, int, bool]:
+    """(seg_len, n_params, along) of per-group fake-quant."""
+    return group_size, max(1, x.numel() // group_size), False
+
+
+def param_vectors(scale: torch.Tensor, zp: torch.Tensor):
+    """float32 scale, 1/scale (computed once, as torch) and zero point, flat."""
+    s = scale.float().contiguous().reshape(-1)
+    return s, (1.0 / s).contiguous(), zp.float().contiguous().reshape(-1)
+
+
+def lsq_zero_point(zp: torch.Tensor, qmin: int, qmax: int, per_tensor_bwd: bool):
+    """The zero point torch's learnable ops use: the forward rounds half to even; the
+    per-tensor backward adds 0.5 and truncates; the per-channel backward rounds half to
+    even."""
+    z = zp.float()
+    return (z + 0.5).clamp(qmin, qmax).trunc() if per_tensor_bwd else z.round().clamp(qmin, qmax)
+
+
 def _like(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 

@@ -14,10 +14,15 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels.meta.fake_quant import check_channel, check_group
+from qkernels.meta.fake_quant import (
+    channel_layout,
+    check_channel,
+    check_group,
+    group_layout,
+    lsq_zero_point,
+    param_vectors,
+)
 from qkernels.triton._common import finite, rne, round_half_even
-
-PER_TENSOR_SEGMENT = 1 << 14
 
 
 def tile(along: bool, lsq: bool) -> tuple[int, int]:
@@ -183,15 +188,6 @@ def _lsq_backward_kernel(
 # ---- host side: layouts, params, launches ----
 
 
-def _channel_layout(x: torch.Tensor, n_params: int, axis: int) -> tuple[int, int, bool]:
-    if n_params == 1:
-        return max(1, min(x.numel(), PER_TENSOR_SEGMENT)), 1, False
-    inner = 1
-    for d in range(axis % x.dim() + 1, x.dim()):
-        inner *= x.shape[d]
-    return (n_params, n_params, True) if inner == 1 else (inner, n_params, False)
-
-
 def _grid(numel: int, seg_len: int, along: bool, block: int, rows: int) -> tuple[int, int]:
     segments = triton.cdiv(numel, seg_len)
     if along:
@@ -199,24 +195,12 @@ def _grid(numel: int, seg_len: int, along: bool, block: int, rows: int) -> tuple
     return segments, triton.cdiv(seg_len, block)
 
 
-def _params(scale: torch.Tensor, zp: torch.Tensor):
-    s = scale.float().contiguous().reshape(-1)
-    return s, (1.0 / s).contiguous(), zp.float().contiguous().reshape(-1)
-
-
-def _lsq_zero_point(zp: torch.Tensor, qmin: int, qmax: int, per_tensor_bwd: bool):
-    # torch's learnable ops: forward rounds half to even; the per-tensor backward
-    # adds 0.5 and truncates; the per-channel backward rounds half to even.
-    z = zp.float()
-    return (z + 0.5).clamp(qmin, qmax).trunc() if per_tensor_bwd else z.round().clamp(qmin, qmax)
-
-
 def _launch_forward(x, layout, scale, zp, zp_in_round, qmin, qmax):
     xc = x.contiguous()
     y = torch.empty_like(xc)
     if xc.numel():
         seg_len, n_params, along = layout
-        s, inv, z = _params(scale, zp)
+        s, inv, z = param_vectors(scale, zp)
         block, rows = tile(along, lsq=False)
         _forward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             xc,
@@ -242,7 +226,7 @@ def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
     dx = torch.empty_like(xc)
     if xc.numel():
         seg_len, n_params, along = layout
-        _, inv, z = _params(scale, zp)
+        _, inv, z = param_vectors(scale, zp)
         block, rows = tile(along, lsq=False)
         _backward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             gc,
@@ -265,13 +249,13 @@ def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
 
 def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int) -> torch.Tensor:
     check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
-    layout = _channel_layout(x, scale.numel(), axis)
+    layout = channel_layout(x, scale.numel(), axis)
     return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
 
 
 def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
     check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
-    layout = _channel_layout(x, scale.numel(), axis)
+    layout = channel_layout(x, scale.numel(), axis)
     return _launch_backward(
         grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
     )
@@ -279,13 +263,13 @@ def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: 
 
 def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
     check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
-    layout = (group_size, max(1, x.numel() // group_size), False)
+    layout = group_layout(x, group_size)
     return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
 
 
 def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int):
     check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
-    layout = (group_size, max(1, x.numel() // group_size), False)
+    layout = group_layout(x, group_size)
     return _launch_backward(
         grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
     )
@@ -293,8 +277,8 @@ def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin:
 
 def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor: float = 1.0):
     check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
-    layout = _channel_layout(x, scale.numel(), axis)
-    zp = _lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
+    layout = channel_layout(x, scale.numel(), axis)
+    zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
     return _launch_forward(x, layout, scale, zp, False, qmin, qmax)
 
 
@@ -303,13 +287,13 @@ def fake_quant_lsq_backward(
 ):
     check_channel("fake_quant_lsq_backward", x, scale, zero_point, axis, qmin, qmax)
     n = scale.numel()
-    seg_len, n_params, along = _channel_layout(x, n, axis)
+    seg_len, n_params, along = channel_layout(x, n, axis)
     xc, gc = x.contiguous(), grad.contiguous()
     dx = torch.empty_like(xc)
     dscale = torch.zeros(n, dtype=torch.float32, device=x.device)
     dzp = torch.zeros(n, dtype=torch.float32, device=x.device)
     if xc.numel():
-        s, inv, z = _params(scale, _lsq_zero_point(zero_point, qmin, qmax, n == 1))
+        s, inv, z = param_vectors(scale, lsq_zero_point(zero_point, qmin, qmax, n == 1))
         block, rows = tile(along, lsq=True)
         _lsq_backward_kernel[_grid(xc.numel(), seg_len, along, block, rows)](
             gc,
