@@ -7,8 +7,8 @@ TORCH_SPEC := torch>=2.11,<2.15
 DEPS_STAMP := $(VENV)/.deps-installed
 BUILD_STAMP := $(VENV)/.qkernels-built
 # The CUDA C++ kernels build where nvcc and a CUDA build of torch are (setup.py decides).
-# reduced: only the bfloat16-output CUTLASS GEMMs (each instantiation unit is minutes of
-# nvcc on 2 cores); `make cuda-check-all` builds and checks every one.
+# reduced: only the bfloat16-output CUTLASS GEMMs, one tile each (each instantiation unit
+# is minutes of nvcc on 2 cores); `make cuda-check-all` builds and checks every one.
 CUDA_KERNELS ?= reduced
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
@@ -87,7 +87,7 @@ sanitize: $(DEPS_STAMP)
 	  --build-temp build/sanitize-obj
 	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/ops/test_sanitized_build.py
 	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/ops \
-	  -k "not triton and not cuda"
+	  -k "not triton and not cuda and not properties"
 
 # The long tests (e.g. 20 real SIGKILLs of a fine-tuning run, each resumed).
 test-slow: $(BUILD_STAMP)

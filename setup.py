@@ -4,8 +4,8 @@ QKERNELS_CUDA=1 forces the CUDA build, QKERNELS_CUDA=0 disables it; unset, it is
 a CUDA toolkit and a CUDA build of torch are both present. TORCH_CUDA_ARCH_LIST picks the
 archs (default 8.0;9.0a: the sm_80 CUTLASS 2.x GEMMs and the sm_90a WGMMA ones).
 QKERNELS_CUDA_KERNELS=all (default) builds every int8 GEMM instantiation (csrc/cuda/
-int8_gemm_<arch>_<out>.cu); =reduced only the bfloat16-output ones (CI: each unit is
-minutes of nvcc; the rest then run on Triton). CUTLASS headers come from the pinned
+int8_gemm_<arch>_<out>.cu); =reduced only the bfloat16-output ones, with one tile for
+every M bucket (CI: each unit is minutes of nvcc; the other out dtypes run on Triton). CUTLASS headers come from the pinned
 nvidia-cutlass PyPI package (`pip install -e ".[cuda]"`); CUTLASS_DIR overrides.
 QKERNELS_NO_EXT=1 installs the Python package alone: `make` does that for the editable
 install, then builds the extension once, in place and incrementally (build_ext --inplace).
@@ -106,7 +106,8 @@ def _extension():
         # GCC's -fsanitize=undefined; -fno-wrapv undoes Python's -fwrapv so that signed
         # overflow is checked; every finding is fatal.
         sanitize = "-fsanitize=address,undefined,float-cast-overflow"
-        cxx = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-wrapv", sanitize]
+        # -g1: line tables (file:line in reports) at a fraction of -g's compile time
+        cxx = ["-O1", "-g1", "-fno-omit-frame-pointer", "-fno-wrapv", sanitize]
         cxx += ["-fno-sanitize-recover=all"]
         cxx += ["-fopenmp", "-ffp-contract=off", "-fvisibility=hidden"]
         link += [sanitize]
@@ -116,6 +117,8 @@ def _extension():
         # -fmad=false: the epilogues and quantization round like reference.py (no FMA
         # contraction of a*b+c); the GEMM mainloops are integer and unaffected.
         nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-fmad=false"]
+        if os.environ.get("QKERNELS_CUDA_KERNELS") == "reduced":
+            nvcc.append("-DQK_REDUCED_TILES")
         return cpp_extension.CUDAExtension(
             "qkernels._C",
             cpu_sources + cuda_sources,

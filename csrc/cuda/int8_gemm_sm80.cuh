@@ -136,6 +136,10 @@ using LargeGemm = Int8Gemm<Out, GemmShape<256, 128, 64>, GemmShape<64, 64, 64>, 
 
 template <class Out, class Fn>
 auto with_tile(Tile tile, Fn&& fn) {
+#ifdef QK_REDUCED_TILES  // CI's reduced build: one tile (the large one) serves every bucket
+  (void)tile;
+  return fn(LargeGemm<Out>{});
+#else
   switch (tile) {
     case Tile::kDecode:
       return fn(DecodeGemm<Out>{});
@@ -146,6 +150,7 @@ auto with_tile(Tile tile, Fn&& fn) {
     default:
       return fn(LargeGemm<Out>{});
   }
+#endif
 }
 
 }  // namespace qkernels::cuda::sm80

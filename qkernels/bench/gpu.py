@@ -1,6 +1,7 @@
-"""GPU benchmarks of the Triton GEMM family and lowrank_mm against what users would
-pick instead, same process: torch._int_mm (cuBLAS int8), bf16 torch.matmul /
-F.linear, torchao int8 (dynamic W8A8 and weight-only) when installed, and the
+"""GPU benchmarks of the GEMM family and lowrank_mm — each op as dispatched ("auto"),
+and where the build has a CUDA C++ kernel, that kernel and the Triton one side by side —
+against what users would pick instead, same process: torch._int_mm (cuBLAS int8), bf16
+torch.matmul / F.linear, torchao int8 (dynamic W8A8 and weight-only) when installed, and the
 two-matmul low-rank composition. Reported as TFLOP/s and as ratios.
 
 Timing: medians of CUDA-graph replays (triton.testing.do_bench_cudagraph), so
@@ -197,6 +198,34 @@ def _implementations(case: Case, device: str) -> dict[str, Callable[[dict], torc
     return impls
 
 
+def _with_backends(case: Case, device: str, impls: dict) -> dict:
+    """On a GPU, beside the op as dispatched ("auto"): the CUDA C++ kernel and the Triton
+    kernel of the same op, called directly, where the build has the C++ one."""
+    from qkernels import cuda_kernels
+
+    if device != "cuda" or case.op not in cuda_kernels.built_ops():
+        return impls
+    from torch._library.triton import set_wrap_triton_enabled
+
+    import qkernels.triton
+
+    cpp, tri = getattr(cuda_kernels, case.op), getattr(qkernels.triton, case.op)
+
+    def triton(*a):
+        with set_wrap_triton_enabled(False):  # as the op's CUDA implementation calls it
+            return tri(*a)
+
+    if case.op == "int8_mm":
+        args = lambda t: (t["a"], t["wq"], t["sa"], t["ws"], None, torch.bfloat16)  # noqa: E731
+    else:
+        args = lambda t: (t["x"], t["wq"], t["ws"])  # noqa: E731
+    return {
+        **impls,
+        f"qkernels {case.op} cuda-c++": lambda t: cpp(*args(t)),
+        f"qkernels {case.op} triton": lambda t: triton(*args(t)),
+    }
+
+
 def _checkable(name: str, out: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
     """The output in _exact's terms: torch._int_mm's raw int32, rescaled outside
     the timed call (it is timed as cuBLAS alone)."""
@@ -285,7 +314,7 @@ def run_gpu_suite(
     for case in tqdm(todo, desc="gpu suite", disable=not progress):
         sets = [_operands(case, device, i) for i in range(_copies(case, device))]
         exact = _exact(case, sets[0])
-        for name, fn in _implementations(case, device).items():
+        for name, fn in _with_backends(case, device, _implementations(case, device)).items():
             out = _checkable(name, fn(sets[0]), sets[0])  # also warms up (compile, autotune)
             for t in sets[1:]:
                 fn(t)
@@ -333,8 +362,15 @@ def ratios(rows: list[GpuRow]) -> list[dict]:
 
 
 def _pairs(case: tuple) -> list[tuple[str, str]]:
+    """qkernels as dispatched against each peer; where both ran, the CUDA C++ kernel
+    against Triton and against each peer (pairs whose rows are missing are skipped)."""
     ours, peers = PEERS[case[0]]
-    return [(ours, peer) for peer in peers]
+    cpp = f"qkernels {case[0]} cuda-c++"
+    return [
+        *((ours, peer) for peer in peers),
+        (cpp, f"qkernels {case[0]} triton"),
+        *((cpp, peer) for peer in peers),
+    ]
 
 
 COLUMNS = (
