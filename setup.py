@@ -5,8 +5,9 @@ a CUDA toolkit and a CUDA build of torch are both present. TORCH_CUDA_ARCH_LIST 
 archs (default 8.0;9.0a: the sm_80 CUTLASS 2.x GEMMs and the sm_90a WGMMA ones).
 QKERNELS_CUDA_KERNELS=all (default) builds every int8 GEMM instantiation (csrc/cuda/
 int8_gemm_<arch>_<out>.cu); =reduced only the bfloat16-output ones, with one tile for
-every M bucket (CI: each unit is minutes of nvcc; the other out dtypes run on Triton). CUTLASS headers come from the pinned
-nvidia-cutlass PyPI package (`pip install -e ".[cuda]"`); CUTLASS_DIR overrides.
+every M bucket (CI: each unit is minutes of nvcc; the other out dtypes run on Triton).
+CUTLASS headers come from the pinned nvidia-cutlass PyPI package (`pip install -e
+".[cuda]"`); CUTLASS_DIR overrides.
 QKERNELS_NO_EXT=1 installs the Python package alone: `make` does that for the editable
 install, then builds the extension once, in place and incrementally (build_ext --inplace).
 QKERNELS_SANITIZE=1 builds with AddressSanitizer + UndefinedBehaviorSanitizer (`make
