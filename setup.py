@@ -117,7 +117,9 @@ def _extension():
         cuda_sources, macros = _cuda_sources()
         # -fmad=false: the epilogues and quantization round like reference.py (no FMA
         # contraction of a*b+c); the GEMM mainloops are integer and unaffected.
-        nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-fmad=false"]
+        # -DNDEBUG: torch adds it for the host compiler only; CUTLASS's device asserts
+        # are calls, and a call between wgmma instructions serializes them (ptxas C7510).
+        nvcc = ["-O3", "-DNDEBUG", "-std=c++17", "--expt-relaxed-constexpr", "-fmad=false"]
         if os.environ.get("QKERNELS_CUDA_KERNELS") == "reduced":
             nvcc.append("-DQK_REDUCED_TILES")
         return cpp_extension.CUDAExtension(

@@ -4,6 +4,9 @@ CPU-only machine with its CUDA C++ ops listed, and its device code is what we me
   - the int8 GEMMs run on tensor cores: IMMA instructions in the sm_80 cubin, int8
     WGMMA (IGMMA) in the sm_90a cubin;
   - no qkernels kernel spills to local memory (cuobjdump -res-usage: LOCAL:0);
+  - no function call in the sm_90a GEMMs (a call between wgmma instructions serializes
+    the warpgroup MMA pipeline: ptxas C7510; CUTLASS's device asserts are such calls
+    unless NDEBUG is defined for nvcc);
   - each GEMM's shared memory fits its arch (sm_80: 163 KiB, sm_90: 227 KiB per block).
 
 Usage: python tools/cuda_check.py [path/to/_C.so]  (default: the imported qkernels._C).
@@ -53,18 +56,22 @@ def load(path: str | None):
     return module
 
 
-def sass_by_arch(tool: str, so: str) -> dict[str, str]:
-    """SASS text per arch ("sm_80", "sm_90a") of the qkernels kernels in `so`."""
+def sass_by_arch(tool: str, so: str) -> dict[str, dict[str, str]]:
+    """SASS text per arch ("sm_80", "sm_90a") and kernel name, of the kernels in `so`."""
     text = subprocess.run([tool, "-sass", so], capture_output=True, text=True, check=True).stdout
-    out: dict[str, list[str]] = {}
-    arch = None
+    out: dict[str, dict[str, list[str]]] = {}
+    arch, name = None, ""
     for line in text.splitlines():
         m = re.search(r"arch = (sm_\w+)", line)
         if m:
             arch = m.group(1)
-        elif arch:
-            out.setdefault(arch, []).append(line)
-    return {a: "\n".join(lines) for a, lines in out.items()}
+            continue
+        m = re.search(r"Function : (\S+)", line)
+        if m:
+            name = m.group(1)
+        if arch:
+            out.setdefault(arch, {}).setdefault(name, []).append(line)
+    return {a: {n: "\n".join(lines) for n, lines in fns.items()} for a, fns in out.items()}
 
 
 def spills(tool: str, so: str) -> tuple[int, list[str]]:
@@ -106,10 +113,16 @@ def main(argv: list[str]) -> int:
     for arch, op in TENSOR_CORE_OP.items():
         if arch.replace("_", "").rstrip("a") not in archs:
             continue
-        count = len(re.findall(rf"\b{op}\b", sass.get(arch, "")))
+        count = len(re.findall(rf"\b{op}\b", "\n".join(sass.get(arch, {}).values())))
         print(f"  {arch}: {count} {op} instructions")
         if count == 0:
             failures.append(f"{arch}: no {op} (int8 tensor-core) instruction in the GEMMs")
+
+    gemms = {n: t for n, t in sass.get("sm_90a", {}).items() if "cutlass" in n}
+    calls = sum(len(re.findall(r"\bCALL\b", t)) for t in gemms.values())
+    print(f"  sm_90a: {calls} CALL instructions in {len(gemms)} CUTLASS kernels")
+    if calls:
+        failures.append(f"sm_90a: {calls} calls in the GEMMs (wgmma serialized; NDEBUG?)")
 
     seen, spilled = spills(tool, so)
     print(f"  {seen} kernels checked for local memory, {len(spilled)} use it")
