@@ -209,8 +209,24 @@ def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin:
 
 
 def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor=1.0):
-    """The forward only: the LSQ backward's scale / zero-point reductions run on Triton."""
     check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
     layout = channel_layout(x, scale.numel(), axis)
     zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
     return _fq_forward(x, layout, scale, zp, False, qmin, qmax)
+
+
+def fake_quant_lsq_backward(
+    grad, x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor=1.0
+):
+    """dx and the scale / zero-point gradients, summed in float64 without atomics
+    (deterministic; see csrc/cuda/fake_quant.cu)."""
+    check_channel("fake_quant_lsq_backward", x, scale, zero_point, axis, qmin, qmax)
+    n = scale.numel()
+    seg_len, n_params, along = channel_layout(x, n, axis)
+    s, inv, z = param_vectors(scale, lsq_zero_point(zero_point, qmin, qmax, n == 1))
+    g = grad.contiguous().to(x.dtype)
+    dx, dscale, dzp = _c().cuda_fake_quant_lsq_backward(
+        g, x.contiguous(), s, inv, z, seg_len, n_params, along, qmin, qmax, float(grad_factor)
+    )
+    zp_dtype = zero_point.dtype if zero_point.is_floating_point() else torch.float32
+    return dx, dscale.float().view(scale.shape), dzp.to(zp_dtype).view(zero_point.shape)

@@ -110,6 +110,7 @@ OPS: tuple[OpDef, ...] = (
         "fake_quant_lsq_backward",
         "fake_quant",
         f"(Tensor grad, Tensor x, {_FQ_CHANNEL}, float grad_factor) -> (Tensor, Tensor, Tensor)",
+        cuda=_BOTH,
     ),
     # low-rank family
     OpDef(

@@ -184,3 +184,54 @@ def test_fake_quant_kernels_are_bit_exact_and_ran(monkeypatch, shape, axis, grou
     assert len(calls) == 2
     assert torch.equal(y.cpu(), want)
     assert torch.equal(dx.cpu(), torch.where(mask, grad.cpu(), torch.zeros_like(grad.cpu())))
+
+
+def _misaligned(shape, dtype):
+    """A contiguous tensor whose data starts 1 element past a 16-byte boundary (the
+    kernels' scalar path)."""
+    n = 1
+    for d in shape:
+        n *= d
+    return (torch.randn(n + 1, device="cuda") * 4).to(dtype)[1:].view(shape)
+
+
+LSQ_CASES = [  # (shape, axis or None for per-tensor)
+    ((64, 128), None),
+    ((3, 40000), None),  # several per-tensor segments, the last one short
+    ((96, 4100), 0),  # a segment longer than one block's chunk
+    ((8, 33, 128), -1),  # params along the last dim
+    ((700, 20), 1),  # along, more rows than one block covers, columns not a multiple of 32
+    ((4, 16, 5, 7), 1),  # per channel with inner dims
+]
+
+
+@pytest.mark.parametrize("misaligned", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape,axis", LSQ_CASES)
+def test_lsq_backward_matches_cpu_and_is_deterministic(monkeypatch, shape, axis, dtype, misaligned):
+    """dx bit-exact against the CPU kernel; the float64-summed scale / zero-point
+    gradients equal the CPU's up to the summation order, and bitwise run to run."""
+    from qkernels import _C
+
+    calls = []
+    real = _C.cuda_fake_quant_lsq_backward
+    monkeypatch.setattr(_C, "cuda_fake_quant_lsq_backward", lambda *a: calls.append(a) or real(*a))
+    monkeypatch.setattr(_backend, "_chosen", dict.fromkeys(_backend.cuda_cpp_ops(), "cuda"))
+    x = _misaligned(shape, dtype) if misaligned else (torch.randn(shape, device="cuda") * 4)
+    x = x.to(dtype)
+    x.view(-1)[1] = float("nan")
+    n = 1 if axis is None else shape[axis]
+    scale = torch.rand(n, device="cuda") / 10 + 0.01
+    zp = torch.randn(n, device="cuda") * 3
+    grad = torch.randn(shape, device="cuda").to(dtype)
+    args = (0 if axis is None else axis, -128, 127, 0.5)
+    got = torch.ops.qkernels.fake_quant_lsq_backward(grad, x, scale, zp, *args)
+    again = torch.ops.qkernels.fake_quant_lsq_backward(grad, x, scale, zp, *args)
+    want = torch.ops.qkernels.fake_quant_lsq_backward(
+        grad.cpu(), x.cpu(), scale.cpu(), zp.cpu(), *args
+    )
+    assert len(calls) == 2
+    assert torch.equal(got[0].cpu(), want[0])
+    for g, a, w in zip(got[1:], again[1:], want[1:], strict=True):
+        assert torch.equal(g, a)
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-6, atol=1e-6)

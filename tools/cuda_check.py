@@ -7,7 +7,9 @@ CPU-only machine with its CUDA C++ ops listed, and its device code is what we me
   - no function call in the sm_90a GEMMs (a call between wgmma instructions serializes
     the warpgroup MMA pipeline: ptxas C7510; CUTLASS's device asserts are such calls
     unless NDEBUG is defined for nvcc);
-  - each GEMM's shared memory fits its arch (sm_80: 163 KiB, sm_90: 227 KiB per block).
+  - each GEMM's shared memory fits its arch (sm_80: 163 KiB, sm_90: 227 KiB per block);
+  - the vectorized elementwise kernels (fake-quant, LSQ backward, quantize_rowwise) and
+    the w8a16 decode kernel read global memory with 16-byte loads (LDG.E.128).
 
 Usage: python tools/cuda_check.py [path/to/_C.so]  (default: the imported qkernels._C).
 Exit status 0 when every check passes; the failures are listed otherwise.
@@ -93,6 +95,26 @@ def spills(tool: str, so: str) -> tuple[int, list[str]]:
     return seen, bad
 
 
+# Kernels instantiated for 16-byte packs: the element type, then the pack width.
+VECTORIZED = re.compile(
+    r"(forward_kernel|backward_kernel|lsq_backward_segments|quantize_rows_kernel)"
+    r"I(f|6__half|13__nv_bfloat16)Li(4|8)E|w8a16_decode_kernel"
+)
+
+
+def without_vector_loads(sass: dict[str, dict[str, str]]) -> tuple[int, list[str]]:
+    """How many vectorized kernels (all archs) the build holds, and those with no
+    16-byte global load."""
+    names = [
+        f"{arch}:{name}"
+        for arch, fns in sass.items()
+        for name, text in fns.items()
+        if VECTORIZED.search(name) and "LDG.E.128" not in text
+    ]
+    seen = sum(bool(VECTORIZED.search(n)) for fns in sass.values() for n in fns)
+    return seen, names
+
+
 def main(argv: list[str]) -> int:
     path = argv[1] if len(argv) > 1 else None
     c = load(path)
@@ -123,6 +145,12 @@ def main(argv: list[str]) -> int:
     print(f"  sm_90a: {calls} CALL instructions in {len(gemms)} CUTLASS kernels")
     if calls:
         failures.append(f"sm_90a: {calls} calls in the GEMMs (wgmma serialized; NDEBUG?)")
+
+    seen, scalar = without_vector_loads(sass)
+    print(f"  {seen} vectorized kernels checked for 16-byte loads, {len(scalar)} lack them")
+    if not seen:
+        failures.append("no vectorized elementwise kernel found in the SASS")
+    failures += [f"no 16-byte load in {name[:120]}" for name in scalar]
 
     seen, spilled = spills(tool, so)
     print(f"  {seen} kernels checked for local memory, {len(spilled)} use it")

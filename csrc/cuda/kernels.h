@@ -59,4 +59,14 @@ void fake_quant_backward(const void* dy, const void* x, void* dx, DType dtype, c
                          const float* zp, const FakeQuantLayout& layout, int sm_count,
                          cudaStream_t stream);
 
+// LSQ backward (params per channel or per tensor, the zero point in the rounding): dx, and
+// the float64 partial sums of the scale and zero-point gradients in
+// partials [2][lsq_partial_rows(layout)][n_params] (zero-filled by the caller); their sum
+// over rows is the gradient.
+int64_t lsq_partial_rows(const FakeQuantLayout& layout);
+void fake_quant_lsq_backward(const void* dy, const void* x, void* dx, DType dtype,
+                             const float* scale, const float* inv, const float* zp,
+                             float grad_factor, const FakeQuantLayout& layout, double* partials,
+                             int sm_count, cudaStream_t stream);
+
 }  // namespace qkernels::cuda

@@ -340,6 +340,33 @@ at::Tensor fake_quant_backward_op(const at::Tensor& grad, const at::Tensor& x,
   return dx;
 }
 
+// (dx, dscale, dzero_point) of the LSQ backward; the gradients in float64 (Python casts).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward_op(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale, const at::Tensor& inv,
+    const at::Tensor& zp, int64_t seg_len, int64_t n_params, bool along, int64_t qmin,
+    int64_t qmax, double grad_factor) {
+  const char* op = "fake_quant_lsq_backward";
+  const DType dtype = float_dtype(x, op);
+  check_params(x, seg_len, n_params, along, {{"scale", &scale}, {"inv", &inv}, {"zp", &zp}});
+  QK_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
+               grad.device() == x.device() && grad.is_contiguous(),
+           op, "grad must be contiguous and match x, got ", grad.sizes());
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto dx = at::empty_like(x);
+  const auto f64 = x.options().dtype(at::kDouble);
+  if (x.numel() == 0) return {dx, at::zeros({n_params}, f64), at::zeros({n_params}, f64)};
+  const FakeQuantLayout l = fake_quant_layout(x, seg_len, n_params, along, true, qmin, qmax);
+  auto partials = at::zeros({2, lsq_partial_rows(l), n_params}, f64);
+  fake_quant_lsq_backward(grad.data_ptr(), x.data_ptr(), dx.data_ptr(), dtype,
+                          scale.data_ptr<float>(), inv.data_ptr<float>(), zp.data_ptr<float>(),
+                          static_cast<float>(grad_factor), l, partials.data_ptr<double>(),
+                          device_props(x.get_device()).multiProcessorCount,
+                          c10::cuda::getCurrentCUDAStream());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  auto sums = partials.sum(1);
+  return {dx, sums[0], sums[1]};
+}
+
 // What this build holds: "sm80:bfloat16", ... (qkernels info, the backend table).
 std::vector<std::string> gemm_kernels() {
   std::vector<std::string> names;
@@ -361,7 +388,8 @@ std::map<std::string, std::vector<int64_t>> gemm_smem() {
 std::vector<std::string> cuda_ops() {
   std::vector<std::string> ops = {"quantize_rowwise", "linear_w8a16", "fake_quant",
                                   "fake_quant_backward", "fake_quant_group",
-                                  "fake_quant_group_backward", "fake_quant_lsq"};
+                                  "fake_quant_group_backward", "fake_quant_lsq",
+                                  "fake_quant_lsq_backward"};
   if (!gemm_units().empty()) ops.insert(ops.end(), {"int_mm", "int8_mm", "linear_w8a8"});
   return ops;
 }
@@ -378,6 +406,8 @@ void bind(pybind11::module_& m) {
   m.def("cuda_linear_w8a16", &linear_w8a16, "int8-weight linear on CUDA (see w8a16.cu)");
   m.def("cuda_fake_quant_forward", &fake_quant_forward_op, "fake-quant forward (fake_quant.cu)");
   m.def("cuda_fake_quant_backward", &fake_quant_backward_op, "fake-quant STE backward");
+  m.def("cuda_fake_quant_lsq_backward", &fake_quant_lsq_backward_op,
+        "LSQ backward: dx and float64 scale / zero-point gradients");
 }
 
 }  // namespace qkernels::cuda

@@ -32,6 +32,8 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
 }
 
 // Bit-level unpacking of 16-byte loads (no address-taken arrays: those go to local memory).
+// The loads are __ldg of a uint4: a plain uint4 dereference whose members are then used
+// one by one is split into four 4-byte loads by nvcc (tools/cuda_check.py checks).
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
@@ -59,7 +61,7 @@ __device__ __forceinline__ void load16(const T* x, float (&out)[kChunk]) {
   constexpr int kPer = 16 / sizeof(T);  // elements per 16-byte load
 #pragma unroll
   for (int i = 0; i < kChunk / kPer; ++i) {
-    unpack<T>(reinterpret_cast<const uint4*>(x)[i], out + i * kPer);
+    unpack<T>(__ldg(reinterpret_cast<const uint4*>(x) + i), out + i * kPer);
   }
 }
 
@@ -92,7 +94,7 @@ __global__ void __launch_bounds__(kThreads)
     const int8_t* w = wq + static_cast<int64_t>(col) * k;
     for (int c = slice * 32 + lane; c < chunks; c += kSlices * 32) {
       float wf[kChunk];
-      unpack_int8(reinterpret_cast<const uint4*>(w)[c], wf);
+      unpack_int8(__ldg(reinterpret_cast<const uint4*>(w) + c), wf);
 #pragma unroll
       for (int r = 0; r < kM; ++r) {
         if (r < m) {
