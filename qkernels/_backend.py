@@ -116,12 +116,20 @@ def get_backend(op: str) -> str:
     return _parse_env(os.environ.get(ENV, "")).get(op, "auto")
 
 
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    """A device's compute capability, asked once (resolve_backend runs on every call)."""
+    return torch.cuda.get_device_capability(index)
+
+
 def resolve_backend(op: str, device: torch.device) -> str:
     """The backend `op` runs on for tensors on `device`: the choice, "auto" resolved."""
     backend = get_backend(op)
     if backend == "auto":
-        gpu = torch.cuda.is_available()
-        return auto_backend(op, torch.cuda.get_device_capability(device) if gpu else None)
+        if not torch.cuda.is_available():
+            return auto_backend(op, None)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return auto_backend(op, _capability(index))
     return backend
 
 

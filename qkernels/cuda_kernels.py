@@ -43,8 +43,10 @@ def _c():
     return _C
 
 
+@functools.cache
 def built_ops() -> tuple[str, ...]:
-    """Ops with a CUDA C++ kernel in this build of qkernels._C."""
+    """Ops with a CUDA C++ kernel in this build of qkernels._C (asked once: every CUDA op
+    call reads it)."""
     if EXTENSION_ERROR is not None:
         return ()
     return tuple(getattr(_c(), "cuda_ops", lambda: ())())
