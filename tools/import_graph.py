@@ -42,6 +42,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qkernels.adapters",
             "qkernels.plan",
             "qkernels.data",
+            "qkernels.timing",
         ),
     ),
     ("modules", ("qkernels.nn", "qkernels.nn.*")),

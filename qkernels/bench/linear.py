@@ -9,6 +9,7 @@ real model's layers do; "hot" reuses one copy (the cache flatters int8 there).
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import warnings
 from collections.abc import Callable, Iterable
@@ -17,12 +18,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from qkernels import timing
 from qkernels.bench.report import (
     last_level_cache_bytes,
-    median_ms,
     ratio_table,
     ratios,
     table,
+    timing_warnings,
 )
 from qkernels.nn import Int8Linear
 
@@ -45,6 +47,8 @@ class Row:
     median_ms: float
     gflops: float
     rel_err_vs_fp32: float
+    spread: float  # interquartile range / median over the interleaved rounds
+    other_runnable: float  # other runnable tasks while timing (qkernels.timing)
     speedup_vs_fp32: float = float("nan")
 
 
@@ -119,21 +123,28 @@ def _rotating(modules: list) -> Callable[[torch.Tensor], torch.Tensor]:
 def bench_shape(
     m: int, k: int, n: int, weights: str, impls: Iterable[Impl], min_run_time: float
 ) -> list[Row]:
+    """Every impl on one shape, timed in interleaved rounds (qkernels.timing)."""
     lin = nn.Linear(k, n)
     x = torch.randn(m, k)
     exact = lin(x).double()
-    rows = []
+    impls = list(impls)
+    fns, errors = {}, {}
     for impl in impls:
         first = impl.build(copy.deepcopy(lin))
         xi = x.to(impl.x_dtype)
         out = first(xi).double()
-        err = ((out - exact).norm() / exact.norm()).item()
+        errors[impl.name] = ((out - exact).norm() / exact.norm()).item()
         copies = [first]
         if weights == "cold":
             per_copy = max(_weight_bytes(first), k * n)  # at least int8 bytes
             want = min(1024, -(-2 * last_level_cache_bytes() // per_copy))
             copies += [copy.deepcopy(first) for _ in range(want - 1)]
-        median = median_ms(_rotating(copies), min_run_time, xi) / 1e3
+        fns[impl.name] = functools.partial(_rotating(copies), xi)
+    rounds = 7
+    timed = timing.compare(fns, rounds=rounds, min_sample_s=min_run_time / rounds)
+    rows = []
+    for impl in impls:
+        t = timed.timings[impl.name]
         rows.append(
             Row(
                 m,
@@ -142,9 +153,11 @@ def bench_shape(
                 weights,
                 impl.name,
                 str(impl.x_dtype).replace("torch.", ""),
-                median * 1e3,
-                2 * m * k * n / median / 1e9,
-                err,
+                t.median_ms,
+                2 * m * k * n / t.median_ms / 1e6,
+                errors[impl.name],
+                round(t.spread, 3),
+                timed.other_runnable,
             )
         )
     fp32 = next((r.median_ms for r in rows if r.impl == "fp32 nn.Linear"), float("nan"))
@@ -196,9 +209,11 @@ COLUMNS = (
     ("ms", "median_ms", ">9.3f"),
     ("GFLOP/s", "gflops", ">8.1f"),
     ("x fp32", "speedup_vs_fp32", ">7.2f"),
+    ("IQR/med", "spread", ">8.2f"),
     ("rel err", "rel_err_vs_fp32", ">8.1e"),
 )
 
 
 def format_table(rows: list[Row]) -> str:
-    return table(rows, COLUMNS) + "\n\n" + ratio_table(summarize(rows), ("m", "k", "n", "weights"))
+    text = table(rows, COLUMNS) + "\n\n" + ratio_table(summarize(rows), ("m", "k", "n", "weights"))
+    return text + timing_warnings(rows)

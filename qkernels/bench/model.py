@@ -1,18 +1,23 @@
 """`qkernels bench --suite model`: where a whole Hugging Face model's time goes, fp32
 against qkernels w8a8, by op class — int8 GEMMs, float GEMMs, quantize / dequantize,
 attention, norms, activations, other — from torch.profiler's self CPU time, next to the
-wall-clock medians of the whole forward. The numbers that justify (or not) each fusion."""
+wall-clock medians of the whole forward (every model timed in the same interleaved
+rounds, qkernels.timing). The numbers that justify (or not) each fusion. With
+`--compile`, both models also run under `torch.compile` (Inductor, CPU): the qkernels
+ops stay single ops in the graph, Inductor fuses what lies between them."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from qkernels.bench.report import median_ms, table
+from qkernels import timing
+from qkernels.bench.report import table, timing_warnings
 
 # First match wins; names are the profiler's ("aten::addmm", "qkernels::linear_w8a8").
 OP_CLASSES: list[tuple[str, re.Pattern]] = [
@@ -25,6 +30,12 @@ OP_CLASSES: list[tuple[str, re.Pattern]] = [
 ]
 CLASSES = [name for name, _ in OP_CLASSES] + ["other"]
 CI_SHAPES = [(2, 16)]
+SPEEDUP_PAIRS = [  # (ours, peer): peer median / ours median
+    ("qkernels w8a8", "fp32"),
+    ("qkernels w8a8 compiled", "fp32 compiled"),
+    ("qkernels w8a8 compiled", "qkernels w8a8"),
+    ("qkernels w8a8 compiled", "fp32"),
+]
 FULL_SHAPES = [(16, 128), (1, 128)]
 
 
@@ -38,11 +49,13 @@ def op_class(name: str) -> str:
 @dataclass
 class ModelRow:
     model: str
-    impl: str  # "fp32" | "qkernels w8a8"
+    impl: str  # "fp32" | "qkernels w8a8", + " compiled"
     batch: int
     seq: int
     median_ms: float
-    classes_ms: dict  # op class -> self CPU ms per forward (profiler)
+    spread: float  # interquartile range / median over the interleaved rounds
+    other_runnable: float  # other runnable tasks while timing (qkernels.timing)
+    classes_ms: dict  # op class -> self CPU ms per forward (profiler; eager models only)
     top_ops: list  # [(op, ms)] the largest self times
 
 
@@ -66,14 +79,24 @@ def profile_classes(model: nn.Module, inputs: dict, repeats: int = 3) -> tuple[d
 
 
 def run_model_suite(
-    model: nn.Module, tokenizer, name: str, shapes=FULL_SHAPES, min_run_time: float = 1.0
+    model: nn.Module,
+    tokenizer,
+    name: str,
+    shapes=FULL_SHAPES,
+    min_run_time: float = 1.0,
+    compile_: bool = False,
 ) -> list[ModelRow]:
-    """fp32 and a w8a8 copy of `model` at each (batch, seq): profile and wall time."""
+    """fp32 and a w8a8 copy of `model` (and both compiled, with compile_) at each
+    (batch, seq): profile the eager ones, time all in interleaved rounds."""
     import qkernels
     from qkernels.data import pydoc_paragraphs
 
     int8 = copy.deepcopy(model).eval()
     qkernels.swap(int8, "w8a8")
+    models = {"fp32": model.eval(), "qkernels w8a8": int8}
+    if compile_:
+        models["fp32 compiled"] = torch.compile(model)
+        models["qkernels w8a8 compiled"] = torch.compile(int8)
     texts = pydoc_paragraphs()
     rows = []
     for batch, seq in shapes:
@@ -81,37 +104,70 @@ def run_model_suite(
             texts[:batch], padding="max_length", truncation=True, max_length=seq,
             return_tensors="pt",
         )  # fmt: skip
-        for impl, m in (("fp32", model.eval()), ("qkernels w8a8", int8)):
-            classes, top = profile_classes(m, dict(inputs))
+        profiles = {
+            impl: profile_classes(m, dict(inputs))
+            for impl, m in models.items()
+            if not impl.endswith("compiled")
+        }
 
-            def forward(m=m, inputs=inputs):
-                with torch.no_grad():
-                    m(**inputs)
+        def forward(m, inputs=inputs):
+            with torch.no_grad():
+                m(**inputs)
 
-            ms = median_ms(forward, min_run_time)
-            rows.append(ModelRow(name, impl, batch, seq, round(ms, 3), classes, top))
+        fns = {impl: functools.partial(forward, m) for impl, m in models.items()}
+        rounds = 7
+        timed = timing.compare(fns, rounds=rounds, warmup=2, min_sample_s=min_run_time / rounds)
+        for impl in models:
+            t = timed.timings[impl]
+            classes, top = profiles.get(impl, ({}, []))
+            rows.append(
+                ModelRow(
+                    name, impl, batch, seq, t.median_ms, round(t.spread, 3),
+                    timed.other_runnable, classes, top,
+                )
+            )  # fmt: skip
     return rows
 
 
 def format_model_table(rows: list[ModelRow]) -> str:
-    """Per shape: wall median and each class's self time (ms and share) per impl."""
+    """Per shape: wall median and each class's self time (ms and share) per impl, then
+    the speedups over fp32 (eager over eager, compiled over compiled)."""
     flat = []
     for r in rows:
         total = sum(r.classes_ms.values()) or 1.0
-        entry = {"shape": f"{r.batch}x{r.seq}", "impl": r.impl, "median_ms": r.median_ms}
+        entry = {
+            "shape": f"{r.batch}x{r.seq}",
+            "impl": r.impl,
+            "median_ms": r.median_ms,
+            "spread": r.spread,
+        }
         for cls in CLASSES:
-            entry[cls] = f"{r.classes_ms[cls]:.1f} ({100 * r.classes_ms[cls] / total:.0f}%)"
+            ms = r.classes_ms.get(cls)
+            entry[cls] = "-" if ms is None else f"{ms:.1f} ({100 * ms / total:.0f}%)"
         flat.append(entry)
-    columns = [("shape", "shape", "<7"), ("impl", "impl", "<14"), ("wall ms", "median_ms", ">8.1f")]
+    columns = [
+        ("shape", "shape", "<7"),
+        ("impl", "impl", "<23"),
+        ("wall ms", "median_ms", ">8.1f"),
+        ("IQR/med", "spread", ">8.2f"),
+    ]
     columns += [(cls, cls, ">16") for cls in CLASSES]
+    by_shape: dict[tuple, dict[str, ModelRow]] = {}
+    for r in rows:
+        by_shape.setdefault((r.batch, r.seq), {})[r.impl] = r
     speed = []
-    for fp32, ours in zip(rows[::2], rows[1::2], strict=True):
-        speed.append(
-            f"  {fp32.batch}x{fp32.seq}: w8a8 / fp32 wall {fp32.median_ms / ours.median_ms:.2f}x"
-        )
+    for (batch, seq), impls in by_shape.items():
+        parts = [
+            f"{ours} / {peer} {impls[peer].median_ms / impls[ours].median_ms:.2f}x"
+            for ours, peer in SPEEDUP_PAIRS
+            if ours in impls and peer in impls
+        ]
+        speed.append(f"  {batch}x{seq}: " + ", ".join(parts))
     return (
-        "self CPU ms per forward by op class (torch.profiler; share of the profiled total)\n"
+        "self CPU ms per forward by op class (torch.profiler, eager models; share of the "
+        "profiled total)\n"
         + table(flat, columns)
-        + "\nspeedup of qkernels:\n"
+        + "\nspeedup (peer median / qkernels median):\n"
         + "\n".join(speed)
+        + timing_warnings(rows)
     )

@@ -25,6 +25,30 @@ def median_ms(fn: Callable, min_run_time: float, *arg: object) -> float:
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e3
 
 
+def timing_warnings(rows: Sequence) -> str:
+    """The lines a table of timed rows ends with when its numbers are doubtful: rows
+    whose interquartile range exceeds qkernels.timing.NOISY_SPREAD of the median, and
+    other work competing for the CPUs while they were timed."""
+    from qkernels.timing import NOISY_SPREAD
+
+    lines = []
+    noisy = [r for r in rows if r.spread > NOISY_SPREAD]
+    if noisy:
+        worst = max(noisy, key=lambda r: r.spread)
+        lines.append(
+            f"warning: {len(noisy)} of {len(rows)} timings are noisy (interquartile range > "
+            f"{100 * NOISY_SPREAD:.0f}% of the median; worst {100 * worst.spread:.0f}%, "
+            f"{worst.impl})"
+        )
+    busy = max((r.other_runnable for r in rows), default=0)
+    if busy >= 1:
+        lines.append(
+            f"warning: the machine was busy (up to {busy:g} other runnable tasks while timing); "
+            "ratios may be off"
+        )
+    return "".join("\n" + line for line in lines)
+
+
 def last_level_cache_bytes() -> int:
     """L3 size from sysfs (index3), or 32 MiB when it cannot be read."""
     for index in range(4, -1, -1):
