@@ -104,25 +104,36 @@ def variants() -> list[Variant]:
                 "int8_gemm_configs",
                 (bucket,),
             ),
-            Variant(
-                f"linear_w8a16 bf16/M<={bucket}",
-                "int8_gemm._w8a16_kernel",
-                {
-                    "x_ptr": "*bf16",
-                    "w_ptr": "*i8",
-                    "w_scale_ptr": "*fp32",
-                    "bias_ptr": "constexpr",
-                    "out_ptr": "*bf16",
-                    "partial_ptr": "*fp32",
-                    "m": "i32",
-                    "n": "i32",
-                    "k": "i32",
-                },
-                {"bias_ptr": none, "HAS_BIAS": False, "UPCAST": False},
-                "w8a16_configs",
-                (bucket,),
-            ),
         ]
+        for lora in (False, True):
+            out.append(
+                Variant(
+                    f"{'lora' if lora else 'linear'}_w8a16 bf16/M<={bucket}",
+                    "int8_gemm._w8a16_kernel",
+                    {
+                        "x_ptr": "*bf16",
+                        "w_ptr": "*i8",
+                        "w_scale_ptr": "*fp32",
+                        "bias_ptr": "constexpr",
+                        "t_ptr": "*fp32" if lora else "constexpr",
+                        "bt_ptr": "*fp32" if lora else "constexpr",
+                        "out_ptr": "*bf16",
+                        "partial_ptr": "*fp32",
+                        "m": "i32",
+                        "n": "i32",
+                        "k": "i32",
+                        "r": "i32",
+                    },
+                    {
+                        "bias_ptr": none,
+                        **({"HAS_LORA": True} if lora else NO_LORA),
+                        "HAS_BIAS": False,
+                        "UPCAST": False,
+                    },
+                    "w8a16_configs",
+                    (bucket,),
+                )
+            )
         if _configs.w8a8_quantize_in_prologue("sm_90", bucket):  # only where linear_w8a8 uses it
             for lora in (False, True):
                 out.append(

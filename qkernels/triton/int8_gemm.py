@@ -163,12 +163,16 @@ def _w8a16_kernel(
     w_ptr,
     w_scale_ptr,
     bias_ptr,
+    t_ptr,
+    bt_ptr,
     out_ptr,
     partial_ptr,
     m,
     n,
     k,
+    r,
     HAS_BIAS: tl.constexpr,
+    HAS_LORA: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -182,6 +186,8 @@ def _w8a16_kernel(
     stored after it, so one memset clears both); the last of a tile's SPLIT_K
     programs reads the total back and writes the output (one launch, no second
     reduction kernel). Float atomics make that sum's order vary run to run.
+    HAS_LORA (lora_w8a16): the adapter term added to the finished sum, after the bias,
+    by the program that stores it.
     """
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -216,7 +222,23 @@ def _w8a16_kernel(
         ticket = tl.atomic_add(tickets + pid_m * tl.num_programs(1) + pid_n, 1)
         if ticket == SPLIT_K - 1:
             total = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
-            store_output(total, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
+            _w8a16_store(total, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
+                         HAS_BIAS, HAS_LORA)  # fmt: skip
+    else:
+        _w8a16_store(out, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
+                     HAS_BIAS, HAS_LORA)  # fmt: skip
+
+
+@triton.jit
+def _w8a16_store(
+    out, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
+    HAS_BIAS: tl.constexpr, HAS_LORA: tl.constexpr,
+):  # fmt: skip
+    if HAS_LORA:  # bias first, then the adapter (the CPU kernels' order)
+        if HAS_BIAS:
+            out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+        out = _lora_tile(out, t_ptr, bt_ptr, offs_m, offs_n, m, n, r)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False)
     else:
         store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
 
@@ -360,6 +382,12 @@ _MIN_TILE_M, _MIN_TILE_N = 16, 32
 
 def linear_w8a16(x, wq, w_scale, bias=None):
     linear_fake("linear_w8a16", x, wq, w_scale, bias)
+    return w8a16_gemm(x, wq, w_scale, bias)
+
+
+def w8a16_gemm(x, wq, w_scale, bias=None, lora=None):
+    """linear_w8a16 (plus the LoRA epilogue term `lora` = (t, bt), float32 [M, r] and
+    [r, N], as in _gemm) without the argument checks."""
     x2d = as_rows(x)
     m, k = x2d.shape
     n = wq.shape[0]
@@ -389,12 +417,16 @@ def linear_w8a16(x, wq, w_scale, bias=None):
             wq.contiguous(),
             w_scale.contiguous().reshape(-1),
             bias.contiguous() if bias is not None else None,
+            lora[0] if lora is not None else None,
+            lora[1] if lora is not None else None,
             out,
             partial,
             m,
             n,
             k,
+            lora[0].shape[1] if lora is not None else 0,
             HAS_BIAS=bias is not None,
+            HAS_LORA=lora is not None,
             UPCAST=upcast(x),
         )
     return out.reshape(*x.shape[:-1], n)

@@ -184,3 +184,19 @@ def test_adapter_on_another_device_is_a_clear_error(op):
 def test_triton_exports_the_family():
     for name in (*OPS, "lora_backward"):
         assert callable(getattr(triton_ops, name))
+
+
+@needs_triton
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("m", [1, 16, 17])
+def test_triton_lora_w8a16_adapter_in_the_split_k_epilogue(m, with_bias):
+    """M <= 16 splits K (2 splits under the interpreter): the program that stores the
+    finished sum adds the bias, then the adapter; M = 17 is the unsplit epilogue."""
+    from backends import TRITON_DEVICE
+
+    x = torch.randn(m, 272)
+    wq, ws, bias, a, b = layer(40, 272, 8, with_bias)
+    args = [x, wq, ws, bias, a, b]
+    got = triton_ops.lora_w8a16(*[t if t is None else t.to(TRITON_DEVICE) for t in args], 0.5)
+    expected = ref.lora_w8a16(*args, 0.5)
+    assert rel_err(got.cpu(), expected) < 1e-5
