@@ -12,7 +12,7 @@ BUILD_STAMP := $(VENV)/.qkernels-built
 CUDA_KERNELS ?= reduced
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: all demo test test-slow lint bench bench-ci cmake-test sanitize cuda-check \
+.PHONY: all demo test test-slow lint report bench bench-ci cmake-test sanitize cuda-check \
 	cuda-check-all wheel-check clean
 
 all: test
@@ -98,6 +98,10 @@ bench-ci: $(BUILD_STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
 	$(VENV)/bin/qkernels bench --suite all --shapes ci --min-run-time 0.05 --json -
 	TRITON_INTERPRET=1 $(VENV)/bin/qkernels bench --suite gpu --shapes ci --min-run-time 0.01 --json -
+
+# Charts and the README's Results section from the committed benchmark JSON.
+report: $(BUILD_STAMP)
+	$(PY) tools/report.py
 
 bench: $(BUILD_STAMP)
 	$(VENV)/bin/qkernels bench --suite all

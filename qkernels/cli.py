@@ -89,12 +89,17 @@ def bench(args: argparse.Namespace) -> None:
             compile_=args.compile,
             min_run_time=args.min_run_time,
         )
-        emit(
-            linear.format_table(rows),
-            rows,
-            f"benchmarks/results/linear-cpu-{stamp}.json",
-            summary=linear.summarize(rows),
-        )
+        extra = {"summary": linear.summarize(rows)}
+        if args.plot:
+            from qkernels.bench import plots
+
+            extra["ceilings"] = plots.measure_ceilings()
+            charts = plots.linear_charts(
+                [asdict(r) for r in rows], extra["summary"], extra["ceilings"], args.plot, stamp
+            )
+            print("charts: " + ", ".join(map(str, charts)))
+        path = f"benchmarks/results/linear-cpu-{stamp}.json"
+        emit(linear.format_table(rows), rows, path, **extra)
     if args.suite in ("lstm", "all"):
         rows = lstm.run_lstm_suite(lstm.CI_SHAPES if ci else lstm.FULL_SHAPES, args.min_run_time)
         emit(lstm.format_lstm_table(rows), rows, f"benchmarks/results/lstm-cpu-{stamp}.json")
@@ -126,6 +131,11 @@ def bench(args: argparse.Namespace) -> None:
             compile_=args.compile,
         )
         name = Path(args.model).name.replace(" ", "-")
+        if args.plot:
+            from qkernels.bench import plots
+
+            chart = plots.model_chart([asdict(r) for r in rows], args.plot, name, stamp)
+            print(f"chart: {chart}")
         emit(
             model.format_model_table(rows),
             rows,
@@ -474,6 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear: torch.compile the torchao peer; model: also time both models compiled",
     )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
+    b.add_argument(
+        "--plot",
+        default=None,
+        metavar="DIR",
+        help="linear / model: write PNG charts here (speedups; roofline against measured "
+        "ceilings); needs matplotlib",
+    )
     b.add_argument("--min-run-time", type=float, default=0.3, help="seconds per measurement")
     b.add_argument(
         "--json",

@@ -29,6 +29,7 @@ from torch import nn
 
 import qkernels
 from qkernels import data, distributed, timing
+from qkernels.bench import plots
 from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from qkernels.nn import LoRAInt8Linear
 from qkernels.nn.qat_linear import ACT_MODES
@@ -470,16 +471,17 @@ def measure(job: Job, model: nn.Module | None = None) -> dict:
     }
 
 
-def train(job: Job) -> tuple[list[dict], float | None]:
+def train(job: Job) -> tuple[list[dict], float | None, list[tuple[int, float]]]:
     """The training loop (QAT, low-rank, LoRA, fp32; nothing for post-training methods):
     AdamW, warmup + linear decay, DDP or FSDP2 under torchrun, periodic evaluation and
-    checkpoints, exact resume. Returns the evaluation history and the loop's own
-    overhead relative to the model's forward + backward + step time. Under FSDP2,
+    checkpoints, exact resume. Returns the evaluation history, the loop's own overhead
+    relative to the model's forward + backward + step time, and (step, loss) of every
+    step this process ran (after a resume: from the resumed step). Under FSDP2,
     `job.model` is a plain (unsharded) module again when it returns."""
     cfg, model = job.cfg, job.model
     steps = cfg.steps if cfg.method in TRAINED else 0
     if not steps:
-        return [], None
+        return [], None, []
     train_model, skeleton = model, None
     if job.world > 1 and cfg.fsdp:
         skeleton = distributed.shard(model)  # before the optimizer: it swaps the parameters
@@ -501,7 +503,7 @@ def train(job: Job) -> tuple[list[dict], float | None]:
             f"--resume: the checkpoint is at step {start}, past --steps {steps}; "
             "raise --steps or start a new output directory"
         )
-    history = []
+    history, losses = [], []
     from tqdm import tqdm
 
     model.train()
@@ -534,10 +536,11 @@ def train(job: Job) -> tuple[list[dict], float | None]:
         sched.step()
         model_time += time.perf_counter() - t_model
         seen += batch["input_ids"].shape[0] * job.world
-        bar.set_postfix(
-            loss=f"{loss.item():.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
-        )
         done = step + 1
+        losses.append((done, loss.item()))
+        bar.set_postfix(
+            loss=f"{losses[-1][1]:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
+        )
         t_side = time.perf_counter()
         if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
             history.append({"step": done, "metric": measure(job)["metric"]})
@@ -551,7 +554,8 @@ def train(job: Job) -> tuple[list[dict], float | None]:
         job.model = distributed.unsharded(model, skeleton)
     # What the loop itself adds (data, progress bar, bookkeeping) on top of the
     # model's forward + backward + optimizer step.
-    return history, (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
+    overhead = (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
+    return history, overhead, losses
 
 
 def merge_lora(model: nn.Module) -> float:
@@ -589,6 +593,11 @@ def save_outputs(job: Job, result: dict) -> None:
         qkernels.save(job.model, job.out / "model")
         job.tokenizer.save_pretrained(job.out / "model")
         (job.out / "report.json").write_text(json.dumps(result, indent=1))
+        if result["losses"]:
+            try:
+                plots.training_curves(result, job.out / "curves.png")
+            except RuntimeError as e:  # matplotlib is an optional extra
+                print(f"{e}; no curves.png written")
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
@@ -606,7 +615,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         qkernels.swap(plain, "w8a8")
         baseline_w8a8 = measure(job, plain)["metric"]
     report = prepare(cfg, job.model, job.train, job.tokenizer, job.teacher)
-    history, loop_overhead = train(job)
+    history, loop_overhead, losses = train(job)
     if cfg.method in ("qat", "ptq"):
         qkernels.convert(job.model)
     if cfg.method == "lowrank" and cfg.lowrank_int8:
@@ -636,6 +645,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "after": after,
         "speed": speed.as_dict(),
         "history": history,
+        "losses": losses,
         "replaced": len(report.replaced) if report else 0,
         "trainable_params": trainable,
         "float_params": total,

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,11 +37,16 @@ def test_bench_writes_json(tmp_path, capsys):
             "0.01",
             "--json",
             str(path),
+            "--plot",
+            str(tmp_path / "plots"),
         ]
     )
     assert "qkernels w8a8" in capsys.readouterr().out
     data = json.loads(path.read_text())
     assert data["environment"]["device"] == "cpu"
+    assert {"fp32_gflops", "int8_gops", "dram_gbs"} <= set(data["ceilings"])
+    charts = sorted(p.name.rsplit("-", 3)[0] for p in (tmp_path / "plots").glob("*.png"))
+    assert charts == ["linear-roofline", "linear-speedup"]
     impls = {r["impl"] for r in data["rows"]}
     assert {"fp32 nn.Linear", "torch.ao dynamic int8", "qkernels w8a8"} <= impls
     assert all(r["median_ms"] > 0 for r in data["rows"])
@@ -95,3 +101,37 @@ def test_model_suite_profiles_by_op_class(tmp_path, capsys):
     assert fp32["int8 GEMM"] == 0 < fp32["float GEMM"]
     assert int8["float GEMM"] == 0 < int8["int8 GEMM"]
     assert all(r["median_ms"] > 0 for r in rows.values())
+
+
+def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):
+    """tools/report.py: the Results section from the newest JSON of each suite, charts
+    beside the JSON, and nothing else in the README touched."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    import report
+
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    env = {"cpu": "Test CPU", "cpu_features": "avx2 fma", "threads": 2, "date": "2026-01-02"}
+    rows = [
+        {"m": 16, "k": 64, "n": 64, "weights": w, "impl": impl, "x_dtype": "float32",
+         "median_ms": ms, "gflops": 1.0}
+        for w in ("hot", "cold") for impl, ms in (("fp32 nn.Linear", 2.0), ("qkernels w8a8", 1.0))
+    ]  # fmt: skip
+    summary = [{"m": 16, "k": 64, "n": 64, "weights": w, "qkernels w8a8 / fp32 nn.Linear": 2.0}
+               for w in ("hot", "cold")]  # fmt: skip
+    for stamp in ("2026-01-01", "2026-01-02"):  # the newer one is used
+        data = {"environment": env, "rows": rows, "summary": summary}
+        (results / f"linear-cpu-{stamp}.json").write_text(json.dumps(data))
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nintro\n\n## GPU status\n\nnone\n")
+    monkeypatch.setattr(report, "RESULTS", results)
+    monkeypatch.setattr(report, "README", readme)
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    for _ in range(2):  # idempotent: the second run replaces the section it wrote
+        assert report.main([]) == 0
+    text = readme.read_text()
+    assert text.count("## Results") == 1 and text.startswith("# x\n\nintro")
+    assert "linear-cpu-2026-01-02.json: Test CPU (avx2)" in text
+    assert "| qkernels w8a8 / fp32 nn.Linear | 2.00x | 2.00x | 2.00x | 2.00x |" in text
+    assert (results / "linear-speedup-2026-01-02.png").exists()
+    assert text.rstrip().endswith("## GPU status\n\nnone")

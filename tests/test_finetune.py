@@ -90,6 +90,9 @@ def test_classification_methods(tiny, tmp_path, method):
     assert 0.0 <= r["after"]["metric"] <= 1.0
     report = format_report(r)
     assert "speedup" in report and "interleaved rounds" in report
+    trained = method not in ("ptq", "w8a8", "w8a16")
+    assert [s for s, _ in r["losses"]] == (list(range(1, 4)) if trained else [])
+    assert (tmp_path / "curves.png").exists() == trained
     if method == "fp32":  # the same architecture before and after: 1.00x within the noise
         b, a = r["speed"]["timings"]["before"], r["speed"]["timings"]["after"]
         assert b["q1_ms"] / a["q3_ms"] < 1.15 and b["q3_ms"] / a["q1_ms"] > 1 / 1.15, report
