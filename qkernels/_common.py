@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 GROUP_COLS = 16  # CPU packed layout: columns in groups of 16 ...
@@ -50,3 +52,8 @@ def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None
                 op,
                 f"{name} must be on {ref.device} like the other arguments, got {describe(t)}",
             )
+
+
+def as_rows(x: torch.Tensor) -> torch.Tensor:
+    """x [..., K] as a dense [M, K] (not reshape(-1, K): ambiguous when K == 0)."""
+    return x.contiguous().reshape(math.prod(x.shape[:-1]), x.shape[-1])

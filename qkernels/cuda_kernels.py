@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from qkernels._common import MAX_EXACT_K
+from qkernels._common import MAX_EXACT_K, as_rows
 from qkernels._library import EXTENSION_ERROR
 from qkernels.meta.fake_quant import (
     channel_layout,
@@ -103,10 +103,6 @@ def _triton(name: str):
     return getattr(qk_triton, name)
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    return x.contiguous().reshape(-1, x.shape[-1])  # K > 0 here
-
-
 def _vector(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float().contiguous().reshape(-1)
 
@@ -115,7 +111,7 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     quantize_rowwise_fake(x, bits)
     if x.shape[-1] == 0:
         return _triton("quantize_rowwise")(x, bits)
-    q, s = _c().cuda_quantize_rowwise(_rows(x), bits)
+    q, s = _c().cuda_quantize_rowwise(as_rows(x), bits)
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
@@ -143,7 +139,7 @@ def linear_w8a8(x, wq, w_scale, bias=None):
     n, k = wq.shape
     if _route(x.device, n, k, x.dtype):
         return _triton("linear_w8a8")(x, wq, w_scale, bias)
-    q, s = _c().cuda_quantize_rowwise(_rows(x), 8)
+    q, s = _c().cuda_quantize_rowwise(as_rows(x), 8)
     out = _c().cuda_int8_gemm(q, wq.contiguous(), s, _vector(w_scale), _vector(bias), x.dtype)
     return out.reshape(*x.shape[:-1], n)
 
@@ -163,7 +159,7 @@ def linear_w8a16(x, wq, w_scale, bias=None):
     x's dtype, then cuBLAS."""
     linear_fake("linear_w8a16", x, wq, w_scale, bias)
     n = wq.shape[0]
-    x2d = _rows(x) if x.shape[-1] else x
+    x2d = as_rows(x)
     wq = wq.contiguous()
     if w8a16_route(x2d, wq):
         return _triton("linear_w8a16")(x, wq, w_scale, bias)

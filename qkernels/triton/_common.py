@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
-import torch
 import triton
 import triton.language as tl
 from torch.library import wrap_triton
@@ -101,11 +99,6 @@ def chosen_configs() -> dict[str, dict[str, str]]:
             picks = {"any": str(tuner.configs[0])}
         chosen["/".join(map(str, name))] = picks
     return chosen
-
-
-def as_rows(x: torch.Tensor) -> torch.Tensor:
-    """x [..., K] as a dense [M, K] (not reshape(-1, K): ambiguous when K == 0)."""
-    return x.contiguous().reshape(math.prod(x.shape[:-1]), x.shape[-1])
 
 
 def launch(kernel, grid, *args, **kwargs) -> None:

@@ -12,10 +12,9 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._common import MAX_EXACT_K, exact_int32
+from qkernels._common import MAX_EXACT_K, as_rows, exact_int32
 from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
 from qkernels.triton._common import (
-    as_rows,
     autotuned,
     finite,
     grouped_tile,

@@ -18,12 +18,13 @@ import torch
 import triton
 import triton.language as tl
 
+from qkernels._common import as_rows
 from qkernels.meta.lowrank import (
     lowrank_backward_by_matmuls,
     lowrank_mm_backward_fake,
     lowrank_mm_fake,
 )
-from qkernels.triton._common import as_rows, autotuned, launch, rne, store_output
+from qkernels.triton._common import autotuned, launch, rne, store_output
 from qkernels.triton._configs import (
     arch_of,
     lowrank_backward_configs,
