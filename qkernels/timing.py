@@ -108,8 +108,8 @@ def compare(
     others: list[int] = []
     for r in range(rounds):
         running = _runnable_tasks()
-        if running is not None:
-            others.append(max(0, running - 1))  # minus this process's own thread
+        if running is not None:  # minus this process's threads (its pool may still spin)
+            others.append(max(0, running - torch.get_num_threads()))
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, n = fns[name], repeat[name]
             t0 = time.perf_counter()

@@ -110,6 +110,22 @@ def lora_section(path: Path) -> list[str]:
     return [*lines, ""]
 
 
+def lora_quality_section(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    lines = [
+        "### LoRA quality: MiniLM classification (CPU)",
+        "",
+        source(path, data),
+        "",
+        f"{data['note']}.",
+        "",
+        "| run | validation accuracy |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {name} | {acc:.4f} |" for name, acc in data["accuracy"].items()]
+    return [*lines, ""]
+
+
 def results_markdown() -> str:
     lines = [
         START,
@@ -124,6 +140,7 @@ def results_markdown() -> str:
         ("linear-cpu-2*.json", linear_section),
         ("model-*-cpu-*.json", model_section),
         ("lora-cpu-*.json", lora_section),
+        ("lora-quality-*.json", lora_quality_section),
     ):
         path = newest(pattern)
         if path is not None:
