@@ -372,6 +372,11 @@ def latency_ms(model, batch) -> float:
     return timing.compare({"model": _forward_fn(model, batch)}, rounds=5).timings["model"].median_ms
 
 
+# The report times the untouched model against the result by keeping a copy; above this
+# size the copy would cost too much memory, and the two are timed apart instead.
+REFERENCE_COPY_MAX_BYTES = 2 << 30
+
+
 def compare_latency(before: nn.Module, after: nn.Module, batch) -> timing.Comparison:
     """The model before and after fine-tuning / conversion, timed in interleaved rounds."""
     return timing.compare(
@@ -607,8 +612,13 @@ def finetune(cfg: FinetuneConfig) -> dict:
     started_dist = distributed.init()
     job = setup(cfg)
     before = measure(job)
-    # The untouched model, timed against the result at the end (distill has it already).
-    reference = job.teacher if job.teacher is not None else copy.deepcopy(job.model)
+    # The untouched model, timed against the result at the end (distill has it already);
+    # a model too large to copy is timed now, and the result alone at the end.
+    reference, early = job.teacher, None
+    if reference is None and before["bytes"] <= REFERENCE_COPY_MAX_BYTES:
+        reference = copy.deepcopy(job.model)
+    elif reference is None:
+        early = timing.compare({"before": _forward_fn(job.model, job.probe)}, rounds=7)
     baseline_w8a8 = None
     if cfg.method == "qat":  # what plain conversion gives, for comparison
         plain = copy.deepcopy(job.model)
@@ -630,10 +640,19 @@ def finetune(cfg: FinetuneConfig) -> dict:
     merge_error = merge_lora(job.model) if unmerged is not None else None
     job.model.eval()
     after = measure(job)
-    speed = compare_latency(reference, job.model, job.probe)
+    if early is None:
+        speed = compare_latency(reference, job.model, job.probe)
+        del reference
+    else:
+        speed = early
+        late = timing.compare({"after": _forward_fn(job.model, job.probe)}, rounds=7)
+        speed.timings.update(late.timings)
+        speed.warnings += late.warnings + [
+            "before and after were timed apart, not interleaved (the model is larger than "
+            f"{REFERENCE_COPY_MAX_BYTES >> 30} GiB: no untouched copy kept)"
+        ]
     before["latency_ms"] = speed.timings["before"].median_ms
     after["latency_ms"] = speed.timings["after"].median_ms
-    del reference
     result = {
         "config": asdict(cfg),
         "metric_name": {

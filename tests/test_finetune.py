@@ -614,3 +614,21 @@ def test_lstm_lm_task_from_the_cli(tmp_path, capsys, method):
     rc, _, err = cli_inproc(capsys, "finetune", "--task", "causal-lm", "--method", "w8a8",
                             "--output", str(out))  # fmt: skip
     assert rc == 2 and "needs --model" in err
+
+
+def test_a_model_too_large_to_copy_is_timed_apart_and_says_so(tiny, tmp_path, monkeypatch):
+    import qkernels.finetune as ft
+
+    monkeypatch.setattr(ft, "REFERENCE_COPY_MAX_BYTES", 0)
+    r = run(
+        tiny,
+        tmp_path,
+        model=str(tiny / "bert"),
+        task="classification",
+        method="w8a8",
+        train=str(tiny / "train.csv"),
+        valid=str(tiny / "valid.csv"),
+    )
+    assert r["before"]["latency_ms"] > 0 and r["after"]["latency_ms"] > 0
+    assert any("timed apart" in w for w in r["speed"]["warnings"])
+    assert "timed apart" in format_report(r)
