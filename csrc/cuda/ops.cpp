@@ -301,6 +301,12 @@ void check_params(const at::Tensor& x, int64_t seg_len, int64_t n_params, bool a
   }
 }
 
+void check_grad(const at::Tensor& grad, const at::Tensor& x, const char* op) {
+  QK_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
+               grad.device() == x.device() && grad.is_contiguous(),
+           op, "grad must be contiguous and match x, got ", grad.sizes());
+}
+
 at::Tensor fake_quant_forward_op(const at::Tensor& x, const at::Tensor& scale,
                                  const at::Tensor& inv, const at::Tensor& zp, int64_t seg_len,
                                  int64_t n_params, bool along, bool zp_in_round, int64_t qmin,
@@ -325,9 +331,7 @@ at::Tensor fake_quant_backward_op(const at::Tensor& grad, const at::Tensor& x,
                                   int64_t qmax) {
   const DType dtype = float_dtype(x, "fake_quant_backward");
   check_params(x, seg_len, n_params, along, {{"inv", &inv}, {"zp", &zp}});
-  QK_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
-               grad.device() == x.device() && grad.is_contiguous(),
-           "fake_quant_backward", "grad must be contiguous and match x, got ", grad.sizes());
+  check_grad(grad, x, "fake_quant_backward");
   const c10::cuda::CUDAGuard guard(x.device());
   auto dx = at::empty_like(x);
   if (x.numel() == 0) return dx;
@@ -348,9 +352,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward_op(
   const char* op = "fake_quant_lsq_backward";
   const DType dtype = float_dtype(x, op);
   check_params(x, seg_len, n_params, along, {{"scale", &scale}, {"inv", &inv}, {"zp", &zp}});
-  QK_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
-               grad.device() == x.device() && grad.is_contiguous(),
-           op, "grad must be contiguous and match x, got ", grad.sizes());
+  check_grad(grad, x, op);
   const c10::cuda::CUDAGuard guard(x.device());
   auto dx = at::empty_like(x);
   const auto f64 = x.options().dtype(at::kDouble);

@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "element.cuh"
 #include "kernels.h"
 
 namespace qkernels::cuda {
@@ -17,9 +18,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
 // The row's absmax, or -1 when it holds NaN/Inf (every thread gets the answer).
 __device__ float block_absmax(float local, bool nonfinite) {

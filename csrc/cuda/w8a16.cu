@@ -11,6 +11,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "element.cuh"
 #include "kernels.h"
 
 namespace qkernels::cuda {
@@ -21,15 +22,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kCols = 2;                    // output columns per block
 constexpr int kSlices = kWarps / kCols;     // K slices per column
 constexpr int kChunk = 16;                  // int8 weights per 16-byte load
-
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
 
 // Bit-level unpacking of 16-byte loads (no address-taken arrays: those go to local memory).
 // The loads are __ldg of a uint4: a plain uint4 dereference whose members are then used
