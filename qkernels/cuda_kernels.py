@@ -21,8 +21,7 @@ from qkernels._library import EXTENSION_ERROR
 from qkernels.meta.fake_quant import (
     channel_layout,
     check_channel,
-    check_group,
-    group_layout,
+    entry_points,
     lsq_zero_point,
     param_vectors,
 )
@@ -180,37 +179,13 @@ def _fq_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
     )
 
 
-def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int):
-    check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    return _fq_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
-
-
-def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
-    check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    fp_zp = zero_point.is_floating_point()
-    return _fq_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
-
-
-def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
-    check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
-    layout = group_layout(x, group_size)
-    return _fq_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
-
-
-def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int):
-    check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
-    layout = group_layout(x, group_size)
-    fp_zp = zero_point.is_floating_point()
-    return _fq_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
-
-
-def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor=1.0):
-    check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
-    return _fq_forward(x, layout, scale, zp, False, qmin, qmax)
+(
+    fake_quant,
+    fake_quant_backward,
+    fake_quant_group,
+    fake_quant_group_backward,
+    fake_quant_lsq,
+) = entry_points(_fq_forward, _fq_backward)
 
 
 def fake_quant_lsq_backward(

@@ -114,6 +114,56 @@ def lsq_zero_point(zp: torch.Tensor, qmin: int, qmax: int, per_tensor_bwd: bool)
     return (z + 0.5).clamp(qmin, qmax).trunc() if per_tensor_bwd else z.round().clamp(qmin, qmax)
 
 
+def entry_points(launch_forward, launch_backward) -> tuple:
+    """The argument-checked fake_quant, fake_quant_backward, fake_quant_group,
+    fake_quant_group_backward and fake_quant_lsq (forward) of a CUDA backend (Triton, C++),
+    given its launchers in the segment layout:
+    launch_forward(x, layout, scale, zp, zp_in_round, qmin, qmax) and
+    launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax)."""
+
+    def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int):
+        check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
+        layout = channel_layout(x, scale.numel(), axis)
+        fp_zp = zero_point.is_floating_point()
+        return launch_forward(x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+    def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
+        check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
+        layout = channel_layout(x, scale.numel(), axis)
+        fp_zp = zero_point.is_floating_point()
+        return launch_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+    def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
+        check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
+        layout = group_layout(x, group_size)
+        fp_zp = zero_point.is_floating_point()
+        return launch_forward(x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+    def fake_quant_group_backward(
+        grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int
+    ):
+        check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
+        layout = group_layout(x, group_size)
+        fp_zp = zero_point.is_floating_point()
+        return launch_backward(grad, x, layout, scale, zero_point, fp_zp, qmin, qmax)
+
+    def fake_quant_lsq(
+        x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor: float = 1.0
+    ):
+        check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
+        layout = channel_layout(x, scale.numel(), axis)
+        zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
+        return launch_forward(x, layout, scale, zp, False, qmin, qmax)
+
+    return (
+        fake_quant,
+        fake_quant_backward,
+        fake_quant_group,
+        fake_quant_group_backward,
+        fake_quant_lsq,
+    )
+
+
 def _like(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 

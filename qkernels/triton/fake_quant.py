@@ -17,8 +17,7 @@ import triton.language as tl
 from qkernels.meta.fake_quant import (
     channel_layout,
     check_channel,
-    check_group,
-    group_layout,
+    entry_points,
     lsq_zero_point,
     param_vectors,
 )
@@ -247,39 +246,13 @@ def _launch_backward(grad, x, layout, scale, zp, zp_in_round, qmin, qmax):
     return dx
 
 
-def fake_quant(x, scale, zero_point, axis: int, qmin: int, qmax: int) -> torch.Tensor:
-    check_channel("fake_quant", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
-
-
-def fake_quant_backward(grad, x, scale, zero_point, axis: int, qmin: int, qmax: int):
-    check_channel("fake_quant_backward", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    return _launch_backward(
-        grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
-    )
-
-
-def fake_quant_group(x, scale, zero_point, group_size: int, qmin: int, qmax: int):
-    check_group("fake_quant_group", x, scale, zero_point, group_size, qmin, qmax)
-    layout = group_layout(x, group_size)
-    return _launch_forward(x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax)
-
-
-def fake_quant_group_backward(grad, x, scale, zero_point, group_size: int, qmin: int, qmax: int):
-    check_group("fake_quant_group_backward", x, scale, zero_point, group_size, qmin, qmax)
-    layout = group_layout(x, group_size)
-    return _launch_backward(
-        grad, x, layout, scale, zero_point, zero_point.is_floating_point(), qmin, qmax
-    )
-
-
-def fake_quant_lsq(x, scale, zero_point, axis: int, qmin: int, qmax: int, grad_factor: float = 1.0):
-    check_channel("fake_quant_lsq", x, scale, zero_point, axis, qmin, qmax)
-    layout = channel_layout(x, scale.numel(), axis)
-    zp = lsq_zero_point(zero_point, qmin, qmax, per_tensor_bwd=False)
-    return _launch_forward(x, layout, scale, zp, False, qmin, qmax)
+(
+    fake_quant,
+    fake_quant_backward,
+    fake_quant_group,
+    fake_quant_group_backward,
+    fake_quant_lsq,
+) = entry_points(_launch_forward, _launch_backward)
 
 
 def fake_quant_lsq_backward(
