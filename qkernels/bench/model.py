@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -129,6 +129,21 @@ def run_model_suite(
     return rows
 
 
+def speedups(rows: list[dict]) -> list[dict]:
+    """Per "BxS" shape, peer median / ours median for each of SPEEDUP_PAIRS present."""
+    by_shape: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_shape.setdefault(f"{r['batch']}x{r['seq']}", {})[r["impl"]] = r["median_ms"]
+    out = []
+    for shape, impls in by_shape.items():
+        entry = {"shape": shape}
+        for ours, peer in SPEEDUP_PAIRS:
+            if ours in impls and peer in impls:
+                entry[f"{ours} / {peer}"] = impls[peer] / impls[ours]
+        out.append(entry)
+    return out
+
+
 def format_model_table(rows: list[ModelRow]) -> str:
     """Per shape: wall median and each class's self time (ms and share) per impl, then
     the speedups over fp32 (eager over eager, compiled over compiled)."""
@@ -152,17 +167,10 @@ def format_model_table(rows: list[ModelRow]) -> str:
         ("IQR/med", "spread", ">8.2f"),
     ]
     columns += [(cls, cls, ">16") for cls in CLASSES]
-    by_shape: dict[tuple, dict[str, ModelRow]] = {}
-    for r in rows:
-        by_shape.setdefault((r.batch, r.seq), {})[r.impl] = r
-    speed = []
-    for (batch, seq), impls in by_shape.items():
-        parts = [
-            f"{ours} / {peer} {impls[peer].median_ms / impls[ours].median_ms:.2f}x"
-            for ours, peer in SPEEDUP_PAIRS
-            if ours in impls and peer in impls
-        ]
-        speed.append(f"  {batch}x{seq}: " + ", ".join(parts))
+    speed = [
+        f"  {entry['shape']}: " + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if " / " in k)
+        for entry in speedups([asdict(r) for r in rows])
+    ]
     return (
         "self CPU ms per forward by op class (torch.profiler, eager models; share of the "
         "profiled total)\n"

@@ -134,18 +134,9 @@ def linear_charts(
 
 def model_chart(rows: Sequence[dict], out: str | Path, name: str, stamp: str) -> Path:
     """The model suite's speedups (qkernels over fp32, eager and compiled) per shape."""
-    from qkernels.bench.model import SPEEDUP_PAIRS
+    from qkernels.bench.model import speedups
 
-    by_shape: dict[str, dict] = {}
-    for r in rows:
-        by_shape.setdefault(f"{r['batch']}x{r['seq']}", {})[r["impl"]] = r["median_ms"]
-    summary = []
-    for shape, impls in by_shape.items():
-        entry = {"shape": shape}
-        for ours, peer in SPEEDUP_PAIRS:
-            if ours in impls and peer in impls:
-                entry[f"{ours} / {peer}"] = impls[peer] / impls[ours]
-        summary.append(entry)
+    summary = speedups(rows)
     return speedup_chart(summary, ("shape",), Path(out) / f"model-{name}-speedup-{stamp}.png",
                          f"{name}: whole-model forward, qkernels w8a8 vs fp32")  # fmt: skip
 
