@@ -96,12 +96,16 @@ def compare(
     if not fns or rounds < 1:
         raise ValueError(f"timing.compare: needs callables and rounds >= 1, got {rounds=}")
     names = list(fns)
+    # CUDA work is asynchronous: wait for it at both ends of every timed sample.
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     repeat = {}
     for name in names:
         for _ in range(max(0, warmup - 1)):
             fns[name]()
+        sync()
         t0 = time.perf_counter()
         fns[name]()
+        sync()
         repeat[name] = max(1, math.ceil(min_sample_s / max(time.perf_counter() - t0, 1e-9)))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -112,9 +116,11 @@ def compare(
             others.append(max(0, running - torch.get_num_threads()))
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, n = fns[name], repeat[name]
+            sync()
             t0 = time.perf_counter()
             for _ in range(n):
                 fn()
+            sync()
             samples[name].append((time.perf_counter() - t0) / n * 1e3)
     timings = {}
     for name in names:
