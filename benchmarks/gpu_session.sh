@@ -1,46 +1,83 @@
 #!/usr/bin/env bash
-# A GPU session on a CUDA machine with this repo checked out, in steps of at most ~10
-# minutes each. The extension: QKERNELS_EXTENSION=path/to/_C.so uses one built elsewhere
-# against the same torch (`make cuda-check-all` builds every CUTLASS unit into
-# build/cuda-all: carry it, nvcc on the GPU machine costs device time); otherwise it is
-# built here.
-#   bash benchmarks/gpu_session.sh test                 # pytest -m cuda + memcheck
+# A GPU session on a CUDA machine with this repo checked out. The extension:
+# QKERNELS_EXTENSION=path/to/_C.so uses one built elsewhere against the GPU machine's
+# torch and Python (`make cuda-check-all` builds every CUTLASS unit; nvcc on the GPU
+# machine costs device time) and runs the package from the checkout (nothing installed);
+# otherwise it is built and installed here.
+#   bash benchmarks/gpu_session.sh test                 # the GPU tests, then memcheck
 #   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
-#   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16
-#   bash benchmarks/gpu_session.sh bench lowrank_mm,lowrank_mm_backward
+#   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16 quick
+#   bash benchmarks/gpu_session.sh lease                # all of it in ~8 minutes, bounded
 # Logs and results JSON (named with the device, date and ops) go to $OUT (default
-# benchmarks/results); the output ends with the ratio table.
+# benchmarks/results); the output ends with the ratio tables.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results}"
 mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.total --format=csv
+PY="${PYTHON:-python3}"
 if [ -n "${QKERNELS_EXTENSION:-}" ]; then
-  QKERNELS_NO_EXT=1 pip install -q -e . --no-build-isolation || exit 1
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
-  pip install -q -e ".[cuda]" --no-build-isolation || exit 1
+  $PY -m pip install -q -e ".[cuda]" --no-build-isolation || exit 1
 fi
+
+info() {
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv
+  $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+  $PY -m qkernels.cli info || exit 1
+}
+
+# The op tests on the Triton and CUDA backends (the `backend` fixture's triton, cuda and
+# cuda-cpp parameters) and every test marked cuda. $1: seconds at most.
+run_tests() {
+  timeout "$1" $PY -m pytest -q -n 8 -rfE -p no:cacheprovider --timeout 120 --maxfail 40 \
+    -k "triton or cuda" tests/ops tests/test_cuda.py tests/test_cuda_cpp.py \
+    tests/test_cuda_backend.py > "$OUT/pytest-gpu.log" 2>&1
+  echo "pytest (triton / cuda backends): exit $? (log: $OUT/pytest-gpu.log)"
+  tail -30 "$OUT/pytest-gpu.log"
+}
+
+# compute-sanitizer memcheck over every CUDA C++ kernel and tile once. $1: seconds.
+run_memcheck() {
+  timeout "$1" compute-sanitizer --tool memcheck --error-exitcode 9 \
+    $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_cpp.py > "$OUT/memcheck.log" 2>&1
+  echo "compute-sanitizer memcheck: exit $? (log: $OUT/memcheck.log)"
+  tail -5 "$OUT/memcheck.log"
+}
+
+# One op group of the GPU suite. $1: ops, $2: shapes (full | quick), $3: seconds at most,
+# $4: seconds of CUDA-graph replays per sample (10 samples each).
+run_bench() {
+  local device
+  device=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
+  timeout "$3" $PY -m qkernels.cli bench --suite gpu --ops "$1" --shapes "$2" --min-run-time "$4" \
+    --json "$OUT/gemm-gpu-$device-$(date +%F)-$2-${1//,/-}.json" >> "$OUT/bench.log" 2>&1
+  echo "bench $1 ($2): exit $?"
+}
+
 case "${1:-}" in
   test)
-    python -m pytest -q -m cuda tests > "$OUT/pytest-cuda.log" 2>&1
-    echo "pytest -m cuda: exit $? (log: $OUT/pytest-cuda.log)"
-    tail -25 "$OUT/pytest-cuda.log"
-    # memcheck over a small subset: every CUDA C++ kernel and tile once
-    compute-sanitizer --tool memcheck --error-exitcode 9 python -m pytest -q -x \
-      tests/test_cuda_cpp.py > "$OUT/memcheck.log" 2>&1
-    echo "compute-sanitizer memcheck: exit $? (log: $OUT/memcheck.log)"
-    tail -5 "$OUT/memcheck.log"
+    info
+    run_tests 600
+    run_memcheck 300
     ;;
   bench)
-    device=$(python -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
-    ops="${2:?which ops, e.g. int8_mm}"
-    qkernels bench --suite gpu --ops "$ops" \
-      --json "$OUT/gemm-gpu-$device-$(date +%F)-${ops//,/-}.json" > "$OUT/bench-$ops.log" 2>&1
-    echo "bench $ops: exit $?"
-    tail -60 "$OUT/bench-$ops.log"
+    run_bench "${2:?which ops, e.g. int8_mm}" "${3:-full}" 600 0.1
+    tail -80 "$OUT/bench.log"
+    ;;
+  lease) # one device call: ~8 minutes, each step bounded, most important first
+    info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
+    tail -25 "$OUT/info.log"
+    run_tests 180
+    run_memcheck 45
+    run_bench int8_mm quick 45 0.03
+    run_bench linear_w8a8 quick 75 0.03
+    run_bench linear_w8a16 quick 50 0.03
+    run_bench lowrank_mm,lowrank_mm_backward quick 30 0.03
+    grep "^  op=\|Error\|error:" "$OUT/bench.log" | cut -c1-330
     ;;
   *)
-    echo "usage: $0 test | bench OPS" >&2
+    echo "usage: $0 test | bench OPS [full|quick] | lease" >&2
     exit 2
     ;;
 esac

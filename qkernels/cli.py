@@ -73,6 +73,8 @@ def bench(args: argparse.Namespace) -> None:
     from qkernels.bench import gpu, linear, lora, lstm, model, qat, report
 
     ci = args.shapes == "ci"
+    if args.shapes == "quick" and args.suite != "gpu":
+        raise SystemExit("qkernels bench: --shapes quick is the gpu suite's; use full or ci")
     stamp = dt.date.today().isoformat()
 
     def emit(text: str, rows: list, default_path: str, gpu_env: bool = False, **summaries) -> None:
@@ -105,7 +107,7 @@ def bench(args: argparse.Namespace) -> None:
         emit(lstm.format_lstm_table(rows), rows, f"benchmarks/results/lstm-cpu-{stamp}.json")
     if args.suite == "gpu" or (args.suite == "all" and torch.cuda.is_available()):
         ops = tuple(args.ops.split(",")) if args.ops else None
-        rows = gpu.run_gpu_suite("ci" if ci else "full", args.min_run_time, ops=ops)
+        rows = gpu.run_gpu_suite(args.shapes, args.min_run_time, ops=ops)
         text = gpu.format_gpu_table(rows)
         if not torch.cuda.is_available():
             text += (
@@ -470,7 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--model", default="minilm", help="model suite: HF model directory")
     b.add_argument(
-        "--shapes", choices=["full", "ci"], default="full", help="ci: one small shape per case"
+        "--shapes",
+        choices=["full", "ci", "quick"],
+        default="full",
+        help="ci: one small shape per case; quick (gpu suite): the targets' shapes and one M "
+        "per autotuning bucket",
     )
     b.add_argument(
         "--weights",

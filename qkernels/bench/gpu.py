@@ -77,6 +77,8 @@ def cases(shapes: str) -> list[Case]:
             Case("lowrank_mm", 16, 64, 48, rank=8),
             Case("lowrank_mm_backward", 16, 64, 48, rank=8),
         ]
+    if shapes == "quick":
+        return _quick_cases()
     out = [Case("int8_mm", s, s, s) for s in SQUARE]
     for k, n in (kn for kns in PROJECTIONS.values() for kn in kns):
         out += [Case("int8_mm", m, k, n) for m in PREFILL_M]
@@ -85,6 +87,22 @@ def cases(shapes: str) -> list[Case]:
     r, k, n = LOWRANK["rank"], LOWRANK["k"], LOWRANK["n"]
     for op in ("lowrank_mm", "lowrank_mm_backward"):
         out += [Case(op, m, k, n, rank=r) for m in (16, 2048, 8192)]
+    return out
+
+
+def _quick_cases() -> list[Case]:
+    """The shapes the GPU targets name, and every autotuning M bucket once (on Llama-7B's
+    square projection): a few minutes, for a short GPU lease."""
+    llama = PROJECTIONS["llama-2-7b"]
+    out = [Case("int8_mm", 8192, 8192, 8192)]
+    out += [Case("int8_mm", 2048, k, n) for k, n in llama]
+    out += [Case("linear_w8a8", m, 4096, 4096) for m in (1, 16, 64, 256, 1024, 2048)]
+    out += [Case("linear_w8a8", 2048, k, n) for k, n in llama[1:]]
+    out += [Case("linear_w8a16", m, k, n) for k, n in llama for m in (1, 16)]
+    out += [Case("linear_w8a16", m, 4096, 4096) for m in (64, 256, 2048)]
+    r, k, n = LOWRANK["rank"], LOWRANK["k"], LOWRANK["n"]
+    for op in ("lowrank_mm", "lowrank_mm_backward"):
+        out += [Case(op, m, k, n, rank=r) for m in (16, 8192)]
     return out
 
 
@@ -280,7 +298,7 @@ def _timer(device: str, min_run_time: float) -> Callable[[Callable[[], object]],
     if device == "cuda":
         from triton.testing import do_bench_cudagraph
 
-        rep = max(100, int(min_run_time * 1000))
+        rep = max(20, int(min_run_time * 1000))  # ms of replays per sample, 10 samples
         return lambda fn: do_bench_cudagraph(fn, rep=rep, return_mode="median")
     return lambda fn: median_ms(fn, min_run_time)
 
