@@ -135,3 +135,16 @@ def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):
     assert "| qkernels w8a8 / fp32 nn.Linear | 2.00x | 2.00x | 2.00x | 2.00x |" in text
     assert (results / "linear-speedup-2026-01-02.png").exists()
     assert text.rstrip().endswith("## GPU status\n\nnone")
+
+
+def test_quick_gpu_shapes_cover_every_autotuning_bucket_and_are_gpu_only():
+    from qkernels.bench import gpu
+    from qkernels.triton._configs import M_BUCKETS, m_bucket
+
+    quick = gpu.cases("quick")
+    for op in ("linear_w8a8", "linear_w8a16"):
+        assert {m_bucket(c.m) for c in quick if c.op == op} == set(M_BUCKETS), op
+    assert gpu.Case("int8_mm", 8192, 8192, 8192) in quick  # the targets' square shape
+    assert {c.op for c in quick} == set(gpu.PEERS)
+    with pytest.raises(SystemExit, match="quick is the gpu suite's"):
+        main(["bench", "--suite", "linear", "--shapes", "quick"])

@@ -99,7 +99,7 @@ def _quick_cases() -> list[Case]:
     out += [Case("linear_w8a8", m, 4096, 4096) for m in (1, 16, 64, 256, 1024, 2048)]
     out += [Case("linear_w8a8", 2048, k, n) for k, n in llama[1:]]
     out += [Case("linear_w8a16", m, k, n) for k, n in llama for m in (1, 16)]
-    out += [Case("linear_w8a16", m, 4096, 4096) for m in (64, 256, 2048)]
+    out += [Case("linear_w8a16", m, 4096, 4096) for m in (64, 256, 1024, 2048)]
     r, k, n = LOWRANK["rank"], LOWRANK["k"], LOWRANK["n"]
     for op in ("lowrank_mm", "lowrank_mm_backward"):
         out += [Case(op, m, k, n, rank=r) for m in (16, 8192)]
