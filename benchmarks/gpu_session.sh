@@ -7,6 +7,7 @@
 #   bash benchmarks/gpu_session.sh test                 # the GPU tests, then memcheck
 #   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
 #   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16 quick
+#   bash benchmarks/gpu_session.sh bench stream         # fake-quant bandwidth, Int8LSTM
 #   bash benchmarks/gpu_session.sh lease                # all of it in ~8 minutes, bounded
 # Logs and results JSON (named with the device, date and ops) go to $OUT (default
 # benchmarks/results); the output ends with the ratio tables.
@@ -55,6 +56,13 @@ run_bench() {
   echo "bench $1 ($2): exit $?"
 }
 
+# Fake-quant against the copy bandwidth, Int8LSTM against cuDNN. $1: seconds at most.
+run_stream() {
+  timeout "$1" $PY -m qkernels.cli bench --suite gpu-stream \
+    --json "$OUT/stream-gpu-$(date +%F).json" >> "$OUT/bench.log" 2>&1
+  echo "bench gpu-stream: exit $?"
+}
+
 case "${1:-}" in
   test)
     info
@@ -62,19 +70,21 @@ case "${1:-}" in
     run_memcheck 300
     ;;
   bench)
-    run_bench "${2:?which ops, e.g. int8_mm}" "${3:-full}" 600 0.1
+    if [ "${2:-}" = stream ]; then run_stream 600; else
+      run_bench "${2:?which ops, e.g. int8_mm, or stream}" "${3:-full}" 600 0.1
+    fi
     tail -80 "$OUT/bench.log"
     ;;
-  lease) # one device call: ~8 minutes, each step bounded, most important first
+  lease) # one device call: under 8 minutes, each step bounded, most important first
     info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
     tail -25 "$OUT/info.log"
-    run_tests 180
-    run_memcheck 45
+    run_tests 160
+    run_memcheck 40
     run_bench int8_mm quick 45 0.03
     run_bench linear_w8a8 quick 75 0.03
-    run_bench linear_w8a16 quick 50 0.03
-    run_bench lowrank_mm,lowrank_mm_backward quick 30 0.03
-    grep "^  op=\|Error\|error:" "$OUT/bench.log" | cut -c1-330
+    run_bench linear_w8a16,lowrank_mm,lowrank_mm_backward quick 70 0.03
+    run_stream 50
+    grep "^  op=\|Error\|error:\|copy:\|LSTM\|fwd+bwd" "$OUT/bench.log" | cut -c1-330
     ;;
   *)
     echo "usage: $0 test | bench OPS [full|quick] | lease" >&2

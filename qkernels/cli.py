@@ -117,6 +117,22 @@ def bench(args: argparse.Namespace) -> None:
         part = "-" + "-".join(ops) if ops else ""
         path = f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json"
         emit(text, rows, path, gpu_env=True, ratios=gpu.ratios(rows))
+    if args.suite == "gpu-stream":
+        from qkernels.bench import gpu_stream
+
+        if not torch.cuda.is_available():
+            raise SystemExit("qkernels bench --suite gpu-stream: needs a CUDA GPU")
+        copy_gbs, fq_rows = gpu_stream.run_fake_quant()
+        lstm_rows = gpu_stream.run_lstm()
+        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
+        emit(
+            gpu_stream.format_tables(copy_gbs, fq_rows, lstm_rows),
+            fq_rows,
+            f"benchmarks/results/stream-gpu-{device}-{stamp}.json",
+            gpu_env=True,
+            copy_gb_per_s=copy_gbs,
+            lstm=[asdict(r) for r in lstm_rows],
+        )
     if args.suite in ("model", "all"):
         import transformers
 
@@ -465,9 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark tables against peers (one process, ratios)", **fmt)
     b.add_argument(
         "--suite",
-        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "all"],
+        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "gpu-stream", "all"],
         default="linear",
-        help="which op group (gpu: the Triton / CUDA suite; model: a whole HF model "
+        help="which op group (gpu: the Triton / CUDA GEMM suite; gpu-stream: fake-quant "
+        "against the copy bandwidth and Int8LSTM against cuDNN; model: a whole HF model "
         "profiled by op class, fp32 vs w8a8)",
     )
     b.add_argument("--model", default="minilm", help="model suite: HF model directory")
