@@ -64,9 +64,9 @@ def _fq_cases(shape: tuple[int, int]) -> list[tuple[str, str, Callable, Callable
     rows, cols = shape
     gen = torch.Generator(device="cuda").manual_seed(0)
 
-    def params(n: int):
-        scale = torch.rand(n, generator=gen, device="cuda") / 10 + 0.01
-        return scale, torch.randint(-8, 8, (n,), generator=gen, device="cuda", dtype=torch.int32)
+    def params(*shape: int):
+        scale = torch.rand(shape, generator=gen, device="cuda") / 10 + 0.01
+        return scale, torch.randint(-8, 8, shape, generator=gen, device="cuda", dtype=torch.int32)
 
     out = []
     for layout, n, axis in (("per-tensor", 1, 0), ("per-channel", rows, 0)):
@@ -79,13 +79,13 @@ def _fq_cases(shape: tuple[int, int]) -> list[tuple[str, str, Callable, Callable
                 lambda g, x, s=s, z=z, a=axis: q.fake_quant_backward(g, x, s, z, a, QMIN, QMAX),
             )
         )
-    s, z = params(rows * cols // 128)
+    s, z = params(rows, cols // 128)  # one pair per group of 128 along the last dim
     out.append(
         (
             "fake_quant_group",
             "group 128",
-            lambda x: q.fake_quant_group(x, s, z, 128, QMIN, QMAX),
-            lambda g, x: q.fake_quant_group_backward(g, x, s, z, 128, QMIN, QMAX),
+            lambda x, s=s, z=z: q.fake_quant_group(x, s, z, 128, QMIN, QMAX),
+            lambda g, x, s=s, z=z: q.fake_quant_group_backward(g, x, s, z, 128, QMIN, QMAX),
         )
     )
     s, z = params(rows)
