@@ -107,7 +107,8 @@ def bench(args: argparse.Namespace) -> None:
         emit(lstm.format_lstm_table(rows), rows, f"benchmarks/results/lstm-cpu-{stamp}.json")
     if args.suite == "gpu" or (args.suite == "all" and torch.cuda.is_available()):
         ops = tuple(args.ops.split(",")) if args.ops else None
-        rows = gpu.run_gpu_suite(args.shapes, args.min_run_time, ops=ops)
+        ms = tuple(int(m) for m in args.m.split(",")) if args.m else None
+        rows = gpu.run_gpu_suite(args.shapes, args.min_run_time, ops=ops, ms=ms)
         text = gpu.format_gpu_table(rows)
         if not torch.cuda.is_available():
             text += (
@@ -507,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="linear: torch.compile the torchao peer; model: also time both models compiled",
     )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
+    b.add_argument("--m", default=None, help="gpu suite: only these M (comma-separated)")
     b.add_argument(
         "--plot",
         default=None,

@@ -171,3 +171,32 @@ def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
         r for r in results if r["arch"] == "sm_90" and r["variant"].startswith("int_mm/M<=1024")
     ]
     assert hopper and "IGMMA" in hopper[0]["mma"]
+
+
+def test_float_epilogues_are_not_fused_into_fmas():
+    """On a GPU Triton compiles with FP fusion on: `acc * scale + bias` became one FMA
+    (one rounding) where the reference and the C++ kernels round the product and the
+    sum apart, so the H200 run found linear_w8a8 off by an ulp of bf16 here and there.
+    The dequant epilogues (and fake-quant's float zero point) multiply through
+    `mul_rn`, an explicitly rounded PTX multiply that is never fused (the interpreter
+    cannot show this: numpy never fuses)."""
+    variants = (
+        "linear_w8a8 bf16 (quantize on load)/M<=16",
+        "linear_w8a16 bf16/M<=64",
+        "fake_quant fp32 along the last dim",
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(TOOLS)!r}); from compile_check import ptx_of\n"
+        f"for name in {variants!r}:\n"
+        "    ptx = ptx_of(name)\n"
+        "    print(name, '|', ptx.count('mul.rn.f32'), ptx.count('fma.rn.f32'))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    counts = dict(line.split(" | ") for line in proc.stdout.splitlines())
+    assert set(counts) == set(variants), proc.stdout
+    for name, (muls, fmas) in ((k, map(int, v.split())) for k, v in counts.items()):
+        assert muls > 0 and fmas == 0, (name, muls, fmas)

@@ -363,17 +363,20 @@ def _resources(cubin: bytes) -> dict:
     }
 
 
-def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
+def ptx_of(name: str, arch: str = "sm_90") -> str:
+    """The PTX of variant `name` in its first configuration for `arch`."""
+    variant = next(v for v in variants() if v.name == name)
+    return _compile(variant, arch, _configs_of(variant, arch)[0]).asm["ptx"]
+
+
+def _compile(variant: Variant, arch: str, config):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource, compile
 
     module, attr = variant.kernel.split(".")
     kernel = getattr(importlib.import_module(f"qkernels.triton.{module}"), attr)
-    config = _configs_of(variant, arch)[config_index]
     consts = {**variant.constants, **config.kwargs}
     signature = {**variant.signature, **{name: "constexpr" for name in consts}}
-    result = Result(variant.name, arch, str(config), ok=False, shared_limit=SHARED_LIMIT[arch])
-    start = time.time()
     # As the launcher specializes them at run time: tensors 16-byte aligned (torch's
     # allocations are), and the sizes real layers have, N and K multiples of 16.
     aligned = [
@@ -382,12 +385,19 @@ def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
         if ty.startswith("*") or name in ALIGNED_SIZES
     ]
     attrs = {index: [["tt.divisibility", 16]] for index in aligned}
+    return compile(
+        ASTSource(kernel, signature, consts, attrs),
+        target=GPUTarget("cuda", ARCHS[arch], 32),
+        options={"num_warps": config.num_warps, "num_stages": config.num_stages},
+    )
+
+
+def compile_one(variant: Variant, arch: str, config_index: int) -> Result:
+    config = _configs_of(variant, arch)[config_index]
+    result = Result(variant.name, arch, str(config), ok=False, shared_limit=SHARED_LIMIT[arch])
+    start = time.time()
     try:
-        compiled = compile(
-            ASTSource(kernel, signature, consts, attrs),
-            target=GPUTarget("cuda", ARCHS[arch], 32),
-            options={"num_warps": config.num_warps, "num_stages": config.num_stages},
-        )
+        compiled = _compile(variant, arch, config)
         res = _resources(compiled.asm["cubin"])
         result.registers, result.stack_bytes = res["registers"], res["stack_bytes"]
         result.mma, result.loads_16B = res["mma"], res["loads_16B"]

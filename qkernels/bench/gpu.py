@@ -99,7 +99,7 @@ def _quick_cases() -> list[Case]:
     out += [Case("linear_w8a8", m, 4096, 4096) for m in (1, 16, 64, 256, 1024, 2048)]
     out += [Case("linear_w8a8", 2048, k, n) for k, n in llama[1:]]
     out += [Case("linear_w8a16", m, k, n) for k, n in llama for m in (1, 16)]
-    out += [Case("linear_w8a16", m, 4096, 4096) for m in (64, 256, 1024, 2048)]
+    out += [Case("linear_w8a16", m, 4096, 4096) for m in (2, 4, 8, 64, 256, 1024, 2048)]
     r, k, n = LOWRANK["rank"], LOWRANK["k"], LOWRANK["n"]
     for op in ("lowrank_mm", "lowrank_mm_backward"):
         out += [Case(op, m, k, n, rank=r) for m in (16, 8192)]
@@ -309,8 +309,10 @@ def run_gpu_suite(
     min_run_time: float = 0.1,
     progress: bool = True,
     ops: tuple[str, ...] | None = None,
+    ms: tuple[int, ...] | None = None,
 ) -> list[GpuRow]:
-    """Every case of `shapes` (or only those of `ops`), each implementation timed."""
+    """Every case of `shapes` (only those of `ops`, and of the M in `ms`, if given), each
+    implementation timed."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(
@@ -328,7 +330,7 @@ def run_gpu_suite(
         raise ValueError(
             f"qkernels bench --ops: unknown {sorted(unknown)}; choose from {list(PEERS)}"
         )
-    todo = [c for c in cases(shapes) if ops is None or c.op in ops]
+    todo = [c for c in cases(shapes) if (ops is None or c.op in ops) and (ms is None or c.m in ms)]
     for case in tqdm(todo, desc="gpu suite", disable=not progress):
         sets = [_operands(case, device, i) for i in range(_copies(case, device))]
         exact = _exact(case, sets[0])

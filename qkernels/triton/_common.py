@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import triton
@@ -18,6 +19,27 @@ def round_half_even(t):
     r = (a + 8388608.0) - 8388608.0
     r = tl.where(t < 0, -r, r)
     return tl.where(a < 8388608.0, r, t)
+
+
+if os.environ.get("TRITON_INTERPRET") == "1":
+
+    @triton.jit
+    def mul_rn(a, b):
+        """a * b in fp32, rounded on its own (numpy never fuses it with an add)."""
+        return a * b
+
+else:
+
+    @triton.jit
+    def mul_rn(a, b):
+        """a * b in fp32, rounded on its own. Triton compiles with FP fusion on, so
+        `a * b + c` becomes one FMA (one rounding) where the reference and the C++
+        kernels round twice; a PTX multiply with an explicit rounding mode is never
+        fused, by LLVM or by ptxas."""
+        a, b = tl.broadcast(a.to(tl.float32), b.to(tl.float32))
+        return tl.inline_asm_elementwise(
+            "mul.rn.f32 $0, $1, $2;", "=f,f,f", [a, b], dtype=tl.float32, is_pure=True, pack=1
+        )
 
 
 @triton.jit

@@ -21,7 +21,7 @@ from qkernels.meta.fake_quant import (
     lsq_zero_point,
     param_vectors,
 )
-from qkernels.triton._common import finite, rne, round_half_even
+from qkernels.triton._common import finite, mul_rn, rne, round_half_even
 
 
 def tile(along: bool, lsq: bool) -> tuple[int, int]:
@@ -44,7 +44,7 @@ def _store_rounded(ptr, offs, y, mask):
 @triton.jit
 def _levels(x, inv, zp, ZP_IN_ROUND: tl.constexpr):
     if ZP_IN_ROUND:
-        return round_half_even(zp + x * inv)
+        return round_half_even(zp + mul_rn(x, inv))
     return round_half_even(x * inv) + zp
 
 

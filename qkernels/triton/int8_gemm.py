@@ -19,6 +19,7 @@ from qkernels.triton._common import (
     finite,
     grouped_tile,
     launch,
+    mul_rn,
     round_half_even,
     store_output,
 )
@@ -142,7 +143,7 @@ def _int8_gemm_kernel(
         if not QUANTIZE_A:
             a_scale = tl.load(a_scale_ptr + offs_m, mask=offs_m < m, other=0.0)
         b_scale = tl.load(b_scale_ptr + offs_n, mask=offs_n < n, other=0.0)
-        out = acc.to(tl.float32) * a_scale[:, None] * b_scale[None, :]
+        out = mul_rn(acc.to(tl.float32) * a_scale[:, None], b_scale[None, :])
         if HAS_BIAS:  # before the adapter, as the CPU kernels
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
         if HAS_LORA:
@@ -210,7 +211,7 @@ def _w8a16_kernel(
         if UPCAST:  # see upcast()
             x = x.to(tl.float32)
         acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
-    out = acc * tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :]
+    out = mul_rn(acc, tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :])
     if SPLIT_K > 1:
         pptrs = partial_ptr + offs_m[:, None] * n + offs_n[None, :]
         omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)
