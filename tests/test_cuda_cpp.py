@@ -161,11 +161,10 @@ def test_fake_quant_kernels_are_bit_exact_and_ran(monkeypatch, shape, axis, grou
     monkeypatch.setattr(_backend, "_chosen", dict.fromkeys(_backend.cuda_cpp_ops(), "cuda"))
     x = (torch.randn(shape, device="cuda") * 4).to(dtype)
     x.view(-1)[0] = float("inf")
-    n = x.numel() // group if group else (1 if axis is None else shape[axis])
+    # group-wise: one pair per group of the last dim, [*rows, groups]
+    n = (*shape[:-1], shape[-1] // group) if group else (1 if axis is None else shape[axis],)
     scale = torch.rand(n, device="cuda") / 10 + 0.01
-    zp = (
-        torch.randn(n, device="cuda") * 3 if float_zp else torch.randint(-8, 8, (n,), device="cuda")
-    )
+    zp = torch.randn(n, device="cuda") * 3 if float_zp else torch.randint(-8, 8, n, device="cuda")
     grad = torch.randn(shape, device="cuda").to(dtype)
     ax = 0 if axis is None else axis
     if group:
