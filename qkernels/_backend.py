@@ -2,17 +2,18 @@
 (`set_backend` / QKERNELS_BACKEND), and how torch.compile sees inside them.
 
 Backends: "triton" (qkernels/triton, every op), "cuda" (the CUDA C++ kernels of
-qkernels._C, via qkernels/cuda_kernels.py; a problem they do not take runs on Triton)
-and "auto", the default: per op and device, the table `auto_backend` reads (C++ where
-this build has a kernel for the device's arch, Triton otherwise, until measured picks
-from a GPU run replace it).
+qkernels._C, via qkernels/cuda_kernels.py; a problem they do not take runs on Triton),
+"torch" (a few torch calls, qkernels/torch_kernels.py; the low-rank ops) and "auto", the
+default: per op, device and (for linear_w8a16) rows of x, what an H200 measured fastest
+(`auto_backend`).
 
 torch.compile: the GEMM family's ops are decomposed, under AOTAutograd's
 functionalization, into their Triton host code, whose launches go through
 `wrap_triton` — so Inductor sees the kernels themselves (what
 `torch.library.triton_op` does; done here by hand because these ops are defined
 once for every device (`_library`), and CPU tensors must keep the op). An op that
-resolves to the C++ backend stays one opaque op in the graph.
+resolves to the torch backend decomposes into its torch calls; one that resolves to the
+C++ backend stays one opaque op in the graph.
 torch.export keeps the ops whole, as it does for triton_op.
 """
 
@@ -27,10 +28,11 @@ from torch._library.triton import set_wrap_triton_enabled
 from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 
-from qkernels import cuda_kernels
+from qkernels import cuda_kernels, torch_kernels
 from qkernels._common import check
 from qkernels._library import lib
 from qkernels.op_table import BACKENDS, OPS, cuda_ops
+from qkernels.op_table import op as op_def
 
 ENV = "QKERNELS_BACKEND"
 CHOICES = ("auto", *BACKENDS)
@@ -46,14 +48,36 @@ def cuda_cpp_ops() -> tuple[str, ...]:
     return cuda_kernels.built_ops()
 
 
-def auto_backend(op: str, capability: tuple[int, int] | None) -> str:
+# linear_w8a16 rows of x that "auto" runs on Triton although the C++ kernels are built:
+# on the H200 the C++ decode kernel wins at one row only (1.20-1.37x Triton), Triton's
+# split-K kernel from 2 rows (1.09x at 2, 4.6-7.4x at 16) to 1024 (even), the C++
+# dequantize + cuBLAS path above (1.21x at 2048).
+W8A16_TRITON_ROWS = (2, 1024)
+_TORCH_FROM = (9, 0)  # "auto" takes the torch compositions on Hopper and later
+
+
+def auto_backend(op: str, capability: tuple[int, int] | None, rows: int | None = None) -> str:
     """What "auto" runs `op` on, on a device of this compute capability (None: no GPU
-    to ask, as when tracing with fake CUDA tensors: Triton). Not yet measured on a GPU
-    (issue 16 replaces this rule with measured picks per M bucket): the C++ kernel where
-    this build has one for the arch, else Triton."""
-    if capability is None or op not in cuda_cpp_ops():
+    to ask, as when tracing with fake CUDA tensors: Triton), for `rows` rows of x where
+    the choice depends on them (linear_w8a16; None: the C++ kernel). From the H200 run
+    (benchmarks/results/*nvidia-h200-2026-11-28*.json, README "GPU results"):
+    - the C++ kernel wherever this build has one for the arch: int8_mm 1.10-1.29x Triton
+      at M=2048-8192, linear_w8a8 1.26-1.34x at M >= 1024 and 1.7-7.4x below,
+      fake-quant fwd+bwd 1.0-5.8x; linear_w8a16 only at the rows above.
+    - lowrank_mm and its backward on sm_90+: two cuBLAS matmuls, which beat the fused
+      Triton kernels (forward 1.35-1.7x, backward 1.4-4.2x at rank 64, K=N=4096).
+      sm_80 (not measured) keeps Triton.
+    - otherwise Triton."""
+    if capability is None:
         return "triton"
-    return "cuda" if cuda_kernels.cubin_arch(capability) else "triton"
+    if "torch" in op_def(op).cuda and capability >= _TORCH_FROM:
+        return "torch"
+    if op not in cuda_cpp_ops() or not cuda_kernels.cubin_arch(capability):
+        return "triton"
+    lo, hi = W8A16_TRITON_ROWS
+    if op == "linear_w8a16" and rows is not None and lo <= rows <= hi:
+        return "triton"
+    return "cuda"
 
 
 def _check_op(where: str, op: str) -> None:
@@ -75,6 +99,12 @@ def _validate(where: str, backend: str, ops: Iterable[str]) -> None:
             where,
             f"no CUDA C++ kernel for {op} in this build of qkernels._C "
             f"(CUDA C++ ops built: {', '.join(cuda_cpp_ops()) or 'none'}); use 'triton'",
+        )
+        check(
+            backend != "torch" or "torch" in op_def(op).cuda,
+            where,
+            f"no torch composition for {op} (ops with one: "
+            f"{', '.join(o.name for o in OPS if 'torch' in o.cuda)}); use 'triton'",
         )
 
 
@@ -122,15 +152,23 @@ def _capability(index: int) -> tuple[int, int]:
     return torch.cuda.get_device_capability(index)
 
 
-def resolve_backend(op: str, device: torch.device) -> str:
-    """The backend `op` runs on for tensors on `device`: the choice, "auto" resolved."""
+def resolve_backend(op: str, device: torch.device, rows: int | None = None) -> str:
+    """The backend `op` runs on for tensors on `device` (and `rows` rows of x, where
+    "auto" looks at them): the choice, "auto" resolved."""
     backend = get_backend(op)
     if backend == "auto":
         if not torch.cuda.is_available():
             return auto_backend(op, None)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        return auto_backend(op, _capability(index))
+        return auto_backend(op, _capability(index), rows)
     return backend
+
+
+def _resolve(name: str, args) -> str:
+    rows = None
+    if name == "linear_w8a16" and isinstance(args[0], torch.Tensor) and args[0].dim() > 0:
+        rows = args[0].numel() // max(args[0].shape[-1], 1)
+    return resolve_backend(name, _device(args), rows)
 
 
 def _triton_fn(name: str):
@@ -148,8 +186,11 @@ def _device(args) -> torch.device:
 
 def _cuda_impl(name: str):
     def impl(*args):
-        if resolve_backend(name, _device(args)) == "cuda":
+        backend = _resolve(name, args)
+        if backend == "cuda":
             return getattr(cuda_kernels, name)(*args)
+        if backend == "torch":
+            return getattr(torch_kernels, name)(*args)
         # Eager call on real tensors: launch directly, no tracing wrapper.
         with set_wrap_triton_enabled(False):
             return _triton_fn(name)(*args)
@@ -162,22 +203,21 @@ def _on_cuda(args) -> bool:
     return bool(tensors) and all(t.device.type == "cuda" for t in tensors)
 
 
-def _decompose_into_triton(name: str):
+def _decompose(name: str):
     def decompose(mode, op, types, args, kwargs):
         from torch.export._trace import custom_triton_ops_decomposition_disabled
 
         plain = all(
             t is torch.Tensor or issubclass(t, (FakeTensor, FunctionalTensor)) for t in types
         )
-        if (
-            not plain
-            or custom_triton_ops_decomposition_disabled()
-            or not _on_cuda(args)
-            or resolve_backend(name, _device(args)) != "triton"
-        ):
+        if not plain or custom_triton_ops_decomposition_disabled() or not _on_cuda(args):
             return mode.__torch_dispatch__(op, types, args, kwargs)
+        backend = _resolve(name, args)
+        if backend == "cuda":  # one opaque op in the graph
+            return mode.__torch_dispatch__(op, types, args, kwargs)
+        fn = getattr(torch_kernels, name) if backend == "torch" else _triton_fn(name)
         with mode:
-            return _triton_fn(name)(*args, **kwargs)
+            return fn(*args, **kwargs)
 
     return decompose
 
@@ -187,5 +227,5 @@ for _op in OPS:
         lib.impl(_op.name, _cuda_impl(_op.name), "CUDA")
     if _op.traceable:
         torch.library.register_torch_dispatch(
-            _op.qualname, FunctionalTensorMode, _decompose_into_triton(_op.name), lib=lib
+            _op.qualname, FunctionalTensorMode, _decompose(_op.name), lib=lib
         )

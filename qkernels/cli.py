@@ -17,7 +17,7 @@ import torch
 
 def info() -> str:
     import qkernels
-    from qkernels._backend import CHOICES, ENV, cuda_cpp_ops, get_backend, resolve_backend
+    from qkernels._backend import CHOICES, ENV, cuda_cpp_ops, get_backend
     from qkernels._library import EXTENSION_ERROR
     from qkernels.cuda_kernels import gemm_kernels
     from qkernels.op_table import OPS
@@ -62,11 +62,25 @@ def info() -> str:
             try:
                 cuda = get_backend(op.name)
                 if torch.cuda.is_available():  # what "auto" picks on this device
-                    cuda += f" -> {resolve_backend(op.name, torch.device('cuda'))}"
+                    cuda += f" -> {_resolved(op.name)}"
             except ValueError as e:  # a bad QKERNELS_BACKEND: show it, don't crash
                 cuda = f"error: {e}"
         lines.append(f"{op.name:<26} {op.family:<11} {cpu:<28} {cuda}")
     return "\n".join(lines)
+
+
+def _resolved(op: str) -> str:
+    """The backend an op runs on on this GPU; per rows of x where "auto" looks at them."""
+    from qkernels._backend import W8A16_TRITON_ROWS, resolve_backend
+
+    cuda = torch.device("cuda")
+    if op != "linear_w8a16":
+        return resolve_backend(op, cuda)
+    lo, hi = W8A16_TRITON_ROWS
+    picks = {rows: resolve_backend(op, cuda, rows) for rows in (lo - 1, lo, hi + 1)}
+    if len(set(picks.values())) == 1:
+        return picks[lo]
+    return f"{picks[lo - 1]} (M < {lo}, M > {hi}), {picks[lo]} ({lo} <= M <= {hi})"
 
 
 def bench(args: argparse.Namespace) -> None:

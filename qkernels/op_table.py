@@ -20,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAMILIES = ("int8_gemm", "fake_quant", "lowrank", "lora", "lstm")
-BACKENDS = ("triton", "cuda")  # the CUDA backends: Triton, CUDA C++ (qkernels._C)
+# The CUDA backends: Triton, CUDA C++ (qkernels._C), a few torch calls (cuBLAS; only for
+# ops where that was measured faster than their kernels: qkernels/torch_kernels.py).
+BACKENDS = ("triton", "cuda", "torch")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ _LORA_ARGS = (
     "-> Tensor"
 )
 _BOTH = ("triton", "cuda")  # a Triton kernel and a CUDA C++ one (csrc/cuda)
+_TRITON_TORCH = ("triton", "torch")  # a Triton kernel and a torch composition
 _FQ_CHANNEL = "Tensor scale, Tensor zero_point, int axis, int qmin, int qmax"
 _FQ_GROUP = "Tensor scale, Tensor zero_point, int group_size, int qmin, int qmax"
 
@@ -117,6 +120,7 @@ OPS: tuple[OpDef, ...] = (
         "lowrank_mm",
         "lowrank",
         "(Tensor x, Tensor a, Tensor b, Tensor? bias=None) -> Tensor",
+        cuda=_TRITON_TORCH,
         traceable=True,
         grad=True,
     ),
@@ -125,6 +129,7 @@ OPS: tuple[OpDef, ...] = (
         "lowrank",
         "(Tensor grad, Tensor x, Tensor a, Tensor b) -> (Tensor, Tensor, Tensor)",
         cpu="python",
+        cuda=_TRITON_TORCH,
         traceable=True,
     ),
     # LoRA family: a frozen int8 base plus a trainable low-rank adapter

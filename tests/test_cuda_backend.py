@@ -41,7 +41,10 @@ def test_env_forms_parse(monkeypatch):
 @pytest.mark.parametrize(
     "value,message",
     [
-        ("cutlass", r"QKERNELS_BACKEND='cutlass': backend must be one of auto, triton, cuda"),
+        (
+            "cutlass",
+            r"QKERNELS_BACKEND='cutlass': backend must be one of auto, triton, cuda, torch",
+        ),
         ("int_mm=triton,nope=triton", r"unknown op 'nope'"),
         ("int_mm", r"backend must be one of"),
         ("int_mm=triton;linear_w8a8", r"backend must be one of"),
@@ -71,15 +74,48 @@ def test_set_backend_rejects_what_is_not_built():
             qkernels.set_backend("cuda", "int_mm")
 
 
-def test_auto_picks_cpp_where_built_for_the_arch(monkeypatch):
-    monkeypatch.setattr(cuda_kernels, "built_ops", lambda: ("quantize_rowwise", "int_mm"))
+def test_auto_picks_what_the_h200_measured_fastest(monkeypatch):
+    built = ("quantize_rowwise", "int_mm", "linear_w8a16")
+    monkeypatch.setattr(cuda_kernels, "built_ops", lambda: built)
     assert _backend.auto_backend("int_mm", (9, 0)) == "cuda"
     assert _backend.auto_backend("int_mm", (8, 6)) == "cuda"  # the sm_80 cubins run on 8.x
     assert _backend.auto_backend("int_mm", (10, 0)) == "triton"  # no sm_100 GEMM built
     assert _backend.auto_backend("int_mm", None) == "triton"  # tracing without a GPU
     assert _backend.auto_backend("quantize_rowwise", (8, 0)) == "cuda"
     assert _backend.auto_backend("quantize_rowwise", (10, 0)) == "triton"  # no sm_100 cubin
-    assert _backend.auto_backend("lowrank_mm", (9, 0)) == "triton"  # no C++ kernel
+    # cuBLAS's two matmuls beat the fused low-rank kernels on Hopper; sm_80 unmeasured
+    assert _backend.auto_backend("lowrank_mm", (9, 0)) == "torch"
+    assert _backend.auto_backend("lowrank_mm_backward", (10, 0)) == "torch"
+    assert _backend.auto_backend("lowrank_mm", (8, 0)) == "triton"
+    assert _backend.auto_backend("lowrank_mm", None) == "triton"
+    # linear_w8a16: the C++ decode kernel at one row, Triton from 2 to 1024, C++ above
+    picks = {m: _backend.auto_backend("linear_w8a16", (9, 0), m) for m in (1, 2, 1024, 1025)}
+    assert picks == {1: "cuda", 2: "triton", 1024: "triton", 1025: "cuda"}
+    assert _backend.auto_backend("linear_w8a16", (9, 0)) == "cuda"  # rows unknown
+    assert _backend.auto_backend("linear_w8a16", (10, 0), 1) == "triton"  # no sm_100 cubin
+
+
+def test_torch_backend_only_for_ops_with_a_composition():
+    qkernels.set_backend("torch", ["lowrank_mm", "lowrank_mm_backward"])
+    assert qkernels.get_backend("lowrank_mm") == "torch"
+    with pytest.raises(ValueError, match=r"set_backend: no torch composition for int_mm"):
+        qkernels.set_backend("torch", "int_mm")
+
+
+def test_torch_compositions_match_the_reference_and_autograd():
+    from qkernels import reference, torch_kernels
+
+    x = torch.randn(3, 7, 64, dtype=torch.float64).transpose(0, 1)  # non-contiguous
+    a, b = torch.randn(8, 64, dtype=torch.float64), torch.randn(48, 8, dtype=torch.float64)
+    bias, g = torch.randn(48, dtype=torch.float64), torch.randn(7, 3, 48, dtype=torch.float64)
+    y = torch_kernels.lowrank_mm(x, a, b, bias)
+    assert torch.equal(y, reference.lowrank_mm(x, a, b, bias))
+    xr, ar, br = (t.clone().requires_grad_() for t in (x, a, b))
+    reference.lowrank_mm(xr, ar, br).backward(g)
+    for got, want in zip(torch_kernels.lowrank_mm_backward(g, x, a, b), (xr, ar, br), strict=True):
+        torch.testing.assert_close(got, want.grad)
+    with pytest.raises(ValueError, match=r"qkernels.lowrank_mm: a must be \[rank, K\]"):
+        torch_kernels.lowrank_mm(x, a[:, :32], b)
 
 
 KERNELS = frozenset({"sm80:bfloat16", "sm90:bfloat16", "sm90:int32"})
@@ -113,7 +149,7 @@ def test_info_shows_the_backend(monkeypatch):
     from qkernels.cli import info
 
     text = info()
-    assert "cuda backends: auto, triton, cuda" in text
+    assert "cuda backends: auto, triton, cuda, torch" in text
     assert any(
         line.startswith("linear_w8a16 ") and line.split()[-1] in ("auto", "triton")
         for line in text.splitlines()
@@ -130,9 +166,9 @@ def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
     assert proc.returncode == 0, proc.stderr[-3000:]
     graphs = json.loads(proc.stdout.strip().splitlines()[-1])
     assert graphs["cuda"] == {
-        "linear_w8a8": {"kernels": ["_int8_gemm_kernel"], "ops": []},
-        "linear_w8a16": {"kernels": ["_w8a16_kernel"], "ops": []},
-        "lowrank_mm": {"kernels": ["_lowrank_kernel"], "ops": []},
+        "linear_w8a8": {"kernels": ["_int8_gemm_kernel"], "ops": [], "matmuls": 0},
+        "linear_w8a16": {"kernels": ["_w8a16_kernel"], "ops": [], "matmuls": 0},
+        "lowrank_mm": {"kernels": ["_lowrank_kernel"], "ops": [], "matmuls": 0},
         "lowrank_mm_backward": {
             "kernels": [
                 "_lowrank_backward_rows_kernel",
@@ -140,10 +176,16 @@ def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
                 "_reduce_rows_kernel",
             ],
             "ops": [],
+            "matmuls": 0,
         },
     }
     for op, contents in graphs["cpu"].items():
-        assert contents == {"kernels": [], "ops": [f"qkernels.{op}.default"]}
+        assert contents == {"kernels": [], "ops": [f"qkernels.{op}.default"], "matmuls": 0}
+    # the torch backend: Inductor gets the matmuls themselves
+    assert graphs["cuda, torch backend"] == {
+        "lowrank_mm": {"kernels": [], "ops": [], "matmuls": 2},
+        "lowrank_mm_backward": {"kernels": [], "ops": [], "matmuls": 5},
+    }
 
 
 def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):

@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("modules", ("qkernels.nn", "qkernels.nn.*")),
     ("public ops", ("qkernels.ops",)),
     ("CUDA backend choice", ("qkernels._backend",)),
-    ("CUDA C++ host code", ("qkernels.cuda_kernels",)),
+    ("CUDA C++ host code, torch compositions", ("qkernels.cuda_kernels", "qkernels.torch_kernels")),
     ("Triton kernels", ("qkernels.triton", "qkernels.triton.*")),
     ("fakes, autograd", ("qkernels.meta", "qkernels.meta.*")),
     ("op definitions", ("qkernels._library",)),

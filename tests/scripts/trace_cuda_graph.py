@@ -24,7 +24,7 @@ def graph_contents(gm) -> dict:
             kernels.append(kernel.__name__)
         elif "qkernels" in str(node.target):
             ops.append(str(node.target))
-    return {"kernels": kernels, "ops": ops}
+    return {"kernels": kernels, "ops": ops, "matmuls": matmuls(gm)}
 
 
 def trace(fn, *args) -> dict:
@@ -48,5 +48,21 @@ def traces(device: str) -> dict:
     }
 
 
+def torch_backend_traces() -> dict:
+    """The low-rank ops on CUDA with set_backend("torch"): their matmuls, no kernels."""
+    qkernels.set_backend("torch", ["lowrank_mm", "lowrank_mm_backward"])
+    out = {}
+    for op, contents in traces("cuda").items():
+        if op.startswith("lowrank"):
+            out[op] = contents
+    return out
+
+
+def matmuls(gm) -> int:
+    return sum(str(n.target).startswith(("aten.mm", "aten.addmm")) for n in gm.graph.nodes)
+
+
 if __name__ == "__main__":
-    print(json.dumps({device: traces(device) for device in ("cuda", "cpu")}))
+    graphs = {device: traces(device) for device in ("cuda", "cpu")}
+    graphs["cuda, torch backend"] = torch_backend_traces()
+    print(json.dumps(graphs))
