@@ -224,6 +224,7 @@ def test_float_epilogues_are_not_fused_into_fmas():
     cannot show this: numpy never fuses)."""
     variants = (
         "linear_w8a8 bf16 (quantize on load)/M<=16",
+        "linear_w8a8 bf16 (separate pass)/M<=1024",
         "linear_w8a16 bf16/M<=64",
         "fake_quant fp32 along the last dim",
     )

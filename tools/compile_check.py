@@ -134,7 +134,25 @@ def variants() -> list[Variant]:
                     (bucket,),
                 )
             )
-        if _configs.w8a8_quantize_in_prologue("sm_90", bucket):  # only where linear_w8a8 uses it
+        # linear_w8a8 (and int8_mm) after the separate quantize pass: int8 x with its scales
+        out.append(
+            Variant(
+                f"linear_w8a8 bf16 (separate pass)/M<={bucket}",
+                "int8_gemm._int8_gemm_kernel",
+                _gemm_sig("*i8", "*bf16", True, True),
+                {
+                    **NO_LORA,
+                    "QUANTIZE_A": False,
+                    "DEQUANT": True,
+                    "HAS_BIAS": True,
+                    "GROUP_M": 8,
+                },
+                "int8_gemm_configs",
+                (bucket,),
+            )
+        )
+        # quantize on load: only where linear_w8a8 uses it (sm_80, small M)
+        if _configs.w8a8_quantize_in_prologue("sm_80", bucket):
             for lora in (False, True):
                 out.append(
                     Variant(

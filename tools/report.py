@@ -126,6 +126,107 @@ def lora_quality_section(path: Path) -> list[str]:
     return [*lines, ""]
 
 
+def _gpu_ratio(entry: dict, ours: str, peer: str) -> str:
+    value = entry.get(f"{ours} / {peer}")
+    return f"{value:.2f}x" if value is not None else ""
+
+
+def _auto_impl(op: str, m: int) -> str:
+    """The measured row `auto` runs today (the rows were timed when auto still took the
+    C++ kernel for every linear_w8a16 and Triton for lowrank; it now picks by them)."""
+    from qkernels._backend import W8A16_TRITON_ROWS
+
+    lo, hi = W8A16_TRITON_ROWS
+    if op == "linear_w8a16" and lo <= m <= hi:
+        return "qkernels linear_w8a16 triton"
+    if op == "lowrank_mm":
+        return "two matmuls"
+    if op == "lowrank_mm_backward":
+        return "autograd two matmuls"
+    return f"qkernels {op}"
+
+
+def gpu_section(paths: list[Path]) -> list[str]:
+    """The GPU GEMM suite's JSON of one device and date (one file per op group)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    env = runs[0]["environment"]
+    lines = [
+        f"### GPU GEMMs ({env.get('device', '?')}, {env.get('date', '?')[:10]})",
+        "",
+        f"_{', '.join(p.name for p in paths)}: torch {env.get('torch', '?')}, triton "
+        f"{env.get('triton', '?')}; medians of CUDA-graph replays, weights rotated past the "
+        "L2. `auto runs`: what the backend choice (qkernels/_backend.py) picks from these "
+        "timings; C++ / Triton: the two kernels of the op, same run_",
+        "",
+        "| op | M | K | N | `auto` runs | ms | vs bf16 (lowrank: vs two matmuls) | "
+        "vs `_int_mm` + dequant | C++ / Triton |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    by_case = {(r["op"], r["m"], r["k"], r["n"], r["impl"]): r for x in runs for r in x["rows"]}
+    entries = [e for run in runs for e in run["ratios"]]
+    for e in sorted(entries, key=lambda e: (e["op"], e["k"], e["n"], e["m"])):
+        op, case = e["op"], (e["op"], e["m"], e["k"], e["n"])
+        ours = by_case[(*case, _auto_impl(op, e["m"]))]
+        peer = {"int8_mm": "bf16 matmul", "lowrank_mm": "two matmuls"}.get(op)
+        if op == "lowrank_mm_backward":
+            peer = "autograd two matmuls"
+        peer_ms = by_case[(*case, peer or "bf16 F.linear")]["median_ms"]
+        int_mm = by_case.get((*case, "torch._int_mm + dequant"))
+        kind = ours["impl"].removeprefix(f"qkernels {op}").strip() or "C++"
+        ms = ours["median_ms"]
+        vs_int_mm = f"{int_mm['median_ms'] / ms:.2f}x" if int_mm else ""
+        lines.append(
+            f"| {op} | {e['m']} | {e['k']} | {e['n']} | {kind} | {ms:.4f} | "
+            f"{peer_ms / ms:.2f}x | {vs_int_mm} | "
+            f"{_gpu_ratio(e, f'qkernels {op} cuda-c++', f'qkernels {op} triton')} |"
+        )
+    return [*lines, ""]
+
+
+def gpu_stream_section(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    env = data["environment"]
+    lines = [
+        f"### GPU memory-bound ops and LSTM ({env.get('device', '?')}, "
+        f"{env.get('date', '?')[:10]})",
+        "",
+        f"_{path.name}: fake-quant forward + backward on a 16384 x 8192 tensor as a "
+        f"fraction of the device-to-device copy bandwidth measured in the same run "
+        f"({data['copy_gb_per_s']:.0f} GB/s, bytes read + written)_",
+        "",
+        "| op | layout | dtype | C++ | Triton |",
+        "| --- | --- | --- | ---: | ---: |",
+    ]
+    cells: dict[tuple, dict[str, float]] = {}
+    for r in data["rows"]:
+        if r["passes"] == "fwd+bwd":
+            cells.setdefault((r["op"], r["layout"], r["dtype"]), {})[r["backend"]] = r["of_copy"]
+    for (op, layout, dtype), by in cells.items():
+        cpp, tri = by.get("cuda"), by.get("triton")
+        lines.append(
+            f"| {op} | {layout} | {dtype} | {f'{cpp:.2f}' if cpp else ''} | "
+            f"{f'{tri:.2f}' if tri else ''} |"
+        )
+    lines += ["", "| LSTM, 2 layers, T=35, B=20, H=650 | ms | x cuDNN fp16 | rel err |"]
+    lines.append("| --- | ---: | ---: | ---: |")
+    for r in data["lstm"]:
+        lines.append(
+            f"| {r['impl']} | {r['median_ms']:.3f} | {r['speedup_vs_cudnn_fp16']:.2f}x | "
+            f"{r['rel_err_vs_fp32']:.1e} |"
+        )
+    return [*lines, ""]
+
+
+def newest_gpu_runs() -> list[Path]:
+    """Every GEMM-suite JSON of the newest (device, date)."""
+    files = sorted(RESULTS.glob("gemm-gpu-*-20??-??-??*.json"))
+    if not files:
+        return []
+    key = lambda p: p.name.split("-quick")[0].split("-full")[0]  # noqa: E731
+    last = max(files, key=lambda p: key(p)[-10:])
+    return [p for p in files if key(p) == key(last)]
+
+
 def results_markdown() -> str:
     lines = [
         START,
@@ -145,6 +246,12 @@ def results_markdown() -> str:
         path = newest(pattern)
         if path is not None:
             lines += section(path)
+    gpu = newest_gpu_runs()
+    if gpu:
+        lines += gpu_section(gpu)
+    stream = newest("stream-gpu-*.json")
+    if stream is not None:
+        lines += gpu_stream_section(stream)
     return "\n".join([*lines, END])
 
 

@@ -19,7 +19,15 @@ to shapes that suit the hardware:
   64 x 64 x 128) and is left for the autotuner to rank.
 Under TRITON_INTERPRET=1 (CPU tests) every kernel gets one small configuration, so
 nothing is timed and the tests stay fast. A GPU run of `qkernels bench --suite gpu`
-writes the autotuner's picks to its JSON; those replace these lists.
+writes the autotuner's picks to its JSON (`autotune_choices`).
+
+Measured: on an NVIDIA H200 (sm_90, 2026-11-28, torch 2.11 / Triton 3.6; the JSON in
+benchmarks/results/gemm-gpu-nvidia-h200-2026-11-28-*) the autotuner's picks over these
+lists, on Llama-7B projections (K, N of 4096 and 11008) at M = 1-8192 and 8192^3, replace
+the sm_90 candidates of the int8 GEMM and w8a16 kernels: one configuration per bucket
+(two where shapes of one bucket picked differently), so Hopper runs no autotuning.
+sm_80 keeps its candidate lists (not yet measured). The linear_w8a8 quantize strategy
+on sm_90 is the separate pass in every bucket (`w8a8_quantize_in_prologue`).
 """
 
 from __future__ import annotations
@@ -61,10 +69,39 @@ def _hopper(arch: str | None) -> bool:
     return arch is not None and arch >= "sm_90"
 
 
+# (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) per M bucket, picked on the H200 with int8
+# activations (int8_mm, int_mm, linear_w8a8's separate-pass GEMM).
+_INT8_GEMM_H200 = {
+    16: [(16, 64, 256, 3, 4)],
+    64: [(64, 64, 256, 3, 4)],
+    256: [(64, 128, 128, 4, 4)],
+    1024: [(128, 256, 128, 3, 8)],
+    M_BUCKETS[-1]: [(128, 256, 128, 3, 8), (256, 128, 128, 3, 8)],
+}
+# (BLOCK_N, BLOCK_K, SPLIT_K) for M <= 16, then (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps).
+_W8A16_DECODE_H200 = [(64, 128, 4), (128, 128, 8), (32, 128, 4)]
+_W8A16_DECODE = [  # sm_80 candidates
+    (32, 256, 1),
+    (64, 128, 1),
+    (32, 128, 4),
+    (64, 128, 4),
+    (64, 256, 2),
+    (128, 128, 8),
+]
+_W8A16_H200 = {
+    64: [(32, 64, 128, 4, 4)],
+    256: [(128, 64, 64, 4, 4)],
+    1024: [(128, 128, 64, 4, 8)],
+    M_BUCKETS[-1]: [(128, 128, 64, 4, 8)],
+}
+
+
 def int8_gemm_configs(arch: str | None, bucket: int) -> list[Config]:
     """int8 x int8 -> int32 (+ dequant epilogue): int_mm, int8_mm, linear_w8a8."""
     if INTERPRET or arch is None:
         return _interpreted()
+    if _hopper(arch):
+        return _cfgs(_INT8_GEMM_H200[bucket])
     if bucket <= 16:
         rows = [(16, 64, 128, 4, 4), (16, 128, 128, 4, 4), (16, 64, 256, 3, 4), (32, 64, 128, 4, 4)]
     elif bucket <= 64:
@@ -80,13 +117,6 @@ def int8_gemm_configs(arch: str | None, bucket: int) -> list[Config]:
             (128, 128, 64, 4, 8),
             (128, 64, 128, 4, 4),
             (64, 256, 64, 4, 8),
-        ]
-    elif _hopper(arch):
-        rows = [
-            (128, 256, 128, 3, 8),
-            (256, 128, 128, 3, 8),
-            (128, 128, 128, 4, 8),
-            (128, 256, 64, 4, 8),
         ]
     else:  # no warpgroup MMA on sm_80: a 128 x 256 int32 tile spills even at 8 warps
         rows = [
@@ -105,32 +135,21 @@ def w8a16_configs(arch: str | None, bucket: int) -> list[Config]:
         # Split-K 2 under the interpreter so the CPU tests cover the split path.
         return _interpreted(SPLIT_K=2 if bucket <= 16 else 1)
     if bucket <= 16:
+        decode = _W8A16_DECODE_H200 if _hopper(arch) else _W8A16_DECODE
         return [
             Config(
                 {"BLOCK_M": 16, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk},
                 num_stages=4,
                 num_warps=4,
             )
-            for bn, bk, sk in (
-                (32, 256, 1),
-                (64, 128, 1),
-                (32, 128, 4),
-                (64, 128, 4),
-                (64, 256, 2),
-                (128, 128, 8),
-            )
+            for bn, bk, sk in decode
         ]
+    if _hopper(arch):
+        return _cfgs(_W8A16_H200[bucket], SPLIT_K=1)
     if bucket <= 64:
         rows = [(32, 64, 128, 4, 4), (64, 64, 128, 4, 4), (64, 128, 64, 4, 4), (32, 128, 128, 3, 4)]
     elif bucket <= 256:
         rows = [(64, 128, 64, 4, 4), (128, 128, 64, 3, 8), (64, 256, 64, 3, 8), (128, 64, 64, 4, 4)]
-    elif _hopper(arch):
-        rows = [
-            (128, 256, 64, 3, 8),
-            (256, 128, 64, 3, 8),
-            (128, 128, 64, 4, 8),
-            (128, 128, 128, 3, 8),
-        ]
     else:
         rows = [
             (128, 128, 64, 3, 8),
@@ -193,8 +212,11 @@ def quantize_configs(arch: str | None) -> dict:
 def w8a8_quantize_in_prologue(arch: str | None, bucket: int) -> bool:
     """linear_w8a8: quantize x per token inside the GEMM (each N-tile program reads
     its rows twice, once for the absmax) or in a separate pass first (one more
-    launch and an int8 copy of x). The reasoning behind the default (timings replace
-    it, see the module docstring): the prologue wins where the launch dominates
-    (small M); the separate pass where x's re-reads across the N tiles cost more than
-    writing int8 x once."""
-    return INTERPRET or arch is None or bucket <= 64
+    launch and an int8 copy of x). Measured on the H200 (Llama-7B projections, M = 1 to
+    2048): the separate pass wins in every bucket, 2.1x at M = 16 to 5.6x at M = 2048,
+    so sm_90 takes it. sm_80 (not measured) keeps the reasoning the default came from:
+    the prologue where the launch dominates (M <= 64). The interpreter runs the
+    prologue, so the CPU tests cover it."""
+    if INTERPRET or arch is None:
+        return True
+    return not _hopper(arch) and bucket <= 64
