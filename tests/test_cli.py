@@ -122,8 +122,11 @@ def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):
     for stamp in ("2026-01-01", "2026-01-02"):  # the newer one is used
         data = {"environment": env, "rows": rows, "summary": summary}
         (results / f"linear-cpu-{stamp}.json").write_text(json.dumps(data))
+    committed = Path(report.__file__).parents[1] / "benchmarks" / "results"
+    for gpu_json in (*committed.glob("gemm-gpu-*.json"), *committed.glob("stream-gpu-*.json")):
+        (results / gpu_json.name).write_text(gpu_json.read_text())
     readme = tmp_path / "README.md"
-    readme.write_text("# x\n\nintro\n\n## GPU status\n\nnone\n")
+    readme.write_text("# x\n\nintro\n\n## GPU results\n\nnone\n")
     monkeypatch.setattr(report, "RESULTS", results)
     monkeypatch.setattr(report, "README", readme)
     monkeypatch.setattr(report, "ROOT", tmp_path)
@@ -134,7 +137,12 @@ def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):
     assert "linear-cpu-2026-01-02.json: Test CPU (avx2)" in text
     assert "| qkernels w8a8 / fp32 nn.Linear | 2.00x | 2.00x | 2.00x | 2.00x |" in text
     assert (results / "linear-speedup-2026-01-02.png").exists()
-    assert text.rstrip().endswith("## GPU status\n\nnone")
+    assert text.rstrip().endswith("## GPU results\n\nnone")
+    # the GPU tables: what `auto` runs, picked by the measured rule (w8a16: Triton at 2-1024)
+    assert "### GPU GEMMs (NVIDIA H200, 2026-11-28)" in text
+    assert "| linear_w8a16 | 2 | 4096 | 4096 | triton | 0.0108 | 1.24x |  | 0.91x |" in text
+    assert "| lowrank_mm | 8192 | 4096 | 4096 | two matmuls | 0.0483 | 1.00x |" in text
+    assert "| fake_quant_group | group 128 | bfloat16 | 0.85 | 0.15 |" in text
 
 
 def test_quick_gpu_shapes_cover_every_autotuning_bucket_and_are_gpu_only():

@@ -262,9 +262,9 @@ def main(argv: list[str]) -> int:
     if START in text:
         before, rest = text.split(START, 1)
         new = before + section + rest.split(END, 1)[1]
-    else:  # first run: before the GPU status section
-        head, tail = text.split("## GPU status", 1)
-        new = head + section + "\n\n## GPU status" + tail
+    else:  # first run: before the GPU results section
+        head, tail = text.split("## GPU results", 1)
+        new = head + section + "\n\n## GPU results" + tail
     README.write_text(new)
     print(f"report: README Results section and charts under {RESULTS.relative_to(ROOT)}")
     return 0

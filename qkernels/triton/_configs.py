@@ -2,7 +2,7 @@
 separate sets for sm_80 (A100) and sm_90 (H100/H200), keyed on a bucket of M.
 
 How these were chosen (read before editing): from the hardware's limits, not from
-timings (what has been measured: README "GPU status" and benchmarks/results).
+timings; on sm_90 they are now the H200's picks (below, README "GPU results").
 Each set is a short list of candidates for `triton.autotune`, which times them on
 the first call per (bucket, N, K) and keeps the fastest; the lists bound that search
 to shapes that suit the hardware:
