@@ -98,6 +98,7 @@ bench-ci: $(BUILD_STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
 	$(VENV)/bin/qkernels bench --suite all --shapes ci --min-run-time 0.05 --json -
 	TRITON_INTERPRET=1 $(VENV)/bin/qkernels bench --suite gpu --shapes ci --min-run-time 0.01 --json -
+	$(VENV)/bin/qkernels bench --suite gpu-stream --shapes ci --json -
 
 # Charts and the README's Results section from the committed benchmark JSON.
 report: $(BUILD_STAMP)

@@ -88,7 +88,7 @@ case "${1:-}" in
     run_memcheck 40
     run_stream 45
     run_bench linear_w8a16 quick 35 0.03 2,4,8
-    grep "^  op=\|Error\|error:\|copy:\|LSTM\|fwd+bwd" "$OUT/bench.log" | cut -c1-330
+    grep "^  op=\|Error\|error:\|copy on\|LSTM\|fwd+bwd" "$OUT/bench.log" | cut -c1-330
     ;;
   *)
     echo "usage: $0 test | bench OPS [full|quick] | lease" >&2

@@ -135,13 +135,21 @@ def bench(args: argparse.Namespace) -> None:
     if args.suite == "gpu-stream":
         from qkernels.bench import gpu_stream
 
-        if not torch.cuda.is_available():
-            raise SystemExit("qkernels bench --suite gpu-stream: needs a CUDA GPU")
-        copy_gbs, fq_rows = gpu_stream.run_fake_quant()
-        lstm_rows = gpu_stream.run_lstm()
+        if not (torch.cuda.is_available() or ci):
+            raise SystemExit("qkernels bench --suite gpu-stream: needs a CUDA GPU (or --shapes ci)")
+        if torch.cuda.is_available():
+            copy_gbs, fq_rows = gpu_stream.run_fake_quant()
+            lstm_rows = gpu_stream.run_lstm()
+        else:  # the CI smoke run on CPU tensors: times mean nothing
+            shape = gpu_stream.CI_FQ_SHAPE
+            copy_gbs, fq_rows = gpu_stream.run_fake_quant(shape, device="cpu")
+            lstm_rows = gpu_stream.run_lstm(gpu_stream.CI_LSTM_SHAPE, device="cpu")
         device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
+        text = gpu_stream.format_tables(copy_gbs, fq_rows, lstm_rows)
+        if not torch.cuda.is_available():
+            text += "\n(no GPU: CPU tensors, a smoke run; these times mean nothing)"
         emit(
-            gpu_stream.format_tables(copy_gbs, fq_rows, lstm_rows),
+            text,
             fq_rows,
             f"benchmarks/results/stream-gpu-{device}-{stamp}.json",
             gpu_env=True,

@@ -156,3 +156,17 @@ def test_quick_gpu_shapes_cover_every_autotuning_bucket_and_are_gpu_only():
     assert {c.op for c in quick} == set(gpu.PEERS)
     with pytest.raises(SystemExit, match="quick is the gpu suite's"):
         main(["bench", "--suite", "linear", "--shapes", "quick"])
+
+
+def test_gpu_stream_suite_smoke_runs_on_cpu(tmp_path, capsys):
+    """The CI shape of the memory-bound / LSTM GPU suite runs on CPU tensors."""
+    out = tmp_path / "stream.json"
+    assert main(["bench", "--suite", "gpu-stream", "--shapes", "ci", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert {r["op"] for r in data["rows"]} == {
+        "fake_quant", "fake_quant_group", "fake_quant_lsq"
+    }  # fmt: skip
+    assert len(data["rows"]) == 4 * 2 * 2  # layouts x dtypes x (fwd, fwd+bwd)
+    assert [r["impl"] for r in data["lstm"]][-1] == "qkernels Int8LSTM"
+    assert all(r["rel_err_vs_fp32"] < 2e-2 for r in data["lstm"])
+    assert "these times mean nothing" in capsys.readouterr().out
