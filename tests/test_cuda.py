@@ -135,9 +135,12 @@ def test_opcheck_on_cuda():
         torch.library.opcheck(op, args)
 
 
-def test_compile_runs_the_triton_kernels_inside_the_graph():
+def test_compile_runs_the_triton_kernels_inside_the_graph(monkeypatch):
     from torch._inductor.utils import run_and_get_code
 
+    from qkernels import _backend
+
+    monkeypatch.setattr(_backend, "_chosen", {"linear_w8a8": "triton"})  # auto: C++ here
     lin = torch.nn.Linear(512, 256).cuda()
     model = torch.nn.Sequential(qkernels.Int8Linear.from_float(lin, "w8a8"), torch.nn.GELU())
     x = torch.randn(33, 512, device="cuda")
@@ -145,6 +148,19 @@ def test_compile_runs_the_triton_kernels_inside_the_graph():
     compiled, code = run_and_get_code(torch.compile(model, fullgraph=True), x)
     assert rel(compiled, eager) < 1e-6
     assert "_int8_gemm_kernel" in "\n".join(code)
+
+
+def test_compile_keeps_the_cpp_op_whole(monkeypatch):
+    """Resolving to the C++ kernels, the op is one opaque node: compiled equals eager."""
+    from qkernels import _backend, cuda_kernels
+
+    if "linear_w8a8" not in cuda_kernels.built_ops():
+        pytest.skip("no CUDA C++ linear_w8a8 in this build")
+    monkeypatch.setattr(_backend, "_chosen", {"linear_w8a8": "cuda"})
+    lin = torch.nn.Linear(512, 256).cuda().bfloat16()
+    model = torch.nn.Sequential(qkernels.Int8Linear.from_float(lin, "w8a8"), torch.nn.GELU())
+    x = torch.randn(33, 512, device="cuda", dtype=torch.bfloat16)
+    assert torch.equal(torch.compile(model, fullgraph=True)(x), model(x))
 
 
 def test_mixed_devices_are_a_clear_error():

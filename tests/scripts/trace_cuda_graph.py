@@ -63,6 +63,8 @@ def matmuls(gm) -> int:
 
 
 if __name__ == "__main__":
+    # Triton explicitly: with a GPU present, "auto" would pick the C++ / torch backends
+    qkernels.set_backend("triton")
     graphs = {device: traces(device) for device in ("cuda", "cpu")}
     graphs["cuda, torch backend"] = torch_backend_traces()
     print(json.dumps(graphs))
