@@ -63,7 +63,7 @@ def auto_backend(op: str, capability: tuple[int, int] | None, rows: int | None =
     (benchmarks/results/*nvidia-h200-2026-11-28*.json, README "GPU results"):
     - the C++ kernel wherever this build has one for the arch: int8_mm 1.10-1.29x Triton
       at M=2048-8192, linear_w8a8 1.26-1.34x at M >= 1024 and 1.7-7.4x below,
-      fake-quant fwd+bwd 1.0-5.8x; linear_w8a16 only at the rows above.
+      fake-quant fwd+bwd 0.98-5.8x (even in fp32); linear_w8a16 only at the rows above.
     - lowrank_mm and its backward on sm_90+: two cuBLAS matmuls, which beat the fused
       Triton kernels (forward 1.35-1.7x, backward 1.4-4.2x at rank 64, K=N=4096).
       sm_80 (not measured) keeps Triton.

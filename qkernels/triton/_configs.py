@@ -66,7 +66,8 @@ def _interpreted(**extra) -> list[Config]:
 
 
 def _hopper(arch: str | None) -> bool:
-    return arch is not None and arch >= "sm_90"
+    """sm_90 or later (by number: as strings, "sm_100" < "sm_90")."""
+    return arch is not None and int(arch.removeprefix("sm_")) >= 90
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, stages, warps) per M bucket, picked on the H200 with int8
