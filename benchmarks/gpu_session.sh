@@ -8,7 +8,9 @@
 #   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
 #   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16 quick
 #   bash benchmarks/gpu_session.sh bench stream         # fake-quant bandwidth, Int8LSTM
-#   bash benchmarks/gpu_session.sh lease                # all of it in ~8 minutes, bounded
+#   bash benchmarks/gpu_session.sh bench model          # Llama / BERT / QAT-step end to end
+#   bash benchmarks/gpu_session.sh lease                # device call 1: tests, memcheck
+#   bash benchmarks/gpu_session.sh lease-bench          # device call 2: the speed tables
 # Logs and results JSON (named with the device, date and ops) go to $OUT (default
 # benchmarks/results); the output ends with the ratio tables.
 set -uo pipefail
@@ -69,6 +71,13 @@ run_stream() {
   echo "bench gpu-stream: exit $?"
 }
 
+# Llama-shaped prefill / decode, BERT embedding throughput, the QAT step. $1: seconds.
+run_model() {
+  timeout "$1" $PY -m qkernels.cli bench --suite gpu-model \
+    --json "$OUT/model-gpu-$(date +%F).json" >> "$OUT/bench.log" 2>&1
+  echo "bench gpu-model: exit $?"
+}
+
 case "${1:-}" in
   test)
     info
@@ -76,22 +85,30 @@ case "${1:-}" in
     run_memcheck 300
     ;;
   bench)
-    if [ "${2:-}" = stream ]; then run_stream 600; else
-      run_bench "${2:?which ops, e.g. int8_mm, or stream}" "${3:-full}" 600 0.1
-    fi
+    case "${2:-}" in
+      stream) run_stream 600 ;;
+      model) run_model 600 ;;
+      *) run_bench "${2:?which ops, e.g. int8_mm, or stream, model}" "${3:-full}" 600 0.1 ;;
+    esac
     tail -80 "$OUT/bench.log"
     ;;
-  lease) # one device call: under 7 minutes, each step bounded, most important first
+  lease) # device call 1 (under 8 minutes): correctness, each step bounded
     info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
     head -3 "$OUT/info.log"
-    run_tests 250
-    run_memcheck 40
-    run_stream 45
-    run_bench linear_w8a16 quick 35 0.03 2,4,8
-    grep "^  op=\|Error\|error:\|copy on\|LSTM\|fwd+bwd" "$OUT/bench.log" | cut -c1-330
+    run_tests 360
+    run_memcheck 90
+    ;;
+  lease-bench) # device call 2 (under 7 minutes): the speed tables
+    info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
+    run_bench int8_mm,linear_w8a8 quick 120 0.03
+    run_bench linear_w8a16,lowrank_mm,lowrank_mm_backward quick 90 0.03
+    run_stream 50
+    run_model 150
+    grep "^  op=\|Error\|error:\|copy on\|LSTM\|fwd+bwd\|tokens/s\|sequences/s\| ms " \
+      "$OUT/bench.log" | cut -c1-330
     ;;
   *)
-    echo "usage: $0 test | bench OPS [full|quick] | lease" >&2
+    echo "usage: $0 test | bench OPS [full|quick] | bench stream | bench model | lease | lease-bench" >&2
     exit 2
     ;;
 esac

@@ -156,6 +156,15 @@ def bench(args: argparse.Namespace) -> None:
             copy_gb_per_s=copy_gbs,
             lstm=[asdict(r) for r in lstm_rows],
         )
+    if args.suite == "gpu-model":
+        from qkernels.bench import gpu_model
+
+        rows = gpu_model.run_gpu_model_suite(ci=ci)
+        text = gpu_model.format_gpu_model_table(rows)
+        if not torch.cuda.is_available():
+            text += "\n(no GPU: the CI sizes on CPU, a smoke run; these numbers mean nothing)"
+        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
+        emit(text, rows, f"benchmarks/results/model-gpu-{device}-{stamp}.json", gpu_env=True)
     if args.suite in ("model", "all"):
         import transformers
 
@@ -504,11 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark tables against peers (one process, ratios)", **fmt)
     b.add_argument(
         "--suite",
-        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "gpu-stream", "all"],
+        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "gpu-stream", "gpu-model", "all"],
         default="linear",
         help="which op group (gpu: the Triton / CUDA GEMM suite; gpu-stream: fake-quant "
-        "against the copy bandwidth and Int8LSTM against cuDNN; model: a whole HF model "
-        "profiled by op class, fp32 vs w8a8)",
+        "against the copy bandwidth and Int8LSTM against cuDNN; gpu-model: Llama-shaped "
+        "prefill / decode, BERT embedding throughput, a QAT training step; model: a whole HF "
+        "model profiled by op class, fp32 vs w8a8)",
     )
     b.add_argument("--model", default="minilm", help="model suite: HF model directory")
     b.add_argument(

@@ -170,3 +170,17 @@ def test_gpu_stream_suite_smoke_runs_on_cpu(tmp_path, capsys):
     assert [r["impl"] for r in data["lstm"]][-1] == "qkernels Int8LSTM"
     assert all(r["rel_err_vs_fp32"] < 2e-2 for r in data["lstm"])
     assert "these times mean nothing" in capsys.readouterr().out
+
+
+def test_gpu_model_suite_smoke_runs_on_cpu(tmp_path):
+    """The CI sizes of the end-to-end GPU suite (Llama-shaped prefill / decode, BERT
+    embedding, the QAT step) run on CPU: every part yields its rows."""
+    out = tmp_path / "model.json"
+    assert main(["bench", "--suite", "gpu-model", "--shapes", "ci", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    parts = {(r["task"], r["impl"]) for r in rows}
+    for impl in ("float32", "qkernels w8a16", "qkernels w8a8"):
+        assert {("prefill", impl), ("decode", impl)} <= parts
+    assert ("embed", "qkernels w8a8 (float32)") in parts
+    assert ("train step", "qkernels QAT") in parts
+    assert all(r["value"] > 0 for r in rows)
