@@ -159,7 +159,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.suite == "gpu-model":
         from qkernels.bench import gpu_model
 
-        rows = gpu_model.run_gpu_model_suite(ci=ci)
+        rows = gpu_model.run_gpu_model_suite(ci=ci, compiled=args.compile)
         text = gpu_model.format_gpu_model_table(rows)
         if not torch.cuda.is_available():
             text += "\n(no GPU: the CI sizes on CPU, a smoke run; these numbers mean nothing)"
@@ -537,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--compile",
         action="store_true",
-        help="linear: torch.compile the torchao peer; model: also time both models compiled",
+        help="linear: torch.compile the torchao peer; model: also time both models compiled; "
+        "gpu-model: also decode with a static KV cache (compiled by transformers on a GPU)",
     )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--m", default=None, help="gpu suite: only these M (comma-separated)")

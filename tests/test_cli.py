@@ -176,11 +176,12 @@ def test_gpu_model_suite_smoke_runs_on_cpu(tmp_path):
     """The CI sizes of the end-to-end GPU suite (Llama-shaped prefill / decode, BERT
     embedding, the QAT step) run on CPU: every part yields its rows."""
     out = tmp_path / "model.json"
-    assert main(["bench", "--suite", "gpu-model", "--shapes", "ci", "--json", str(out)]) == 0
+    args = ["bench", "--suite", "gpu-model", "--shapes", "ci", "--compile", "--json", str(out)]
+    assert main(args) == 0
     rows = json.loads(out.read_text())["rows"]
     parts = {(r["task"], r["impl"]) for r in rows}
     for impl in ("float32", "qkernels w8a16", "qkernels w8a8"):
-        assert {("prefill", impl), ("decode", impl)} <= parts
+        assert {("prefill", impl), ("decode", impl), ("decode, static cache", impl)} <= parts
     assert ("embed", "qkernels w8a8 (float32)") in parts
     assert ("train step", "qkernels QAT") in parts
     assert all(r["value"] > 0 for r in rows)

@@ -3,7 +3,9 @@
 - A Llama-shaped causal LM built from a config (random weights: speed only; hidden 2048,
   8 layers): prefill tokens/s (one 2048-token sequence, no cache) and decode tokens/s
   (greedy, KV cache: the time of 1 + STEPS new tokens minus that of 1, over STEPS) for
-  bf16, qkernels w8a16 and w8a8 (every Linear but lm_head swapped).
+  bf16, qkernels w8a16 and w8a8 (every Linear but lm_head swapped). Eager decoding is
+  launch-bound on a GPU; `compiled=True` adds decode with a static KV cache, for which
+  transformers compiles the forward itself (CUDA graphs; on CPU it stays eager).
 - A MiniLM-shaped BERT (384 hidden, 6 layers): embedding throughput, sequences/s at
   64 x 128 tokens, fp32 / bf16 / qkernels w8a8 (on the bf16 model).
 - A GPT-2-small-sized training step (batch 8 x 512, AdamW): bf16 against QAT (every
@@ -131,7 +133,7 @@ def _swapped(model: torch.nn.Module, method: str) -> torch.nn.Module:
     return out
 
 
-def _llama_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuRow]:
+def _llama_rows(sizes: Sizes, device: str, dtype: torch.dtype, compiled: bool) -> list[ModelGpuRow]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -149,13 +151,23 @@ def _llama_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuR
         with torch.no_grad():
             prefill = _median_s(lambda m=model: m(long_ids, use_cache=False), sizes.repeats, device)
 
-            def generate(new: int, m=model):
-                return m.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False)
+            def generate(new: int, m=model, **kw):
+                return m.generate(
+                    prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, **kw
+                )
 
-            one = _median_s(lambda: generate(1), sizes.repeats, device)
-            many = _median_s(lambda: generate(1 + STEPS), sizes.repeats, device)
-        rows.append(ModelGpuRow(name, "prefill", impl, sizes.prefill_tokens / prefill, "tokens/s"))
-        rows.append(ModelGpuRow(name, "decode", impl, STEPS / max(many - one, 1e-9), "tokens/s"))
+            def decode_rate(**kw) -> float:
+                one = _median_s(lambda: generate(1, **kw), sizes.repeats, device)
+                many = _median_s(lambda: generate(1 + STEPS, **kw), sizes.repeats, device)
+                return STEPS / max(many - one, 1e-9)
+
+            rows.append(
+                ModelGpuRow(name, "prefill", impl, sizes.prefill_tokens / prefill, "tokens/s")
+            )
+            rows.append(ModelGpuRow(name, "decode", impl, decode_rate(), "tokens/s"))
+            if compiled:
+                rate = decode_rate(cache_implementation="static")
+                rows.append(ModelGpuRow(name, "decode, static cache", impl, rate, "tokens/s"))
         del model
     return rows
 
@@ -206,14 +218,14 @@ def _train_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuR
     return rows
 
 
-def run_gpu_model_suite(ci: bool = False) -> list[ModelGpuRow]:
+def run_gpu_model_suite(ci: bool = False, compiled: bool = False) -> list[ModelGpuRow]:
     """Every part; on CPU only the CI sizes (a smoke run)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not ci:
         raise RuntimeError("qkernels bench --suite gpu-model: no CUDA GPU; on CPU only --shapes ci")
     sizes = CI if ci else FULL
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    rows = _llama_rows(sizes, device, dtype) + _bert_rows(sizes, device)
+    rows = _llama_rows(sizes, device, dtype, compiled) + _bert_rows(sizes, device)
     rows += _train_rows(sizes, device, dtype)
     first: dict[tuple[str, str], ModelGpuRow] = {}
     for r in rows:
@@ -225,7 +237,7 @@ def run_gpu_model_suite(ci: bool = False) -> list[ModelGpuRow]:
 
 COLUMNS = (
     ("model", "model", "<22"),
-    ("task", "task", "<11"),
+    ("task", "task", "<21"),
     ("impl", "impl", "<24"),
     ("value", "value", ">12.1f"),
     ("unit", "unit", "<12"),
