@@ -50,7 +50,7 @@ def cuda_cpp_ops() -> tuple[str, ...]:
 
 # linear_w8a16 rows of x that "auto" runs on Triton although the C++ kernels are built:
 # on the H200 the C++ decode kernel wins at one row only (1.20-1.37x Triton), Triton's
-# split-K kernel from 2 rows (1.09x at 2, 4.6-7.4x at 16) to 1024 (even), the C++
+# split-K kernel from 2 rows (1.09x at 2, 4.5-7.4x at 16) to 1024 (even), the C++
 # dequantize + cuBLAS path above (1.21x at 2048).
 W8A16_TRITON_ROWS = (2, 1024)
 _TORCH_FROM = (9, 0)  # "auto" takes the torch compositions on Hopper and later
