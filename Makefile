@@ -13,7 +13,7 @@ CUDA_KERNELS ?= reduced
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' 2>/dev/null)
 
 .PHONY: all demo test test-slow lint report bench bench-ci cmake-test sanitize cuda-check \
-	cuda-check-all wheel-check clean
+	cuda-check-all gpu-ext wheel-check clean
 
 all: test
 
@@ -57,6 +57,20 @@ cuda-check-all: $(DEPS_STAMP)
 	QKERNELS_CUDA=1 QKERNELS_CUDA_KERNELS=all $(PY) setup.py -q build_ext \
 	  --build-lib build/cuda-all --build-temp build/cuda-all-obj
 	$(PY) tools/cuda_check.py "$$(ls build/cuda-all/qkernels/_C*.so)"
+
+# The extension for a GPU machine, built here (nvcc there costs device time): against that
+# machine's torch and Python, every CUTLASS unit. Carry build/gpu-ext to the GPU machine and
+# point QKERNELS_EXTENSION at its .so (benchmarks/gpu_session.sh). The H200 image of
+# 2026-11 had torch 2.11.0+cu130 on Python 3.12.
+GPU_PYTHON ?= python3.12
+GPU_TORCH ?= 2.11.0
+gpu-ext:
+	$(GPU_PYTHON) -m venv build/gpu-venv
+	build/gpu-venv/bin/python -m pip install -q torch==$(GPU_TORCH) numpy ninja setuptools \
+	  wheel safetensors tqdm nvidia-cutlass==4.2.0.0
+	QKERNELS_CUDA=1 QKERNELS_CUDA_KERNELS=all build/gpu-venv/bin/python setup.py -q build_ext \
+	  --build-lib build/gpu-ext --build-temp build/gpu-ext-obj
+	@ls build/gpu-ext/qkernels/_C*.so
 
 # pip wheel builds in-tree with the same flags as the in-place build, so ninja reuses its
 # objects. The fresh venv sees the dev venv's packages through a .pth line (not its

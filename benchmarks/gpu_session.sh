@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A GPU session on a CUDA machine with this repo checked out. The extension:
 # QKERNELS_EXTENSION=path/to/_C.so uses one built elsewhere against the GPU machine's
-# torch and Python (`make cuda-check-all` builds every CUTLASS unit; nvcc on the GPU
-# machine costs device time) and runs the package from the checkout (nothing installed);
-# otherwise it is built and installed here.
+# torch and Python (`make gpu-ext GPU_PYTHON=python3.12 GPU_TORCH=2.11.0` builds every
+# CUTLASS unit into build/gpu-ext; nvcc on the GPU machine costs device time) and runs the
+# package from the checkout (nothing installed); otherwise it is built and installed here.
 #   bash benchmarks/gpu_session.sh test                 # the GPU tests, then memcheck
 #   bash benchmarks/gpu_session.sh bench int8_mm        # one op group of the GPU suite
 #   bash benchmarks/gpu_session.sh bench linear_w8a8,linear_w8a16 quick
