@@ -70,9 +70,16 @@ def auto_backend(op: str, capability: tuple[int, int] | None, rows: int | None =
     - otherwise Triton."""
     if capability is None:
         return "triton"
+    cpp = op in cuda_cpp_ops() and bool(cuda_kernels.cubin_arch(capability))
+    return measured_choice(op, capability, rows, cpp)
+
+
+def measured_choice(op: str, capability: tuple[int, int], rows: int | None, cpp: bool) -> str:
+    """auto_backend's rule given whether a C++ kernel runs on this arch (`cpp`); also
+    what `make report` applies to the measured rows."""
     if "torch" in op_def(op).cuda and capability >= _TORCH_FROM:
         return "torch"
-    if op not in cuda_cpp_ops() or not cuda_kernels.cubin_arch(capability):
+    if not cpp:
         return "triton"
     lo, hi = W8A16_TRITON_ROWS
     if op == "linear_w8a16" and rows is not None and lo <= rows <= hi:

@@ -131,18 +131,18 @@ def _gpu_ratio(entry: dict, ours: str, peer: str) -> str:
     return f"{value:.2f}x" if value is not None else ""
 
 
-def _auto_impl(op: str, m: int) -> str:
-    """The measured row `auto` runs today (the rows were timed when auto still took the
-    C++ kernel for every linear_w8a16 and Triton for lowrank; it now picks by them)."""
-    from qkernels._backend import W8A16_TRITON_ROWS
+def _auto_impl(op: str, m: int, capability: tuple[int, int], has_cpp: bool) -> str:
+    """The measured row `auto` runs today: its rule (qkernels._backend.measured_choice)
+    applied to the rows, which were timed while auto still took the C++ kernel for every
+    linear_w8a16 and Triton for lowrank."""
+    from qkernels._backend import measured_choice
+    from qkernels.bench.gpu import PEERS
 
-    lo, hi = W8A16_TRITON_ROWS
-    if op == "linear_w8a16" and lo <= m <= hi:
-        return "qkernels linear_w8a16 triton"
-    if op == "lowrank_mm":
-        return "two matmuls"
-    if op == "lowrank_mm_backward":
-        return "autograd two matmuls"
+    backend = measured_choice(op, capability, m, has_cpp)
+    if backend == "torch":  # the composition: the suite's peer
+        return PEERS[op][1][0]
+    if backend == "triton" and has_cpp:
+        return f"qkernels {op} triton"
     return f"qkernels {op}"
 
 
@@ -162,11 +162,13 @@ def gpu_section(paths: list[Path]) -> list[str]:
         "vs `_int_mm` + dequant | C++ / Triton |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
+    capability = tuple(int(v) for v in str(env.get("capability", "9.0")).split("."))
     by_case = {(r["op"], r["m"], r["k"], r["n"], r["impl"]): r for x in runs for r in x["rows"]}
     entries = [e for run in runs for e in run["ratios"]]
     for e in sorted(entries, key=lambda e: (e["op"], e["k"], e["n"], e["m"])):
         op, case = e["op"], (e["op"], e["m"], e["k"], e["n"])
-        ours = by_case[(*case, _auto_impl(op, e["m"]))]
+        has_cpp = (*case, f"qkernels {op} cuda-c++") in by_case
+        ours = by_case[(*case, _auto_impl(op, e["m"], capability, has_cpp))]
         peer = {"int8_mm": "bf16 matmul", "lowrank_mm": "two matmuls"}.get(op)
         if op == "lowrank_mm_backward":
             peer = "autograd two matmuls"

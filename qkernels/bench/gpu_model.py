@@ -11,7 +11,8 @@
 - A GPT-2-small-sized training step (batch 8 x 512, AdamW): bf16 against QAT (every
   Linear / Conv1D a QATLinear, int8 fake-quant of weights and activations) on bf16.
 
-Times: medians of several synchronized repetitions after a warm-up. Without a GPU (CI)
+Times: medians of interleaved rounds after a warm-up (qkernels.timing.compare, which
+waits for the GPU at both ends of each sample). Without a GPU (CI)
 the CI configs (a few dozen hidden units) run on CPU in fp32 as a smoke test: those
 numbers mean nothing.
 """
@@ -19,14 +20,13 @@ numbers mean nothing.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 import qkernels
+from qkernels import timing
 
 STEPS = 32  # decode tokens timed
 
@@ -109,22 +109,10 @@ CI = Sizes(
 )
 
 
-def _median_s(fn: Callable[[], object], repeats: int, device: str) -> float:
-    """Median seconds of fn() over `repeats` synchronized runs, after one warm-up."""
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _medians_s(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each callable, timed in interleaved rounds (qkernels.timing)."""
+    result = timing.compare(fns, rounds=repeats, min_sample_s=0.0)
+    return {name: t.median_ms / 1e3 for name, t in result.timings.items()}
 
 
 def _swapped(model: torch.nn.Module, method: str) -> torch.nn.Module:
@@ -142,33 +130,34 @@ def _llama_rows(sizes: Sizes, device: str, dtype: torch.dtype, compiled: bool) -
     long_ids = torch.randint(0, vocab, (1, sizes.prefill_tokens), device=device)
     prompt = torch.randint(0, vocab, (1, sizes.prompt_tokens), device=device)
     name = f"llama-{sizes.llama['hidden_size']}x{sizes.llama['num_hidden_layers']}"
+    models = {
+        str(dtype).removeprefix("torch."): base,
+        "qkernels w8a16": _swapped(base, "w8a16"),
+        "qkernels w8a8": _swapped(base, "w8a8"),
+    }
+
+    def each(call: Callable[[torch.nn.Module], object]) -> dict[str, float]:
+        return _medians_s({impl: lambda m=m: call(m) for impl, m in models.items()}, sizes.repeats)
+
+    def decode_rates(**kw) -> dict[str, float]:
+        def generate(m: torch.nn.Module, new: int):
+            return m.generate(prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, **kw)
+
+        one, many = each(lambda m: generate(m, 1)), each(lambda m: generate(m, 1 + STEPS))
+        return {impl: STEPS / max(many[impl] - one[impl], 1e-9) for impl in models}
+
+    with torch.no_grad():
+        prefill = each(lambda m: m(long_ids, use_cache=False))
+        decode = decode_rates()
+        static = decode_rates(cache_implementation="static") if compiled else {}
     rows = []
-    for impl, model in (
-        (str(dtype).removeprefix("torch."), base),
-        ("qkernels w8a16", _swapped(base, "w8a16")),
-        ("qkernels w8a8", _swapped(base, "w8a8")),
-    ):
-        with torch.no_grad():
-            prefill = _median_s(lambda m=model: m(long_ids, use_cache=False), sizes.repeats, device)
-
-            def generate(new: int, m=model, **kw):
-                return m.generate(
-                    prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, **kw
-                )
-
-            def decode_rate(**kw) -> float:
-                one = _median_s(lambda: generate(1, **kw), sizes.repeats, device)
-                many = _median_s(lambda: generate(1 + STEPS, **kw), sizes.repeats, device)
-                return STEPS / max(many - one, 1e-9)
-
-            rows.append(
-                ModelGpuRow(name, "prefill", impl, sizes.prefill_tokens / prefill, "tokens/s")
-            )
-            rows.append(ModelGpuRow(name, "decode", impl, decode_rate(), "tokens/s"))
-            if compiled:
-                rate = decode_rate(cache_implementation="static")
-                rows.append(ModelGpuRow(name, "decode, static cache", impl, rate, "tokens/s"))
-        del model
+    for impl in models:
+        rows.append(
+            ModelGpuRow(name, "prefill", impl, sizes.prefill_tokens / prefill[impl], "tokens/s")
+        )
+        rows.append(ModelGpuRow(name, "decode", impl, decode[impl], "tokens/s"))
+        if compiled:
+            rows.append(ModelGpuRow(name, "decode, static cache", impl, static[impl], "tokens/s"))
     return rows
 
 
@@ -181,16 +170,18 @@ def _bert_rows(sizes: Sizes, device: str) -> list[ModelGpuRow]:
     half = copy.deepcopy(fp32).to(low)
     batch, seq = sizes.embed_batch
     ids = torch.randint(0, fp32.config.vocab_size, (batch, seq), device=device)
-    rows = []
-    for impl, model in (
-        ("fp32", fp32),
-        (str(low).removeprefix("torch."), half),
-        (f"qkernels w8a8 ({str(low).removeprefix('torch.')})", _swapped(half, "w8a8")),
-    ):
-        with torch.no_grad():
-            s = _median_s(lambda m=model: m(ids).last_hidden_state, sizes.repeats, device)
-        rows.append(ModelGpuRow("minilm-shaped bert", "embed", impl, batch / s, "sequences/s"))
-    return rows
+    models = {
+        "fp32": fp32,
+        str(low).removeprefix("torch."): half,
+        f"qkernels w8a8 ({str(low).removeprefix('torch.')})": _swapped(half, "w8a8"),
+    }
+    with torch.no_grad():
+        fns = {impl: lambda m=m: m(ids).last_hidden_state for impl, m in models.items()}
+        seconds = _medians_s(fns, sizes.repeats)
+    return [
+        ModelGpuRow("minilm-shaped bert", "embed", impl, batch / s, "sequences/s")
+        for impl, s in seconds.items()
+    ]
 
 
 def _train_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuRow]:
@@ -200,7 +191,7 @@ def _train_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuR
     base = GPT2LMHeadModel(GPT2Config(**sizes.gpt2)).to(device, dtype).train()
     batch, seq = sizes.train_batch
     ids = torch.randint(0, base.config.vocab_size, (batch, seq), device=device)
-    rows = []
+    fns = {}
     for impl, model in (
         (str(dtype).removeprefix("torch."), base),
         ("qkernels QAT", _swapped(base, "qat")),
@@ -208,14 +199,15 @@ def _train_rows(sizes: Sizes, device: str, dtype: torch.dtype) -> list[ModelGpuR
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
         def step(m=model, opt=opt):
-            loss = m(ids, labels=ids).loss
-            loss.backward()
+            m(ids, labels=ids).loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 
-        ms = _median_s(step, sizes.repeats, device) * 1e3
-        rows.append(ModelGpuRow("gpt2-small-sized", "train step", impl, ms, "ms"))
-    return rows
+        fns[impl] = step
+    return [
+        ModelGpuRow("gpt2-small-sized", "train step", impl, s * 1e3, "ms")
+        for impl, s in _medians_s(fns, sizes.repeats).items()
+    ]
 
 
 def run_gpu_model_suite(ci: bool = False, compiled: bool = False) -> list[ModelGpuRow]:
