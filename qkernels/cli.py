@@ -91,6 +91,9 @@ def bench(args: argparse.Namespace) -> None:
         raise SystemExit("qkernels bench: --shapes quick is the gpu suite's; use full or ci")
     stamp = dt.date.today().isoformat()
 
+    def device_slug() -> str:  # the GPU's name in a file name
+        return gpu.gpu_environment()["device"].replace(" ", "-").lower()
+
     def emit(text: str, rows: list, default_path: str, gpu_env: bool = False, **summaries) -> None:
         print("\n" + text)
         if args.json != "-":
@@ -128,30 +131,20 @@ def bench(args: argparse.Namespace) -> None:
             text += (
                 "\n(no GPU: the Triton kernels ran in the interpreter; these times mean nothing)"
             )
-        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
         part = "-" + "-".join(ops) if ops else ""
-        path = f"benchmarks/results/gemm-gpu-{device}-{stamp}{part}.json"
+        path = f"benchmarks/results/gemm-gpu-{device_slug()}-{stamp}{part}.json"
         emit(text, rows, path, gpu_env=True, ratios=gpu.ratios(rows))
     if args.suite == "gpu-stream":
         from qkernels.bench import gpu_stream
 
-        if not (torch.cuda.is_available() or ci):
-            raise SystemExit("qkernels bench --suite gpu-stream: needs a CUDA GPU (or --shapes ci)")
-        if torch.cuda.is_available():
-            copy_gbs, fq_rows = gpu_stream.run_fake_quant()
-            lstm_rows = gpu_stream.run_lstm()
-        else:  # the CI smoke run on CPU tensors: times mean nothing
-            shape = gpu_stream.CI_FQ_SHAPE
-            copy_gbs, fq_rows = gpu_stream.run_fake_quant(shape, device="cpu")
-            lstm_rows = gpu_stream.run_lstm(gpu_stream.CI_LSTM_SHAPE, device="cpu")
-        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
+        copy_gbs, fq_rows, lstm_rows = gpu_stream.run_gpu_stream_suite(ci=ci)
         text = gpu_stream.format_tables(copy_gbs, fq_rows, lstm_rows)
         if not torch.cuda.is_available():
             text += "\n(no GPU: CPU tensors, a smoke run; these times mean nothing)"
         emit(
             text,
             fq_rows,
-            f"benchmarks/results/stream-gpu-{device}-{stamp}.json",
+            f"benchmarks/results/stream-gpu-{device_slug()}-{stamp}.json",
             gpu_env=True,
             copy_gb_per_s=copy_gbs,
             lstm=[asdict(r) for r in lstm_rows],
@@ -163,8 +156,7 @@ def bench(args: argparse.Namespace) -> None:
         text = gpu_model.format_gpu_model_table(rows)
         if not torch.cuda.is_available():
             text += "\n(no GPU: the CI sizes on CPU, a smoke run; these numbers mean nothing)"
-        device = gpu.gpu_environment()["device"].replace(" ", "-").lower()
-        emit(text, rows, f"benchmarks/results/model-gpu-{device}-{stamp}.json", gpu_env=True)
+        emit(text, rows, f"benchmarks/results/model-gpu-{device_slug()}-{stamp}.json", gpu_env=True)
     if args.suite in ("model", "all"):
         import transformers
 

@@ -184,6 +184,20 @@ def run_lstm(
     return rows
 
 
+def run_gpu_stream_suite(ci: bool = False) -> tuple[float, list[StreamRow], list[LstmGpuRow]]:
+    """(copy GB/s, fake-quant rows, LSTM rows); without a GPU only the CI shapes, on CPU
+    tensors (a smoke run: the times mean nothing)."""
+    if torch.cuda.is_available():
+        copy_gbs, fq_rows = run_fake_quant()
+        return copy_gbs, fq_rows, run_lstm()
+    if not ci:
+        raise RuntimeError(
+            "qkernels bench --suite gpu-stream: no CUDA GPU; on CPU only --shapes ci runs"
+        )
+    copy_gbs, fq_rows = run_fake_quant(CI_FQ_SHAPE, device="cpu")
+    return copy_gbs, fq_rows, run_lstm(CI_LSTM_SHAPE, device="cpu")
+
+
 STREAM_COLUMNS = (
     ("op", "op", "<17"),
     ("layout", "layout", "<12"),
