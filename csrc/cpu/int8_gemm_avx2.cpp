@@ -1,8 +1,14 @@
 // AVX2 kernels, for x86 CPUs without AVX-512 VNNI.
 //
-// Int8 GEMM: vpmaddubsw would saturate (255 * 127 * 2 > INT16_MAX) and break
-// exactness, so both operands are widened to int16 and multiplied by vpmaddwd,
-// which is exact. Same packed layout and +128 compensation as the VNNI kernel.
+// Int8 GEMM, exact for every input, by what the activations may hold (ActRange):
+// - |a| <= 64 (7-bit): vpmaddubsw of the packed bytes (w + 128) with a, as the VNNI
+//   kernel does: pair sums reach 2 * 255 * 64 < 2^15.
+// - |a| <= 127 (every 8-bit per-token quantization): vpmaddubsw of |w| with a given w's
+//   sign (vpsignb): pair sums reach 2 * 128 * 127 < 2^15, and no +128 compensation.
+// - any int8 (a = -128 can occur in int8_mm's inputs): both operands widened to int16
+//   and multiplied by vpmaddwd.
+// vpmaddubsw's pairs are widened and summed by vpmaddwd with ones (DESIGN.md, "The AVX2
+// ceiling": same multiply-pipe work per product, fewer instructions).
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -32,12 +38,13 @@ inline void lora_row(const LoraEpilogue& l, int64_t row, int64_t n0, float* out1
   _mm256_storeu_ps(out16 + 8, hi);
 }
 
-// Writes 16 int32 column results of one row through the shared epilogue.
-inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc) {
+// Writes 16 int32 column sums of one row through the shared epilogue. `comp` is
+// subtracted from each sum first: 128 * rowsum where the kernel multiplied by w + 128.
+inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc,
+                         uint32_t comp) {
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
   alignas(32) float lora[16] = {};
   if (p.lora.t) lora_row(p.lora, row, n0, lora);
-  const uint32_t comp = static_cast<uint32_t>(p.a_rowsum[row]) * 128u;
   for (int64_t c = 0; c < valid; ++c) {
     const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) - comp);
     if (p.out_kind == OutKind::kInt32) {
@@ -51,11 +58,15 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
   }
 }
 
-// MR rows x one group of 16 columns. Each 16-byte quarter of a packed k4
-// slice holds 4 columns x 4 k; widened to int16 and multiplied with the row's
-// 4 activations repeated, vpmaddwd leaves two partial sums per column.
+inline uint32_t plus128_comp(const Int8GemmArgs& p, int64_t row) {
+  return static_cast<uint32_t>(p.a_rowsum[row]) * 128u;
+}
+
+// Any int8 a: MR rows x one group of 16 columns. Each 16-byte quarter of a packed k4
+// slice holds 4 columns x 4 k; widened to int16 and multiplied with the row's 4
+// activations repeated, vpmaddwd leaves two partial sums per column.
 template <int MR>
-void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+void widening_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
   __m256i acc[MR][4];
   unroll<MR>([&](auto i) { unroll<4>([&](auto q) { acc[i][q] = _mm256_setzero_si256(); }); });
   const uint8_t* bp = p.b + g * p.b_group_stride;
@@ -84,7 +95,47 @@ void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
     for (int c = 0; c < 16; ++c)
       sums[c] = static_cast<int32_t>(static_cast<uint32_t>(lanes[2 * c]) +
                                      static_cast<uint32_t>(lanes[2 * c + 1]));
-    epilogue_row(p, m + i, g * kGroupCols, sums);
+    epilogue_row(p, m + i, g * kGroupCols, sums, plus128_comp(p, m + i));
+  });
+}
+
+// |a| <= 127 (kSevenBit false) or <= 64 (true): MR rows x 16 columns, each half of a
+// packed k4 slice (8 columns x 4 k) multiplied with the row's 4 bytes broadcast;
+// vpmaddwd by ones then sums each column's two pairs, in column order.
+template <int MR, bool kSevenBit>
+void byte_pair_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+  __m256i acc[MR][2];
+  unroll<MR>([&](auto i) { acc[i][0] = acc[i][1] = _mm256_setzero_si256(); });
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const uint8_t* bp = p.b + g * p.b_group_stride;
+  const int8_t* ap = p.a + m * p.lda;
+  for (int64_t k = 0; k < p.k4; ++k) {
+    __m256i w[2], u[2];  // seven-bit: u = w + 128; else w signed and u = |w|
+    unroll<2>([&](auto h) {
+      const __m256i packed = _mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(bp + k * kGroupBytesPerK4 + 32 * h));
+      if constexpr (kSevenBit) {
+        u[h] = packed;
+      } else {
+        w[h] = _mm256_xor_si256(packed, flip);
+        u[h] = _mm256_abs_epi8(w[h]);
+      }
+    });
+    unroll<MR>([&](auto i) {
+      const __m256i av = _mm256_set1_epi32(load_i32(ap + i * p.lda + k * kKStep));
+      unroll<2>([&](auto h) {
+        const __m256i s = kSevenBit ? av : _mm256_sign_epi8(av, w[h]);
+        const __m256i pairs = _mm256_maddubs_epi16(u[h], s);
+        acc[i][h] = _mm256_add_epi32(acc[i][h], _mm256_madd_epi16(pairs, ones));
+      });
+    });
+  }
+  unroll<MR>([&](auto i) {
+    alignas(32) int32_t sums[16];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums), acc[i][0]);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 8), acc[i][1]);
+    epilogue_row(p, m + i, g * kGroupCols, sums, kSevenBit ? plus128_comp(p, m + i) : 0u);
   });
 }
 
@@ -134,17 +185,36 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   });
 }
 
-constexpr int kGemmMR = 2;
+constexpr int kWideningMR = 2;
+constexpr int kBytePairMR = 4;
 constexpr int kW8A16MR = 4;
+
+template <bool kSevenBit>
+void byte_pair_rows(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g) {
+  for (int64_t m = m0; m < m1; m += kBytePairMR) {
+    switch (m1 - m < kBytePairMR ? m1 - m : kBytePairMR) {
+      case 4: byte_pair_micro<4, kSevenBit>(p, m, g); break;
+      case 3: byte_pair_micro<3, kSevenBit>(p, m, g); break;
+      case 2: byte_pair_micro<2, kSevenBit>(p, m, g); break;
+      default: byte_pair_micro<1, kSevenBit>(p, m, g); break;
+    }
+  }
+}
 
 }  // namespace
 
 void avx2_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
                           int64_t g1) {
   for (int64_t g = g0; g < g1; ++g) {
-    for (int64_t m = m0; m < m1; m += kGemmMR) {
-      if (m1 - m >= 2) gemm_micro<2>(p, m, g);
-      else gemm_micro<1>(p, m, g);
+    switch (p.a_range) {
+      case ActRange::kSevenBit: byte_pair_rows<true>(p, m0, m1, g); break;
+      case ActRange::kSymmetric: byte_pair_rows<false>(p, m0, m1, g); break;
+      case ActRange::kFull:
+        for (int64_t m = m0; m < m1; m += kWideningMR) {
+          if (m1 - m >= 2) widening_micro<2>(p, m, g);
+          else widening_micro<1>(p, m, g);
+        }
+        break;
     }
   }
 }

@@ -29,7 +29,13 @@ inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct QuantizedRows {
   at::Tensor q, scale, rowsum;
+  ActRange range = ActRange::kFull;
 };
+
+// The range of values a symmetric quantization to +-qmax produces.
+inline ActRange range_of_qmax(int qmax) {
+  return qmax <= 64 ? ActRange::kSevenBit : qmax <= 127 ? ActRange::kSymmetric : ActRange::kFull;
+}
 
 // A low-rank adapter for the epilogue: t (float32 [M, r]) and bt (float32
 // [r, ceil16(N)], zero-padded), out += t bt; lora_w8a8 passes t = x a^T and

@@ -20,6 +20,15 @@ struct LoraEpilogue {
   int64_t ldbt;             // a multiple of 16, so a column group never reads past a row
 };
 
+// What is known of the activations' range. The AVX2 kernel picks its multiply by it:
+// vpmaddubsw's int16 pair sums are exact only for small enough operands (DESIGN.md,
+// "The AVX2 ceiling"). Zero-initialised arguments mean kFull, which is always safe.
+enum class ActRange : int {
+  kFull = 0,       // any int8, -128 included
+  kSymmetric = 1,  // |a| <= 127: every per-token quantization at 8 bits
+  kSevenBit = 2,   // |a| <= 64: 7-bit quantization (qmax <= 63) or such data
+};
+
 // C[m, n] = sum_k a[m, k] * w[n, k], with a signed int8 and w packed.
 // The kernel computes sum_k a * (w + 128) and subtracts 128 * a_rowsum[m].
 struct Int8GemmArgs {
@@ -37,6 +46,7 @@ struct Int8GemmArgs {
   int64_t ldo;
   OutKind out_kind;
   LoraEpilogue lora;        // float outputs only; zero-initialised: none
+  ActRange a_range;         // what a may hold; zero-initialised: kFull
 };
 
 // out[m, n] = (sum_k x[m, k] * w[n, k]) * b_scale[n] + bias[n]

@@ -170,7 +170,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_w8a8(
   p.gemm = Int8GemmArgs{q.data_ptr<int8_t>(), q.size(1), q_sum.data_ptr<int32_t>(),
                         whh.data_ptr<uint8_t>(), kp / kKStep, kp * kGroupCols, 4 * h16,
                         q_scale.data_ptr<float>(),
-                        whh_scale.data_ptr<float>(), nullptr, nullptr, 0, OutKind::kInt32};
+                        whh_scale.data_ptr<float>(), nullptr, nullptr, 0, OutKind::kInt32,
+                        LoraEpilogue{}, range_of_qmax(127)};  // the step quantizes at 127
   p.c = c.data_ptr<float>();
   p.h = hid.data_ptr<float>();
   p.hidden = h;

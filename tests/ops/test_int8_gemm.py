@@ -59,6 +59,30 @@ def test_int_mm_extreme_values(backend):
     torch.testing.assert_close(backend("int_mm", a, b), ref.int_mm(a, b), rtol=0, atol=0)
 
 
+# The AVX2 kernel multiplies by what the activations may hold (DESIGN.md, "The AVX2
+# ceiling"): any int8 (widened to int16), |a| <= 127 (vpsignb + vpmaddubsw) and |a| <= 64
+# (vpmaddubsw of the +128 bytes). Each must stay exact at its range's extremes, where
+# vpmaddubsw's int16 pair sums come closest to saturating.
+@pytest.mark.parametrize("a_max", [128, 127, 65, 64, 63])
+@pytest.mark.parametrize("m", [1, 3, 6, 17])
+def test_int_gemms_exact_at_every_activation_range(backend, m, a_max):
+    k, n = 1001, 40
+    backend.skip_if_slow(gemm_work(m, k, n))
+    a = torch.randint(-a_max, min(a_max, 127) + 1, (m, k), dtype=torch.int8)
+    a[:, :300] = -a_max if a_max < 128 else -128
+    a[:, 300:600:2] = min(a_max, 127)
+    b = rand_int8(n, k)
+    b[0], b[1], b[2, ::2], b[3, 1::2] = -128, 127, -128, 127
+    torch.testing.assert_close(backend("int_mm", a, b), ref.int_mm(a, b), rtol=0, atol=0)
+    a_scale, b_scale, bias = torch.rand(m) * 0.01, torch.rand(n) * 0.01, torch.randn(n)
+    torch.testing.assert_close(
+        backend("int8_mm", a, b, a_scale, b_scale, bias),
+        ref.int8_mm(a, b, a_scale, b_scale, bias),
+        rtol=0,
+        atol=0,
+    )
+
+
 @pytest.mark.parametrize("bits", [8, 4, 2])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 1), (17, 33), (3, 5, 1025), (64, 4096)])
