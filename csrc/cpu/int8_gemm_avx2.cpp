@@ -38,14 +38,57 @@ inline void lora_row(const LoraEpilogue& l, int64_t row, int64_t n0, float* out1
   _mm256_storeu_ps(out16 + 8, hi);
 }
 
+// Stores 8 floats at out[i..i+8) as fp32, bf16 or fp16, rounding as store_float does
+// (RNE; NaN as bf16's canonical quiet NaN).
+inline void store_f32x8(void* out, OutKind kind, int64_t i, __m256 f) {
+  switch (kind) {
+    case OutKind::kFloat32: _mm256_storeu_ps(static_cast<float*>(out) + i, f); return;
+    case OutKind::kFloat16:
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + i),
+                       _mm256_cvtps_ph(f, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      return;
+    case OutKind::kBFloat16: {
+      const __m256i bits = _mm256_castps_si256(f);
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(bits, 16), _mm256_set1_epi32(1));
+      __m256i r = _mm256_srli_epi32(
+          _mm256_add_epi32(bits, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7FFF))), 16);
+      r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0),
+                             _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(static_cast<uint16_t*>(out) + i),
+                       _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+      return;
+    }
+    case OutKind::kInt32: return;  // int32 output never goes through floats
+  }
+}
+
 // Writes 16 int32 column sums of one row through the shared epilogue. `comp` is
 // subtracted from each sum first: 128 * rowsum where the kernel multiplied by w + 128.
+// Same operation order as reference.int8_mm: (acc * a_scale) * b_scale + bias, + adapter.
 inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc,
                          uint32_t comp) {
-  const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
   alignas(32) float lora[16] = {};
   if (p.lora.t) lora_row(p.lora, row, n0, lora);
-  for (int64_t c = 0; c < valid; ++c) {
+  if (p.n - n0 >= kGroupCols) {
+    const __m256i c = _mm256_set1_epi32(static_cast<int32_t>(comp));
+    unroll<2>([&](auto h) {
+      const int64_t col = n0 + 8 * h;
+      const __m256i v =
+          _mm256_sub_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + 8 * h)), c);
+      if (p.out_kind == OutKind::kInt32) {
+        _mm256_storeu_si256(
+            reinterpret_cast<__m256i*>(static_cast<int32_t*>(p.out) + row * p.ldo + col), v);
+        return;
+      }
+      __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(p.a_scale[row]));
+      f = _mm256_mul_ps(f, _mm256_loadu_ps(p.b_scale + col));
+      if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + col));
+      if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora + 8 * h));
+      store_f32x8(p.out, p.out_kind, row * p.ldo + col, f);
+    });
+    return;
+  }
+  for (int64_t c = 0; c < p.n - n0; ++c) {  // the last, partial column group
     const int32_t v = static_cast<int32_t>(static_cast<uint32_t>(acc[c]) - comp);
     if (p.out_kind == OutKind::kInt32) {
       static_cast<int32_t*>(p.out)[row * p.ldo + n0 + c] = v;
@@ -171,11 +214,20 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   const int64_t n0 = g * kGroupCols;
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
   unroll<MR>([&](auto i) {
+    alignas(32) float lora[16] = {};
+    if (p.lora.t) lora_row(p.lora, m + i, n0, lora);
+    if (valid == kGroupCols) {
+      unroll<2>([&](auto h) {
+        __m256 f = _mm256_mul_ps(acc[i][h], _mm256_loadu_ps(p.b_scale + n0 + 8 * h));
+        if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + n0 + 8 * h));
+        if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora + 8 * h));
+        store_f32x8(p.out, p.out_kind, (m + i) * p.ldo + n0 + 8 * h, f);
+      });
+      return;
+    }
     alignas(32) float lanes[16];
     _mm256_store_ps(lanes, acc[i][0]);
     _mm256_store_ps(lanes + 8, acc[i][1]);
-    alignas(32) float lora[16] = {};
-    if (p.lora.t) lora_row(p.lora, m + i, n0, lora);
     for (int64_t c = 0; c < valid; ++c) {
       float f = lanes[c] * p.b_scale[n0 + c];
       if (p.bias) f += p.bias[n0 + c];
