@@ -35,7 +35,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from qkernels.nn._packed import PackedWeights
-from qkernels.nn.int8_linear import is_linear_like
+from qkernels.nn.int8_linear import check_act_bits, is_linear_like
 from qkernels.plan import _build, model_class, swap_plan
 
 METHOD = "qkernels"
@@ -49,6 +49,7 @@ NO_WEIGHT = ("LowRankLinear", "Int8LowRankLinear")
 
 class QKernelsConfig(QuantizationConfigMixin):
     """`method`: what quantize-on-load does to each Linear ("w8a8" | "w8a16").
+    `act_bits` (w8a8): per-token activation bits, 8 or fewer (see Int8Linear).
     `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
     task heads (lm_head, classifier, score) and transformers' default (the output
     embeddings, tied and last modules). `modules`: the
@@ -57,6 +58,7 @@ class QKernelsConfig(QuantizationConfigMixin):
     def __init__(
         self,
         method: str = "w8a8",
+        act_bits: int = 8,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
         **kwargs,
@@ -69,8 +71,10 @@ class QKernelsConfig(QuantizationConfigMixin):
                 f"QKernelsConfig: method must be one of {ON_LOAD_METHODS} (quantize on load), "
                 f"got {method!r}; QAT, LoRA and low-rank models come from `qkernels finetune`"
             )
+        check_act_bits("QKernelsConfig", act_bits, method)
         self.quant_method = METHOD
         self.method = method
+        self.act_bits = act_bits
         self.modules_to_not_convert = modules_to_not_convert
         self.modules = dict(modules or {})
 
@@ -127,6 +131,7 @@ class QKernelsHfQuantizer(HfQuantizer):
                     "bias": module.bias is not None,
                     "mode": cfg.method,
                     "static_act": False,
+                    "act_bits": cfg.act_bits,
                 }
         return plan
 

@@ -96,6 +96,20 @@ def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, 
         torch.testing.assert_close(out(reloaded.eval(), IDS), expected, rtol=0, atol=0)
 
 
+def test_act_bits_in_the_config_reaches_every_module_and_the_saved_model(float_dirs, tmp_path):
+    _, auto, _ = llama()
+    config = QKernelsConfig("w8a8", act_bits=7)
+    model = auto.from_pretrained(float_dirs / "llama", quantization_config=config).eval()
+    bits = {m.act_bits for m in model.modules() if type(m).__name__ == "Int8Linear"}
+    assert bits == {7}
+    model.save_pretrained(tmp_path / "q")
+    reloaded = qkernels.load(tmp_path / "q").eval()
+    assert {m.act_bits for m in reloaded.modules() if type(m).__name__ == "Int8Linear"} == {7}
+    torch.testing.assert_close(out(reloaded, IDS), out(model, IDS), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="act_bits=7 needs mode='w8a8'"):
+        QKernelsConfig("w8a16", act_bits=7)
+
+
 def test_modules_to_not_convert_stay_float(float_dirs):
     _, auto, _ = llama()
     config = QKernelsConfig("w8a8", modules_to_not_convert=["lm_head", "mlp.down_proj"])

@@ -105,6 +105,47 @@ def test_compile_fullgraph_model_equals_eager():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("act_bits", [7, 6, 4])
+@pytest.mark.parametrize("shape", [(1, 64), (17, 100), (3, 5, 272)])
+def test_act_bits_matches_the_reference_bit_exactly(shape, act_bits):
+    lin = nn.Linear(shape[-1], 40)
+    q = Int8Linear.from_float(lin, act_bits=act_bits)
+    x = torch.randn(*shape) * 3
+    aq, a_scale = ref.quantize_rowwise(x.reshape(-1, shape[-1]), bits=act_bits)
+    expected = ref.int8_mm(aq, q.int8_weight(), a_scale, q.weight_scale, q.bias, x.dtype)
+    with torch.no_grad():
+        got = q(x)
+    torch.testing.assert_close(got, expected.reshape(*shape[:-1], 40), rtol=0, atol=0)
+    assert rel_err(got, lin(x).detach()) < 0.05 * 2 ** (7 - act_bits)
+    assert "act_bits=" in repr(q) and q.spec()["act_bits"] == act_bits
+
+
+def test_act_bits_survives_save_and_load(tmp_path):
+    import qkernels
+
+    def float_model():
+        return nn.Sequential(nn.Linear(32, 48), nn.ReLU(), nn.Linear(48, 16))
+
+    model = float_model()
+    report = qkernels.swap(model, "w8a8", act_bits=7)
+    assert len(report.replaced) == 2
+    qkernels.save(model, tmp_path / "m")
+    loaded = qkernels.load(tmp_path / "m", model=float_model())
+    x = torch.randn(5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    assert [m.act_bits for m in loaded if isinstance(m, Int8Linear)] == [7, 7]
+
+
+def test_act_bits_errors_are_clear():
+    with pytest.raises(ValueError, match=r"act_bits must be an int in \[2, 8\], got 9"):
+        Int8Linear(4, 4, act_bits=9)
+    with pytest.raises(ValueError, match="act_bits=7 needs mode='w8a8' with dynamic"):
+        Int8Linear(4, 4, mode="w8a16", act_bits=7)
+    with pytest.raises(ValueError, match="act_bits=7 needs mode='w8a8' with dynamic"):
+        Int8Linear(4, 4, static_act=True, act_bits=7)
+
+
 def test_bad_mode_and_weight():
     with pytest.raises(ValueError, match="mode must be one of"):
         Int8Linear(4, 4, mode="w4a4")

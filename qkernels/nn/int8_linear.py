@@ -29,6 +29,17 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(module).__name__}")
 
 
+def check_act_bits(owner: str, act_bits: int, mode: str, static_act: bool = False) -> None:
+    """act_bits other than 8 exists for dynamic w8a8 only; a clear error elsewhere."""
+    if isinstance(act_bits, bool) or not isinstance(act_bits, int) or not 2 <= act_bits <= 8:
+        raise ValueError(f"{owner}: act_bits must be an int in [2, 8], got {act_bits!r}")
+    if act_bits != 8 and (mode != "w8a8" or static_act):
+        raise ValueError(
+            f"{owner}: act_bits={act_bits} needs mode='w8a8' with dynamic activations "
+            f"(got mode={mode!r}, static_act={static_act})"
+        )
+
+
 class Int8Linear(PackedWeights):
     """y = x @ dequant(W)^T + b with W int8 and one float32 scale per output row.
 
@@ -36,6 +47,10 @@ class Int8Linear(PackedWeights):
     runs in int8; mode="w8a16": weight-only, x stays in its float dtype.
     static_act=True (w8a8 only): x is quantized with one calibrated per-tensor
     scale, `act_scale`, as QATLinear's static modes train it.
+    act_bits (dynamic w8a8 only, 2-8): the per-token activation levels, +-(2^(bits-1) - 1).
+    7 trades one bit of activation precision for speed on AVX2-only CPUs, where the
+    int8 GEMM's multiply is fastest for |a| <= 64 (DESIGN.md, "The AVX2 ceiling"), as
+    fbgemm's reduce_range does; 8 (the default) everywhere else.
 
     On CPU the `weight` buffer holds the kernel's packed layout (see
     DESIGN.md); `state_dict()` always holds the portable int8 [out, in] weight,
@@ -49,6 +64,7 @@ class Int8Linear(PackedWeights):
         bias: bool = True,
         mode: str = "w8a8",
         static_act: bool = False,
+        act_bits: int = 8,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -57,10 +73,12 @@ class Int8Linear(PackedWeights):
             raise ValueError(f"Int8Linear: mode must be one of {MODES}, got {mode!r}")
         if static_act and mode != "w8a8":
             raise ValueError("Int8Linear: static_act needs mode='w8a8'")
+        check_act_bits("Int8Linear", act_bits, mode, static_act)
         self.in_features = in_features
         self.out_features = out_features
         self.mode = mode
         self.static_act = static_act
+        self.act_bits = act_bits
         self.register_buffer(
             "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
         )
@@ -78,7 +96,7 @@ class Int8Linear(PackedWeights):
         self._relayout()
 
     @classmethod
-    def from_float(cls, module: nn.Module, mode: str = "w8a8") -> Int8Linear:
+    def from_float(cls, module: nn.Module, mode: str = "w8a8", act_bits: int = 8) -> Int8Linear:
         """Quantize an nn.Linear / GPT-2 Conv1D: symmetric int8 per output channel."""
         w = dense_weight(module).detach()
         out_features, in_features = w.shape
@@ -87,6 +105,7 @@ class Int8Linear(PackedWeights):
             out_features,
             bias=module.bias is not None,
             mode=mode,
+            act_bits=act_bits,
             device=w.device,
             dtype=module.bias.dtype if module.bias is not None else None,
         )
@@ -142,6 +161,8 @@ class Int8Linear(PackedWeights):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.static_act:
             return self._forward_static(x)
+        if self.act_bits != 8:
+            return self._forward_act_bits(x)
         linear = ops.linear_w8a8 if self.mode == "w8a8" else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
 
@@ -153,6 +174,12 @@ class Int8Linear(PackedWeights):
         out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
+    def _forward_act_bits(self, x: torch.Tensor) -> torch.Tensor:
+        x2d = x.reshape(-1, self.in_features)
+        q, a_scale = ops.quantize_rowwise(x2d, self.act_bits)
+        out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
     def spec(self) -> dict:
         """Constructor arguments that rebuild this module empty (for qkernels.load)."""
         return {
@@ -161,6 +188,7 @@ class Int8Linear(PackedWeights):
             "bias": self.bias is not None,
             "mode": self.mode,
             "static_act": self.static_act,
+            "act_bits": self.act_bits,
         }
 
     def extra_repr(self) -> str:
@@ -168,4 +196,5 @@ class Int8Linear(PackedWeights):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, mode={self.mode}"
             + (", static_act=True" if self.static_act else "")
+            + (f", act_bits={self.act_bits}" if self.act_bits != 8 else "")
         )

@@ -78,8 +78,11 @@ class LoRAInt8Linear(Int8Linear):
         use_rslora: bool = False,
     ) -> LoRAInt8Linear:
         """A fresh adapter on an existing Int8Linear (dynamic activations only)."""
-        if base.static_act:
-            raise ValueError("LoRAInt8Linear.from_int8: a static-activation base is not supported")
+        if base.static_act or base.act_bits != 8:
+            raise ValueError(
+                "LoRAInt8Linear.from_int8: the base must quantize activations dynamically at "
+                f"8 bits (got static_act={base.static_act}, act_bits={base.act_bits})"
+            )
         device = base.weight_scale.device
         new = cls(
             base.in_features,
@@ -136,7 +139,7 @@ class LoRAInt8Linear(Int8Linear):
 
     def spec(self) -> dict:
         spec = super().spec()
-        del spec["static_act"]
+        del spec["static_act"], spec["act_bits"]  # the fused lora ops quantize at 8 bits
         dropout = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
         return {
             **spec,
