@@ -101,6 +101,10 @@ def test_model_suite_profiles_by_op_class(tmp_path, capsys):
     assert fp32["int8 GEMM"] == 0 < fp32["float GEMM"]
     assert int8["float GEMM"] == 0 < int8["int8 GEMM"]
     assert all(r["median_ms"] > 0 for r in rows.values())
+    assert "qkernels w8a8 7-bit act / qkernels w8a8 " in out
+    assert rows["qkernels w8a8 7-bit act"]["classes_ms"]["int8 GEMM"] > 0
+    assert rows["fp32"]["min_cosine"] > 0.99999
+    assert 0.9 < rows["qkernels w8a8 7-bit act"]["min_cosine"] <= 1
 
 
 def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):

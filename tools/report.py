@@ -76,15 +76,16 @@ def model_section(path: Path) -> list[str]:
         "",
         source(path, data),
         "",
-        "| batch x seq | impl | median ms | speedup over fp32 eager |",
-        "| --- | --- | ---: | ---: |",
+        "| batch x seq | impl | median ms | speedup over fp32 eager | min cosine vs fp32 |",
+        "| --- | --- | ---: | ---: | ---: |",
     ]
     fp32 = {(r["batch"], r["seq"]): r["median_ms"] for r in data["rows"] if r["impl"] == "fp32"}
     for r in data["rows"]:
         base = fp32[(r["batch"], r["seq"])]
+        cosine = f"{r['min_cosine']:.4f}" if "min_cosine" in r else "-"  # older JSON: none
         lines.append(
             f"| {r['batch']}x{r['seq']} | {r['impl']} | {r['median_ms']:.1f} | "
-            f"{base / r['median_ms']:.2f}x |"
+            f"{base / r['median_ms']:.2f}x | {cosine} |"
         )
     return [*lines, "", f"![{chart.stem}](benchmarks/results/{chart.name})", ""]
 

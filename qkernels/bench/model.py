@@ -30,8 +30,11 @@ OP_CLASSES: list[tuple[str, re.Pattern]] = [
 ]
 CLASSES = [name for name, _ in OP_CLASSES] + ["other"]
 CI_SHAPES = [(2, 16)]
+W8A8_7BIT = "qkernels w8a8 7-bit act"  # act_bits=7: the fastest AVX2 multiply
 SPEEDUP_PAIRS = [  # (ours, peer): peer median / ours median
     ("qkernels w8a8", "fp32"),
+    (W8A8_7BIT, "fp32"),
+    (W8A8_7BIT, "qkernels w8a8"),
     ("qkernels w8a8 compiled", "fp32 compiled"),
     ("qkernels w8a8 compiled", "qkernels w8a8"),
     ("qkernels w8a8 compiled", "fp32"),
@@ -49,7 +52,7 @@ def op_class(name: str) -> str:
 @dataclass
 class ModelRow:
     model: str
-    impl: str  # "fp32" | "qkernels w8a8", + " compiled"
+    impl: str  # "fp32" | "qkernels w8a8" | W8A8_7BIT, + " compiled"
     batch: int
     seq: int
     median_ms: float
@@ -57,6 +60,7 @@ class ModelRow:
     other_runnable: float  # other runnable tasks while timing (qkernels.timing)
     classes_ms: dict  # op class -> self CPU ms per forward (profiler; eager models only)
     top_ops: list  # [(op, ms)] the largest self times
+    min_cosine: float  # smallest per-example cosine of the output against fp32's
 
 
 def profile_classes(model: nn.Module, inputs: dict, repeats: int = 3) -> tuple[dict, list]:
@@ -93,7 +97,9 @@ def run_model_suite(
 
     int8 = copy.deepcopy(model).eval()
     qkernels.swap(int8, "w8a8")
-    models = {"fp32": model.eval(), "qkernels w8a8": int8}
+    int8_7bit = copy.deepcopy(model).eval()
+    qkernels.swap(int8_7bit, "w8a8", act_bits=7)
+    models = {"fp32": model.eval(), "qkernels w8a8": int8, W8A8_7BIT: int8_7bit}
     if compile_:
         models["fp32 compiled"] = torch.compile(model)
         models["qkernels w8a8 compiled"] = torch.compile(int8)
@@ -114,6 +120,7 @@ def run_model_suite(
             with torch.no_grad():
                 m(**inputs)
 
+        cosines = output_cosines(models, dict(inputs))
         fns = {impl: functools.partial(forward, m) for impl, m in models.items()}
         rounds = 7
         timed = timing.compare(fns, rounds=rounds, warmup=2, min_sample_s=min_run_time / rounds)
@@ -123,10 +130,27 @@ def run_model_suite(
             rows.append(
                 ModelRow(
                     name, impl, batch, seq, t.median_ms, round(t.spread, 3),
-                    timed.other_runnable, classes, top,
+                    timed.other_runnable, classes, top, cosines[impl],
                 )
             )  # fmt: skip
     return rows
+
+
+def output_cosines(models: dict[str, nn.Module], inputs: dict) -> dict[str, float]:
+    """Per model, the smallest per-example cosine of its first output (the last hidden
+    state of a base model, the logits of a head) against the "fp32" model's."""
+
+    def first_output(m):
+        with torch.no_grad():
+            out = m(**inputs)
+        t = out[0] if isinstance(out, (tuple, list)) else next(iter(out.values()))
+        return t.float().reshape(t.shape[0], -1)
+
+    ref = first_output(models["fp32"])
+    return {
+        impl: torch.nn.functional.cosine_similarity(first_output(m), ref).min().item()
+        for impl, m in models.items()
+    }
 
 
 def speedups(rows: list[dict]) -> list[dict]:
@@ -155,6 +179,7 @@ def format_model_table(rows: list[ModelRow]) -> str:
             "impl": r.impl,
             "median_ms": r.median_ms,
             "spread": r.spread,
+            "min_cosine": r.min_cosine,
         }
         for cls in CLASSES:
             ms = r.classes_ms.get(cls)
@@ -162,9 +187,10 @@ def format_model_table(rows: list[ModelRow]) -> str:
         flat.append(entry)
     columns = [
         ("shape", "shape", "<7"),
-        ("impl", "impl", "<23"),
+        ("impl", "impl", "<32"),
         ("wall ms", "median_ms", ">8.1f"),
         ("IQR/med", "spread", ">8.2f"),
+        ("min cos", "min_cosine", ">8.4f"),
     ]
     columns += [(cls, cls, ">16") for cls in CLASSES]
     speed = [
