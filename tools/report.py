@@ -42,13 +42,13 @@ def geomean(values: list[float]) -> float:
 
 def linear_section(path: Path) -> list[str]:
     data = json.loads(path.read_text())
-    stamp = path.stem[-10:]
+    stamp = path.stem.removeprefix("linear-cpu-")  # the date, or "avx2-" and the date
     charts = plots.linear_charts(
         data["rows"], data["summary"], data.get("ceilings"), RESULTS, stamp
     )
     pairs = sorted({k for e in data["summary"] for k in e if " / " in k})
     lines = [
-        "### Linear layers (CPU)",
+        "### Linear layers (CPU" + (", AVX2 only)" if "-avx2-" in path.name else ")"),
         "",
         source(path, data),
         "",
@@ -241,7 +241,8 @@ def results_markdown() -> str:
         "",
     ]
     for pattern, section in (
-        ("linear-cpu-2*.json", linear_section),
+        ("linear-cpu-2*.json", linear_section),  # the VNNI machine
+        ("linear-cpu-avx2-2*.json", linear_section),  # an AVX2-only one
         ("model-*-cpu-*.json", model_section),
         ("lora-cpu-*.json", lora_section),
         ("lora-quality-*.json", lora_quality_section),

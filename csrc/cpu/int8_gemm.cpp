@@ -2,6 +2,9 @@
 // per-token quantization and the threaded drivers around the ISA kernels.
 #include "int8_gemm.h"
 
+#include <atomic>
+#include <cstring>
+
 #include <ATen/Parallel.h>
 
 #include "checks.h"
@@ -98,16 +101,39 @@ at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
 
 namespace {
 
-// Copies int8 activations into a K-padded buffer and sums each row.
+// Copies int8 activations into a K-padded buffer, sums each row and finds the range of
+// the values (which AVX2 multiply is exact for them), in one pass.
 QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
-  at::Tensor q = at::zeros({a.size(0), padded_k + kRowPadBytes}, a.options());
-  q.slice(1, 0, a.size(1)).copy_(a);
-  ActRange range = ActRange::kFull;
-  if (a.numel()) {  // a user's int8 rows: one pass finds the fastest exact AVX2 multiply
-    const auto [lo, hi] = at::aminmax(a);
-    range = range_of_qmax(std::max(-lo.item<int>(), hi.item<int>()));
-  }
-  return {q, at::Tensor(), a.sum(1, /*keepdim=*/false, at::kInt), range};
+  const int64_t m = a.size(0), k = a.size(1), ldq = padded_k + kRowPadBytes;
+  const at::Tensor src = a.contiguous();
+  at::Tensor q = at::empty({m, ldq}, a.options());
+  at::Tensor rowsum = at::empty({m}, a.options().dtype(at::kInt));
+  const int8_t* in = src.data_ptr<int8_t>();
+  int8_t* out = q.data_ptr<int8_t>();
+  int32_t* sums = rowsum.data_ptr<int32_t>();
+  std::atomic<int> widest{0};  // max |a| over all rows (128: a -128 somewhere)
+  at::parallel_for(0, m, std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1)),
+                   [&](int64_t b, int64_t e) {
+                     int widest_here = 0;
+                     for (int64_t r = b; r < e; ++r) {
+                       const int8_t* row = in + r * k;
+                       std::memcpy(out + r * ldq, row, static_cast<size_t>(k));
+                       std::memset(out + r * ldq + k, 0, static_cast<size_t>(ldq - k));
+                       int32_t sum = 0;
+                       int lo = 0, hi = 0;
+                       for (int64_t i = 0; i < k; ++i) {
+                         sum += row[i];
+                         lo = std::min<int>(lo, row[i]);
+                         hi = std::max<int>(hi, row[i]);
+                       }
+                       sums[r] = sum;
+                       widest_here = std::max({widest_here, -lo, hi});
+                     }
+                     int seen = widest.load();
+                     while (seen < widest_here && !widest.compare_exchange_weak(seen, widest_here)) {
+                     }
+                   });
+  return {q, at::Tensor(), rowsum, range_of_qmax(widest.load())};
 }
 
 }  // namespace

@@ -329,9 +329,9 @@ void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
       __m256i qi = _mm256_cvtps_epi32(_mm256_div_ps(_mm256_loadu_ps(x + k), vscale));
       qi = _mm256_min_epi32(_mm256_max_epi32(qi, qmin_i), qmax_i);
       vsum = _mm256_add_epi32(vsum, qi);
-      alignas(32) int32_t qv[8];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(qv), qi);
-      for (int l = 0; l < 8; ++l) q[k + l] = static_cast<int8_t>(qv[l]);
+      // |qi| <= qmax <= 127: the saturating packs are plain narrowings here.
+      const __m128i q16 = _mm_packs_epi32(_mm256_castsi256_si128(qi), _mm256_extracti128_si256(qi, 1));
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + k), _mm_packs_epi16(q16, q16));
     }
     alignas(32) int32_t sums[8];
     _mm256_store_si256(reinterpret_cast<__m256i*>(sums), vsum);
