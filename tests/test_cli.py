@@ -48,7 +48,8 @@ def test_bench_writes_json(tmp_path, capsys):
     charts = sorted(p.name.rsplit("-", 3)[0] for p in (tmp_path / "plots").glob("*.png"))
     assert charts == ["linear-roofline", "linear-speedup"]
     impls = {r["impl"] for r in data["rows"]}
-    assert {"fp32 nn.Linear", "torch.ao dynamic int8", "qkernels w8a8"} <= impls
+    ours = {"qkernels w8a8", "qkernels w8a8 7-bit act"}
+    assert {"fp32 nn.Linear", "torch.ao dynamic int8", *ours} <= impls
     assert all(r["median_ms"] > 0 for r in data["rows"])
 
 

@@ -84,6 +84,11 @@ def default_impls(compile_: bool = False) -> list[Impl]:
         Impl("bf16 nn.Linear", torch.bfloat16, lambda lin: lin.to(torch.bfloat16)),
         Impl("torch.ao dynamic int8", torch.float32, _torch_ao_dynamic),
         Impl("qkernels w8a8", torch.float32, lambda lin: Int8Linear.from_float(lin, "w8a8")),
+        Impl(  # torch.ao's fbgemm also quantizes activations to 7 bits on x86 (reduce_range)
+            "qkernels w8a8 7-bit act",
+            torch.float32,
+            lambda lin: Int8Linear.from_float(lin, "w8a8", act_bits=7),
+        ),
         Impl("qkernels w8a16", torch.float32, lambda lin: Int8Linear.from_float(lin, "w8a16")),
         Impl(
             "qkernels w8a16 (bf16 x)",
@@ -187,6 +192,7 @@ def run_linear_suite(
 # Ratios in the summary: (qkernels impl, peer); > 1 means qkernels is faster.
 SUMMARY_PAIRS = [
     ("qkernels w8a8", "torch.ao dynamic int8"),
+    ("qkernels w8a8 7-bit act", "torch.ao dynamic int8"),
     ("qkernels w8a8", "fp32 nn.Linear"),
     ("qkernels w8a8", "torchao int8 dyn"),
     ("qkernels w8a8", "torchao int8 dyn compiled"),

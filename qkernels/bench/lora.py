@@ -4,7 +4,7 @@ int8 base runs (base op + two adapter matmuls), in one process, rounds interleav
 weights rotated past the last-level cache. (b) A training step of a BERT-base-sized
 model (4 layers) with LoRA on qkernels' int8 base against PEFT LoRA on fp32 and bf16
 bases, full fp32 fine-tuning and bitsandbytes int8 + PEFT where it runs: each config in
-a child process, so its peak RSS (getrusage ru_maxrss) is its own."""
+a child process, so its peak RSS (the kernel's VmHWM of its address space) is its own."""
 
 from __future__ import annotations
 
@@ -174,7 +174,19 @@ class StepRow:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This address space's peak RSS in MiB. Trap: getrusage's ru_maxrss survives
+    exec, so a child started by a large parent reports the parent's RSS as its own
+    peak (every small config then read the bench process's 1.46 GB); /proc's VmHWM
+    belongs to the exec'd image alone."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no /proc (macOS: bytes)
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _build(config: str, shape: dict):
@@ -337,7 +349,7 @@ def format_step_table(rows: list[StepRow]) -> str:
     lines = [table([asdict(r) for r in rows], cols)]
     lines += [f"  {k}: {v:.2f}x" for k, v in summary.items()]
     lines.append(
-        "(peak RSS: getrusage ru_maxrss of each config's own child process; model RSS: "
+        "(peak RSS: VmHWM of each config's own child process; model RSS: "
         "that minus the RSS before the model was built)"
     )
     return "\n".join(lines)
