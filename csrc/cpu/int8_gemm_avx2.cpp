@@ -25,17 +25,27 @@
 namespace qkernels::cpu {
 namespace {
 
-// The adapter's 16 columns n0.. of one row: sum_j t[row, j] * bt[j, n0..n0+16).
-inline void lora_row(const LoraEpilogue& l, int64_t row, int64_t n0, float* out16) {
-  __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+// The adapter's 16 columns n0.. of MR rows m..: out[i][c] = sum_j t[m + i, j] * bt[j, n0 + c],
+// summed in j order (one FMA chain per output, as before). Trap: one row at a time is
+// bound by the FMA latency of its two chains (~4 cycles per j); MR rows give 2 * MR
+// independent chains and share each bt load.
+template <int MR>
+inline void lora_rows(const LoraEpilogue& l, int64_t m, int64_t n0, float (*out)[16]) {
+  __m256 lo[MR], hi[MR];
+  unroll<MR>([&](auto i) { lo[i] = hi[i] = _mm256_setzero_ps(); });
   for (int64_t j = 0; j < l.r; ++j) {
-    const __m256 t = _mm256_set1_ps(l.t[row * l.r + j]);
     const float* b = l.bt + j * l.ldbt + n0;
-    lo = _mm256_fmadd_ps(t, _mm256_loadu_ps(b), lo);
-    hi = _mm256_fmadd_ps(t, _mm256_loadu_ps(b + 8), hi);
+    const __m256 b_lo = _mm256_loadu_ps(b), b_hi = _mm256_loadu_ps(b + 8);
+    unroll<MR>([&](auto i) {
+      const __m256 t = _mm256_set1_ps(l.t[(m + i) * l.r + j]);
+      lo[i] = _mm256_fmadd_ps(t, b_lo, lo[i]);
+      hi[i] = _mm256_fmadd_ps(t, b_hi, hi[i]);
+    });
   }
-  _mm256_storeu_ps(out16, lo);
-  _mm256_storeu_ps(out16 + 8, hi);
+  unroll<MR>([&](auto i) {
+    _mm256_storeu_ps(out[i], lo[i]);
+    _mm256_storeu_ps(out[i] + 8, hi[i]);
+  });
 }
 
 // Stores 8 floats at out[i..i+8) as fp32, bf16 or fp16, rounding as store_float does
@@ -65,10 +75,9 @@ inline void store_f32x8(void* out, OutKind kind, int64_t i, __m256 f) {
 // Writes 16 int32 column sums of one row through the shared epilogue. `comp` is
 // subtracted from each sum first: 128 * rowsum where the kernel multiplied by w + 128.
 // Same operation order as reference.int8_mm: (acc * a_scale) * b_scale + bias, + adapter.
+// `lora`: the adapter's 16 values of the row (lora_rows), read only when p.lora.t is set.
 inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const int32_t* acc,
-                         uint32_t comp) {
-  alignas(32) float lora[16] = {};
-  if (p.lora.t) lora_row(p.lora, row, n0, lora);
+                         uint32_t comp, const float* lora) {
   if (p.n - n0 >= kGroupCols) {
     const __m256i c = _mm256_set1_epi32(static_cast<int32_t>(comp));
     unroll<2>([&](auto h) {
@@ -83,7 +92,7 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
       __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_set1_ps(p.a_scale[row]));
       f = _mm256_mul_ps(f, _mm256_loadu_ps(p.b_scale + col));
       if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + col));
-      if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora + 8 * h));
+      if (p.lora.t) f = _mm256_add_ps(f, _mm256_loadu_ps(lora + 8 * h));
       store_f32x8(p.out, p.out_kind, row * p.ldo + col, f);
     });
     return;
@@ -129,6 +138,8 @@ void widening_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
       });
     });
   }
+  alignas(32) float lora[MR][16];
+  if (p.lora.t) lora_rows<MR>(p.lora, m, g * kGroupCols, lora);
   unroll<MR>([&](auto i) {
     alignas(32) int32_t lanes[32];
     unroll<4>([&](auto q) {
@@ -138,7 +149,7 @@ void widening_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
     for (int c = 0; c < 16; ++c)
       sums[c] = static_cast<int32_t>(static_cast<uint32_t>(lanes[2 * c]) +
                                      static_cast<uint32_t>(lanes[2 * c + 1]));
-    epilogue_row(p, m + i, g * kGroupCols, sums, plus128_comp(p, m + i));
+    epilogue_row(p, m + i, g * kGroupCols, sums, plus128_comp(p, m + i), lora[i]);
   });
 }
 
@@ -174,11 +185,14 @@ void byte_pair_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
       });
     });
   }
+  alignas(32) float lora[MR][16];
+  if (p.lora.t) lora_rows<MR>(p.lora, m, g * kGroupCols, lora);
   unroll<MR>([&](auto i) {
     alignas(32) int32_t sums[16];
     _mm256_store_si256(reinterpret_cast<__m256i*>(sums), acc[i][0]);
     _mm256_store_si256(reinterpret_cast<__m256i*>(sums + 8), acc[i][1]);
-    epilogue_row(p, m + i, g * kGroupCols, sums, kSevenBit ? plus128_comp(p, m + i) : 0u);
+    epilogue_row(p, m + i, g * kGroupCols, sums, kSevenBit ? plus128_comp(p, m + i) : 0u,
+                 lora[i]);
   });
 }
 
@@ -213,14 +227,14 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   }
   const int64_t n0 = g * kGroupCols;
   const int64_t valid = p.n - n0 < kGroupCols ? p.n - n0 : kGroupCols;
+  alignas(32) float lora[MR][16];
+  if (p.lora.t) lora_rows<MR>(p.lora, m, n0, lora);
   unroll<MR>([&](auto i) {
-    alignas(32) float lora[16] = {};
-    if (p.lora.t) lora_row(p.lora, m + i, n0, lora);
     if (valid == kGroupCols) {
       unroll<2>([&](auto h) {
         __m256 f = _mm256_mul_ps(acc[i][h], _mm256_loadu_ps(p.b_scale + n0 + 8 * h));
         if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + n0 + 8 * h));
-        if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora + 8 * h));
+        if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora[i] + 8 * h));
         store_f32x8(p.out, p.out_kind, (m + i) * p.ldo + n0 + 8 * h, f);
       });
       return;
@@ -231,7 +245,7 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
     for (int64_t c = 0; c < valid; ++c) {
       float f = lanes[c] * p.b_scale[n0 + c];
       if (p.bias) f += p.bias[n0 + c];
-      if (p.lora.t) f += lora[c];
+      if (p.lora.t) f += lora[i][c];
       store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, f);
     }
   });
