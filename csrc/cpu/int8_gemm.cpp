@@ -117,7 +117,9 @@ QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
                      int widest_here = 0;
                      for (int64_t r = b; r < e; ++r) {
                        const int8_t* row = in + r * k;
-                       std::memcpy(out + r * ldq, row, static_cast<size_t>(k));
+                       // Trap: with K = 0 `row` is null, and memcpy from null is UB even
+                       // for 0 bytes (UBSan halts the sanitizer run on it).
+                       if (k > 0) std::memcpy(out + r * ldq, row, static_cast<size_t>(k));
                        std::memset(out + r * ldq + k, 0, static_cast<size_t>(ldq - k));
                        int32_t sum = 0;
                        int lo = 0, hi = 0;
