@@ -170,13 +170,14 @@ class Int8Linear(PackedWeights):
         # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
         x2d = x.reshape(-1, self.in_features)
         q = torch.round(x2d.float() * (1.0 / self.act_scale)).clamp(-127, 127).to(torch.int8)
-        a_scale = self.act_scale.expand(x2d.shape[0]).contiguous()
-        out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        return self._int8_mm(x, q, self.act_scale.expand(x2d.shape[0]).contiguous())
 
     def _forward_act_bits(self, x: torch.Tensor) -> torch.Tensor:
         x2d = x.reshape(-1, self.in_features)
-        q, a_scale = ops.quantize_rowwise(x2d, self.act_bits)
+        return self._int8_mm(x, *ops.quantize_rowwise(x2d, self.act_bits))
+
+    def _int8_mm(self, x: torch.Tensor, q: torch.Tensor, a_scale: torch.Tensor) -> torch.Tensor:
+        """The int8 GEMM of x's already-quantized rows (q, a_scale), in x's shape and dtype."""
         out = ops.int8_mm(q, self.weight, a_scale, self.weight_scale, self.bias, x.dtype)
         return out.reshape(*x.shape[:-1], self.out_features)
 
