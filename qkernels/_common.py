@@ -9,6 +9,24 @@ import torch
 GROUP_COLS = 16  # CPU packed layout: columns in groups of 16 ...
 K_STEP = 4  # ... and K in steps of 4 (see DESIGN.md, "CPU packed weights")
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# The activations the *_act GEMMs apply in their epilogue; the index is the kernels' code
+# (csrc/cpu/activation.h, qkernels/triton/_common.py's `activate`).
+ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu")
+
+
+def apply_activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    """One of ACTIVATIONS by name, as torch computes it (the *_act ops' reference)."""
+    if name == "none":
+        return x
+    if name == "relu":
+        return torch.relu(x)
+    if name in ("gelu", "gelu_tanh"):
+        return torch.nn.functional.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+    if name == "silu":
+        return torch.nn.functional.silu(x)
+    raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+
+
 # The largest K (a multiple of K_STEP) at which no int8 dot product can overflow int32:
 # 128 * 128 * K <= 2**31 - 1. Longer K are summed in blocks of it (DESIGN.md, "int32
 # accumulation"); csrc/cpu/int8_gemm_driver.h has the same constant.

@@ -34,6 +34,7 @@ from transformers.quantizers.auto import (
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from qkernels.fusion import plan_fusions
 from qkernels.nn._packed import PackedWeights
 from qkernels.nn.int8_linear import check_act_bits, is_linear_like
 from qkernels.plan import _build, model_class, swap_plan
@@ -50,6 +51,8 @@ NO_WEIGHT = ("LowRankLinear", "Int8LowRankLinear")
 class QKernelsConfig(QuantizationConfigMixin):
     """`method`: what quantize-on-load does to each Linear ("w8a8" | "w8a16").
     `act_bits` (w8a8): per-token activation bits, 8 or fewer (see Int8Linear).
+    `fuse_activations`: activations right after a quantized Linear run in its GEMM
+    epilogue (qkernels.fusion), as qkernels.swap does.
     `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
     task heads (lm_head, classifier, score) and transformers' default (the output
     embeddings, tied and last modules). `modules`: the
@@ -59,6 +62,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         self,
         method: str = "w8a8",
         act_bits: int = 8,
+        fuse_activations: bool = True,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
         **kwargs,
@@ -75,6 +79,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         self.quant_method = METHOD
         self.method = method
         self.act_bits = act_bits
+        self.fuse_activations = fuse_activations
         self.modules_to_not_convert = modules_to_not_convert
         self.modules = dict(modules or {})
 
@@ -133,6 +138,8 @@ class QKernelsHfQuantizer(HfQuantizer):
                     "static_act": False,
                     "act_bits": cfg.act_bits,
                 }
+        if cfg.fuse_activations:
+            plan_fusions(model, plan)
         return plan
 
     def _process_model_before_weight_loading(self, model, **kwargs):

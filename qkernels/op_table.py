@@ -47,6 +47,7 @@ class OpDef:
 
 
 _LINEAR_ARGS = "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias=None) -> Tensor"
+_LINEAR_ACT_ARGS = "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias, str activation) -> Tensor"
 _LORA_ARGS = (
     "(Tensor x, Tensor wq, Tensor w_scale, Tensor? bias, Tensor a, Tensor b, float scaling) "
     "-> Tensor"
@@ -79,6 +80,9 @@ OPS: tuple[OpDef, ...] = (
     # grad: for x (dequantized-weight GEMM) and bias; the int8 weight is frozen
     OpDef("linear_w8a8", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
     OpDef("linear_w8a16", "int8_gemm", _LINEAR_ARGS, cuda=_BOTH, traceable=True, grad=True),
+    # the same with an activation (qkernels._common.ACTIVATIONS) fused into the epilogue
+    OpDef("linear_w8a8_act", "int8_gemm", _LINEAR_ACT_ARGS, traceable=True, grad=True),
+    OpDef("linear_w8a16_act", "int8_gemm", _LINEAR_ACT_ARGS, traceable=True, grad=True),
     # fake-quant family: elementwise, one opaque op each under torch.compile
     OpDef(
         "fake_quant", "fake_quant", f"(Tensor x, {_FQ_CHANNEL}) -> Tensor", grad=True, cuda=_BOTH

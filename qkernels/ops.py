@@ -60,6 +60,29 @@ def linear_w8a16(
     return _ops.linear_w8a16.default(x, wq, w_scale, bias)
 
 
+def linear_w8a8_act(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    """activation(linear_w8a8(x, wq, w_scale, bias)), the activation ("relu", "gelu",
+    "gelu_tanh", "silu" or "none") applied in the GEMM's epilogue, in fp32."""
+    return _ops.linear_w8a8_act.default(x, wq, w_scale, bias, activation)
+
+
+def linear_w8a16_act(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str,
+) -> torch.Tensor:
+    """activation(linear_w8a16(x, wq, w_scale, bias)), fused as in linear_w8a8_act."""
+    return _ops.linear_w8a16_act.default(x, wq, w_scale, bias, activation)
+
+
 def fake_quant(
     x: torch.Tensor,
     scale: torch.Tensor,

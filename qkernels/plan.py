@@ -15,6 +15,7 @@ from torch import nn
 
 from qkernels.nn import (
     QATLSTM,
+    FusedActivation,
     Int8Embedding,
     Int8Linear,
     Int8LowRankLinear,
@@ -39,6 +40,7 @@ MODULE_TYPES: dict[str, type[nn.Module]] = {
         LoRAInt8Linear,
         Int8LSTM,
         QATLSTM,
+        FusedActivation,
     )
 }
 

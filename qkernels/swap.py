@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from qkernels.fusion import fuse_activations as fuse_into_epilogues
 from qkernels.nn import (
     QATLSTM,
     Int8Embedding,
@@ -46,13 +47,16 @@ class SwapReport:
     method: str
     replaced: list[tuple[str, str, str]] = field(default_factory=list)  # name, from, to
     skipped: list[tuple[str, str]] = field(default_factory=list)  # name, reason
+    fused: list[str] = field(default_factory=list)  # Int8Linears that took the activation
 
     def __str__(self) -> str:
         lines = [
             f"qkernels.swap({self.method}): {len(self.replaced)} replaced, "
             f"{len(self.skipped)} skipped"
+            + (f", {len(self.fused)} activations fused" if self.fused else "")
         ]
         lines += [f"  replaced {n}: {a} -> {b}" for n, a, b in self.replaced]
+        lines += [f"  fused    {n}: its activation runs in the GEMM epilogue" for n in self.fused]
         lines += [f"  skipped  {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -116,6 +120,7 @@ def swap(
     target_modules: str | Iterable[str] | None = None,
     modules_to_save: Iterable[str] = (),
     embeddings: bool = False,
+    fuse_activations: bool = True,
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -134,6 +139,10 @@ def swap(
     Int8Embedding. A swapped embedding or output layer that was tied to the other keeps
     its own tensors (the other keeps the float weight), and the model's config says
     tie_word_embeddings=False so that a saved model is not re-tied on load.
+
+    fuse_activations (int8 methods): where a Hugging Face block applies an activation
+    right after a swapped Linear (qkernels.fusion.FUSABLE_BLOCKS), it runs in that
+    Linear's GEMM epilogue instead.
     """
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None
@@ -160,6 +169,9 @@ def swap(
         _replace_all(
             model, report, lambda m: type(m) is nn.Embedding, Int8Embedding.from_float, skip_reason
         )
+    if fuse_activations and method in ("w8a8", "w8a16"):
+        report.fused = fuse_into_epilogues(model)
+        _record_plan(model)
     _untie_in_config(model)
     if method == "lora":
         _freeze_all_but_adapters(model, list(modules_to_save))

@@ -87,7 +87,12 @@ def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, 
     model.save_pretrained(tmp_path / "q")
     config = json.loads((tmp_path / "q" / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "qkernels"
-    assert sorted(config["quantization_config"]["modules"]) == replaced
+    modules = config["quantization_config"]["modules"]
+    assert sorted(n for n, spec in modules.items() if spec["type"] == "Int8Linear") == replaced
+    fused = sorted(n for n, spec in modules.items() if spec["type"] == "FusedActivation")
+    assert len(fused) == 2 and sorted(report.fused) == sorted(  # one MLP per layer
+        n.rpartition(".")[0] + "." + modules[n]["into"] for n in fused
+    )
     assert "qkernels" not in config
     with safe_open(tmp_path / "q" / "model.safetensors", "pt") as f:
         int8 = [k for k in f.keys() if f.get_slice(k).get_dtype() == "I8"]  # noqa: SIM118

@@ -81,6 +81,7 @@ NO_LORA = {"t_ptr": None, "bt_ptr": None, "HAS_LORA": False}
 
 
 def variants() -> list[Variant]:
+    from qkernels._common import ACTIVATIONS
     from qkernels.triton import _configs
 
     none = None
@@ -99,6 +100,7 @@ def variants() -> list[Variant]:
                     "QUANTIZE_A": False,
                     "DEQUANT": False,
                     "HAS_BIAS": False,
+                    "ACT": 0,
                     "GROUP_M": 8,
                 },
                 "int8_gemm_configs",
@@ -128,29 +130,34 @@ def variants() -> list[Variant]:
                         "bias_ptr": none,
                         **({"HAS_LORA": True} if lora else NO_LORA),
                         "HAS_BIAS": False,
+                        "ACT": 0,
                         "UPCAST": False,
                     },
                     "w8a16_configs",
                     (bucket,),
                 )
             )
-        # linear_w8a8 (and int8_mm) after the separate quantize pass: int8 x with its scales
-        out.append(
-            Variant(
-                f"linear_w8a8 bf16 (separate pass)/M<={bucket}",
-                "int8_gemm._int8_gemm_kernel",
-                _gemm_sig("*i8", "*bf16", True, True),
-                {
-                    **NO_LORA,
-                    "QUANTIZE_A": False,
-                    "DEQUANT": True,
-                    "HAS_BIAS": True,
-                    "GROUP_M": 8,
-                },
-                "int8_gemm_configs",
-                (bucket,),
+        # linear_w8a8 (and int8_mm, linear_w8a8_act) after the separate quantize pass:
+        # int8 x with its scales; the fused activations at the largest bucket
+        for act in (0, 2, 3) if bucket == 1 << 30 else (0,):
+            out.append(
+                Variant(
+                    f"linear_w8a8{f'_act {ACTIVATIONS[act]}' if act else ''} bf16 "
+                    f"(separate pass)/M<={bucket}",
+                    "int8_gemm._int8_gemm_kernel",
+                    _gemm_sig("*i8", "*bf16", True, True),
+                    {
+                        **NO_LORA,
+                        "QUANTIZE_A": False,
+                        "DEQUANT": True,
+                        "HAS_BIAS": True,
+                        "ACT": act,
+                        "GROUP_M": 8,
+                    },
+                    "int8_gemm_configs",
+                    (bucket, act >= 2),
+                )
             )
-        )
         # quantize on load: only where linear_w8a8 uses it (sm_80, small M)
         if _configs.w8a8_quantize_in_prologue("sm_80", bucket):
             for lora in (False, True):
@@ -165,6 +172,7 @@ def variants() -> list[Variant]:
                             "QUANTIZE_A": True,
                             "DEQUANT": True,
                             "HAS_BIAS": True,
+                            "ACT": 0,
                             "GROUP_M": 8,
                         },
                         "int8_gemm_configs",

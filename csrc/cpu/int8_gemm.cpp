@@ -3,6 +3,8 @@
 #include "int8_gemm.h"
 
 #include <atomic>
+#include <string>
+#include <utility>
 #include <cstring>
 
 #include <ATen/Parallel.h>
@@ -169,10 +171,33 @@ at::Tensor wide_int_gemm(const QuantizedRows& a, const at::Tensor& packed, int64
 
 }  // namespace
 
+Activation parse_activation(const char* op, c10::string_view name) {
+  static constexpr std::pair<const char*, Activation> kNames[] = {
+      {"none", Activation::kNone},           {"relu", Activation::kRelu},
+      {"gelu", Activation::kGelu},           {"gelu_tanh", Activation::kGeluTanh},
+      {"silu", Activation::kSilu}};
+  for (const auto& [known, act] : kNames)
+    if (name == known) return act;
+  QK_CHECK(false, op, "activation must be one of 'none', 'relu', 'gelu', 'gelu_tanh', 'silu', ",
+           "got '", std::string(name), "'");
+  return Activation::kNone;
+}
+
+at::Tensor apply_activation(const at::Tensor& x, Activation act) {
+  switch (act) {
+    case Activation::kNone: return x;
+    case Activation::kRelu: return at::relu(x);
+    case Activation::kGelu: return at::gelu(x);
+    case Activation::kGeluTanh: return at::gelu(x, "tanh");
+    case Activation::kSilu: return at::silu(x);
+  }
+  return x;
+}
+
 at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
                         int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
                         const at::Tensor& bias, at::ScalarType out_dtype, Isa isa,
-                        const LoraTensors* lora) {
+                        const LoraTensors* lora, Activation act) {
   const int64_t m = a.q.size(0);
   if (packed.size(1) > kMaxExactK) {
     const at::Tensor exact = wide_int_gemm(a, packed, n, isa);
@@ -190,7 +215,7 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
     at::Tensor out = exact.to(at::kFloat) * a_scale.view({m, 1}) * b_scale.view({1, n});
     if (bias.defined()) out += bias;
     if (lora) out += at::mm(lora->t, lora->bt.slice(1, 0, n));
-    return out.to(out_dtype);
+    return apply_activation(out, act).to(out_dtype);
   }
   at::Tensor out = at::empty({m, n}, a.q.options().dtype(out_dtype));
   Int8GemmArgs p{a.q.data_ptr<int8_t>(),
@@ -207,7 +232,8 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
                  n,
                  out_kind(out_dtype),
                  lora ? lora->epilogue() : LoraEpilogue{},
-                 a.range};
+                 a.range,
+                 act};
   run_int8_gemm(p, m, packed.size(0) / kGroupCols, isa);
   return out;
 }
@@ -337,9 +363,11 @@ at::Tensor int8_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a
   return gemm_dequant(op, rows, packed, n, as, bs, bias_f, dtype, isa);
 }
 
-at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
-                       const std::optional<at::Tensor>& bias) {
-  constexpr const char* op = "linear_w8a8";
+namespace {
+
+at::Tensor w8a8_linear(const char* op, const at::Tensor& x, const at::Tensor& wq,
+                       const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                       Activation act) {
   const at::Tensor x2d = as_rows(op, "x", x);
   in_kind(op, "x", x2d);
   const int64_t k = x2d.size(1);
@@ -352,13 +380,14 @@ at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tens
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
   QuantizedRows rows = quantize_rows(op, x2d, packed.size(1) + kRowPadBytes, 127, isa);
-  return gemm_dequant(op, rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa)
+  return gemm_dequant(op, rows, packed, n, rows.scale, ws, bias_f, x.scalar_type(), isa,
+                      nullptr, act)
       .view(out_shape(x, n));
 }
 
-at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
-                        const std::optional<at::Tensor>& bias) {
-  constexpr const char* op = "linear_w8a16";
+at::Tensor w8a16_linear(const char* op, const at::Tensor& x, const at::Tensor& wq,
+                        const at::Tensor& w_scale, const std::optional<at::Tensor>& bias,
+                        Activation act) {
   const at::Tensor x2d = as_rows(op, "x", x);
   in_kind(op, "x", x2d);
   const int64_t k = x2d.size(1);
@@ -369,13 +398,38 @@ at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Ten
   const at::Tensor ws = check_scale(op, "w_scale", w_scale, n, "[N]");
   const at::Tensor packed = packed_weight(op, "wq", wq, n, k);
   const at::Tensor bias_f = check_bias(op, bias, n);
-  return w8a16_gemm(x2d, packed, n, ws, bias_f, x.scalar_type(), selected_isa(op))
+  return w8a16_gemm(x2d, packed, n, ws, bias_f, x.scalar_type(), selected_isa(op), nullptr, act)
       .view(out_shape(x, n));
+}
+
+}  // namespace
+
+at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                       const std::optional<at::Tensor>& bias) {
+  return w8a8_linear("linear_w8a8", x, wq, w_scale, bias, Activation::kNone);
+}
+
+at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                        const std::optional<at::Tensor>& bias) {
+  return w8a16_linear("linear_w8a16", x, wq, w_scale, bias, Activation::kNone);
+}
+
+at::Tensor linear_w8a8_act(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                           const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  constexpr const char* op = "linear_w8a8_act";
+  return w8a8_linear(op, x, wq, w_scale, bias, parse_activation(op, activation));
+}
+
+at::Tensor linear_w8a16_act(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                            const std::optional<at::Tensor>& bias, c10::string_view activation) {
+  constexpr const char* op = "linear_w8a16_act";
+  return w8a16_linear(op, x, wq, w_scale, bias, parse_activation(op, activation));
 }
 
 at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n,
                       const at::Tensor& b_scale, const at::Tensor& bias,
-                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora) {
+                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora,
+                      Activation act) {
   const int64_t m = x2d.size(0), k = x2d.size(1);
   const W8A16Kernels& kernels = w8a16_kernels(isa);
   const bool bf16 = kernels.bf16_x;
@@ -396,7 +450,8 @@ at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n
               out.data_ptr(),
               n,
               out_kind(out_dtype),
-              lora ? lora->epilogue() : LoraEpilogue{}};
+              lora ? lora->epilogue() : LoraEpilogue{},
+              act};
   const W8A16BlockFn fn = kernels.block;
   parallel_tiles(m, packed.size(0) / kGroupCols, k, /*row_block=*/64,
                  [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { fn(p, m0, m1, g0, g1); });
@@ -444,6 +499,8 @@ TORCH_LIBRARY_IMPL(qkernels, CPU, m) {
   register_cpu_op(m, "int8_mm", int8_mm, w8a8_kernel);
   register_cpu_op(m, "linear_w8a8", linear_w8a8, w8a8_kernel);
   register_cpu_op(m, "linear_w8a16", linear_w8a16, w8a16_kernel);
+  register_cpu_op(m, "linear_w8a8_act", linear_w8a8_act, w8a8_kernel);
+  register_cpu_op(m, "linear_w8a16_act", linear_w8a16_act, w8a16_kernel);
 }
 
 }  // namespace qkernels::cpu

@@ -19,5 +19,10 @@ at::Tensor linear_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tens
                        const std::optional<at::Tensor>& bias);
 at::Tensor linear_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
                         const std::optional<at::Tensor>& bias);
+// The same with an activation applied in the epilogue, in fp32 before the output rounding.
+at::Tensor linear_w8a8_act(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                           const std::optional<at::Tensor>& bias, c10::string_view activation);
+at::Tensor linear_w8a16_act(const at::Tensor& x, const at::Tensor& wq, const at::Tensor& w_scale,
+                            const std::optional<at::Tensor>& bias, c10::string_view activation);
 
 }  // namespace qkernels::cpu

@@ -20,6 +20,7 @@
 #pragma GCC target("avx2,fma,f16c")
 #include <immintrin.h>
 
+#include "activation_avx2.h"
 #include "unroll.h"
 
 namespace qkernels::cpu {
@@ -93,7 +94,7 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
       f = _mm256_mul_ps(f, _mm256_loadu_ps(p.b_scale + col));
       if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + col));
       if (p.lora.t) f = _mm256_add_ps(f, _mm256_loadu_ps(lora + 8 * h));
-      store_f32x8(p.out, p.out_kind, row * p.ldo + col, f);
+      store_f32x8(p.out, p.out_kind, row * p.ldo + col, activate8(p.act, f));
     });
     return;
   }
@@ -106,7 +107,7 @@ inline void epilogue_row(const Int8GemmArgs& p, int64_t row, int64_t n0, const i
     float f = static_cast<float>(v) * p.a_scale[row] * p.b_scale[n0 + c];
     if (p.bias) f += p.bias[n0 + c];
     if (p.lora.t) f += lora[c];
-    store_float(p.out, p.out_kind, row * p.ldo + n0 + c, f);
+    store_float(p.out, p.out_kind, row * p.ldo + n0 + c, activate(p.act, f));
   }
 }
 
@@ -235,7 +236,7 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
         __m256 f = _mm256_mul_ps(acc[i][h], _mm256_loadu_ps(p.b_scale + n0 + 8 * h));
         if (p.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(p.bias + n0 + 8 * h));
         if (p.lora.t) f = _mm256_add_ps(f, _mm256_load_ps(lora[i] + 8 * h));
-        store_f32x8(p.out, p.out_kind, (m + i) * p.ldo + n0 + 8 * h, f);
+        store_f32x8(p.out, p.out_kind, (m + i) * p.ldo + n0 + 8 * h, activate8(p.act, f));
       });
       return;
     }
@@ -246,7 +247,7 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
       float f = lanes[c] * p.b_scale[n0 + c];
       if (p.bias) f += p.bias[n0 + c];
       if (p.lora.t) f += lora[i][c];
-      store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, f);
+      store_float(p.out, p.out_kind, (m + i) * p.ldo + n0 + c, activate(p.act, f));
     }
   });
 }

@@ -14,6 +14,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 #include <immintrin.h>
 
+#include "activation_avx512.h"
 #include "avx512_io.h"
 #include "unroll.h"
 #include "int8_gemm_avx512_tile.h"
@@ -53,7 +54,7 @@ __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, i
       f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mask, p.b_scale + n0));
       if (p.bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, p.bias + n0));
       if (p.lora.t) f = _mm512_add_ps(f, lora16(p.lora, row, n0));
-      store_f32x16(p.out, p.out_kind, row * p.ldo + n0, f, mask);
+      store_f32x16(p.out, p.out_kind, row * p.ldo + n0, activate16(p.act, f), mask);
     }
   }
 }

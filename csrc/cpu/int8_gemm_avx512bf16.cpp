@@ -12,6 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 #include <immintrin.h>
 
+#include "activation_avx512.h"
 #include "avx512_io.h"
 #include "unroll.h"
 
@@ -52,7 +53,7 @@ __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int
     __m512 f = _mm512_mul_ps(_mm512_load_ps(tile + i * 16), scale);
     if (p.bias) f = _mm512_add_ps(f, bias);
     if (p.lora.t) f = _mm512_add_ps(f, lora16(p.lora, m + i, n0));
-    store_f32x16(p.out, p.out_kind, (m + i) * p.ldo + n0, f, mask);
+    store_f32x16(p.out, p.out_kind, (m + i) * p.ldo + n0, activate16(p.act, f), mask);
   }
 }
 

@@ -60,13 +60,19 @@ void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa);
 at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor& packed,
                         int64_t n, const at::Tensor& a_scale, const at::Tensor& b_scale,
                         const at::Tensor& bias, at::ScalarType out_dtype, Isa isa,
-                        const LoraTensors* lora = nullptr);
+                        const LoraTensors* lora = nullptr,
+                        Activation act = Activation::kNone);
 
 // Weight-only GEMM of x2d [M, K] (any float dtype) with a packed weight, dequantized by
 // b_scale, plus bias and an optional adapter -> [M, n] out_dtype.
 at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n,
                       const at::Tensor& b_scale, const at::Tensor& bias,
-                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora = nullptr);
+                      at::ScalarType out_dtype, Isa isa, const LoraTensors* lora = nullptr,
+                      Activation act = Activation::kNone);
+
+// An activation's name in the ops' schema ("none", "relu", "gelu", "gelu_tanh", "silu"),
+// or an error naming `op` and the names it takes.
+Activation parse_activation(const char* op, c10::string_view name);
 
 // The checks every int8 GEMM entry shares (messages name `op`).
 InKind in_kind(const char* op, const char* name, const at::Tensor& x);

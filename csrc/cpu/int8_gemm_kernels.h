@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "activation.h"
 #include "isa.h"
 #include "kernel_args.h"
 
@@ -47,6 +48,7 @@ struct Int8GemmArgs {
   OutKind out_kind;
   LoraEpilogue lora;        // float outputs only; zero-initialised: none
   ActRange a_range;         // what a may hold; zero-initialised: kFull
+  Activation act;           // float outputs only, after bias and adapter; zero: none
 };
 
 // out[m, n] = (sum_k x[m, k] * w[n, k]) * b_scale[n] + bias[n]
@@ -63,6 +65,7 @@ struct W8A16Args {
   int64_t ldo;
   OutKind out_kind;
   LoraEpilogue lora;
+  Activation act;           // after bias and adapter; zero-initialised: none
 };
 
 // Symmetric per-row quantization: scale = row_scale(...), q = clamp(round_half_even(

@@ -42,7 +42,7 @@ void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
         float v = static_cast<float>(acc[c]) * p.a_scale[m] * p.b_scale[n];
         if (p.bias) v += p.bias[n];
         if (p.lora.t) v += lora_term(p.lora, m, n);
-        store_float(p.out, p.out_kind, m * p.ldo + n, v);
+        store_float(p.out, p.out_kind, m * p.ldo + n, activate(p.act, v));
       }
     }
   }
@@ -60,7 +60,7 @@ void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, 
       float v = acc * p.b_scale[n];
       if (p.bias) v += p.bias[n];
       if (p.lora.t) v += lora_term(p.lora, m, n);
-      store_float(p.out, p.out_kind, m * p.ldo + n, v);
+      store_float(p.out, p.out_kind, m * p.ldo + n, activate(p.act, v));
     }
   }
 }

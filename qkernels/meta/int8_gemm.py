@@ -8,9 +8,11 @@ import torch
 
 from qkernels import _library  # noqa: F401  (defines the ops first)
 from qkernels._common import (
+    ACTIVATIONS,
     FLOAT_DTYPES,
     GROUP_COLS,
     K_STEP,
+    apply_activation,
     check,
     check_same_device,
     describe,
@@ -178,38 +180,61 @@ def linear_w8a16_fake(x, wq, w_scale, bias=None):
     return linear_fake("linear_w8a16", x, wq, w_scale, bias)
 
 
+def check_activation(op: str, activation: str) -> None:
+    names = ", ".join(repr(a) for a in ACTIVATIONS)
+    check(activation in ACTIVATIONS, op, f"activation must be one of {names}, got {activation!r}")
+
+
+@torch.library.register_fake("qkernels::linear_w8a8_act")
+def linear_w8a8_act_fake(x, wq, w_scale, bias, activation):
+    check_activation("linear_w8a8_act", activation)
+    return linear_fake("linear_w8a8_act", x, wq, w_scale, bias)
+
+
+@torch.library.register_fake("qkernels::linear_w8a16_act")
+def linear_w8a16_act_fake(x, wq, w_scale, bias, activation):
+    check_activation("linear_w8a16_act", activation)
+    return linear_fake("linear_w8a16_act", x, wq, w_scale, bias)
+
+
 # ---- autograd: the int8 weight is frozen; x (and a float bias) get gradients ----
 
 
 def _setup_linear(ctx, inputs, output):
-    x, wq, w_scale, bias = inputs
+    x, wq, w_scale, bias = inputs[:4]
     ctx.save_for_backward(wq, w_scale)
     ctx.k, ctx.x_dtype = x.shape[-1], x.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
 
 
+def _base_grads(op: str, ctx, g2d: torch.Tensor, wq, w_scale, out_shape) -> tuple:
+    """(dx, dbias) of the base GEMM for the fp32 output gradient g2d [M, N]: dx =
+    g2d @ dequant(W), the straight-through gradient (x's per-token quantization counts
+    as identity, as in QAT). The weight and its scales are frozen: asking for their
+    gradient is an error, never a silent None."""
+    needs = ctx.needs_input_grad
+    check(
+        not needs[2],
+        op,
+        "w_scale gets no gradient (the int8 weight is frozen); "
+        "train a QATLinear, or detach the scale",
+    )
+    n = w_scale.numel()
+    if wq.dtype == torch.uint8:  # the CPU packed layout
+        wq = torch.ops.qkernels.unpack_weight.default(wq, n, ctx.k)
+    dx = None
+    if needs[0]:
+        w = wq.float() * w_scale.reshape(-1, 1)
+        dx = (g2d @ w).reshape(*out_shape[:-1], ctx.k).to(ctx.x_dtype)
+    dbias = g2d.sum(0).to(ctx.bias_dtype) if ctx.bias_dtype is not None and needs[3] else None
+    return dx, dbias
+
+
 def _linear_backward(op: str):
     def backward(ctx, grad):
-        """dx = grad @ dequant(W): the straight-through gradient (x's per-token
-        quantization counts as identity, as in QAT). The weight and its scales are
-        frozen: asking for their gradient is an error, never a silent None."""
         wq, w_scale = ctx.saved_tensors
-        needs = ctx.needs_input_grad
-        check(
-            not needs[2],
-            op,
-            "w_scale gets no gradient (the int8 weight is frozen); "
-            "train a QATLinear, or detach the scale",
-        )
-        n = w_scale.numel()
-        if wq.dtype == torch.uint8:  # the CPU packed layout
-            wq = torch.ops.qkernels.unpack_weight.default(wq, n, ctx.k)
-        g2d = grad.reshape(-1, n).float()
-        dx = None
-        if needs[0]:
-            w = wq.float() * w_scale.reshape(-1, 1)
-            dx = (g2d @ w).reshape(*grad.shape[:-1], ctx.k).to(ctx.x_dtype)
-        dbias = g2d.sum(0).to(ctx.bias_dtype) if ctx.bias_dtype is not None and needs[3] else None
+        g2d = grad.reshape(-1, w_scale.numel()).float()
+        dx, dbias = _base_grads(op, ctx, g2d, wq, w_scale, grad.shape)
         return dx, None, None, dbias
 
     return backward
@@ -218,4 +243,36 @@ def _linear_backward(op: str):
 for _op in ("linear_w8a8", "linear_w8a16"):
     torch.library.register_autograd(
         f"qkernels::{_op}", _linear_backward(_op), setup_context=_setup_linear
+    )
+
+
+def _setup_linear_act(ctx, inputs, output):
+    x, wq, w_scale, bias, activation = inputs
+    ctx.save_for_backward(x, wq, w_scale, bias)
+    ctx.k, ctx.x_dtype, ctx.activation = x.shape[-1], x.dtype, activation
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _linear_act_backward(op: str, base: str):
+    def backward(ctx, grad):
+        """The activation's gradient at the pre-activation output, recomputed by the
+        base op (saving it would keep an [M, N] tensor alive for every layer), then the
+        base GEMM's gradients."""
+        x, wq, w_scale, bias = ctx.saved_tensors
+        n = w_scale.numel()
+        with torch.no_grad():
+            z = getattr(torch.ops.qkernels, base).default(x, wq, w_scale, bias)
+        z = z.reshape(-1, n).float().requires_grad_()
+        with torch.enable_grad():
+            y = apply_activation(z, ctx.activation)
+        (g2d,) = torch.autograd.grad(y, z, grad.reshape(-1, n).float())
+        dx, dbias = _base_grads(op, ctx, g2d, wq, w_scale, grad.shape)
+        return dx, None, None, dbias, None
+
+    return backward
+
+
+for _op, _base in (("linear_w8a8_act", "linear_w8a8"), ("linear_w8a16_act", "linear_w8a16")):
+    torch.library.register_autograd(
+        f"qkernels::{_op}", _linear_act_backward(_op, _base), setup_context=_setup_linear_act
     )

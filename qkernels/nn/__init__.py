@@ -1,5 +1,6 @@
 """Drop-in quantized and low-rank modules."""
 
+from qkernels.nn.fused_activation import FusedActivation
 from qkernels.nn.int8_embedding import Int8Embedding
 from qkernels.nn.int8_linear import Int8Linear
 from qkernels.nn.int8_lstm import Int8LSTM
@@ -9,6 +10,7 @@ from qkernels.nn.qat_linear import QATLinear
 from qkernels.nn.qat_lstm import QATLSTM
 
 __all__ = [
+    "FusedActivation",
     "Int8Embedding",
     "Int8LSTM",
     "Int8Linear",

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from qkernels import ops
+from qkernels._common import ACTIVATIONS, apply_activation
 from qkernels.nn._packed import PackedWeights
 
 MODES = ("w8a8", "w8a16")
@@ -51,6 +52,9 @@ class Int8Linear(PackedWeights):
     7 trades one bit of activation precision for speed on AVX2-only CPUs, where the
     int8 GEMM's multiply is fastest for |a| <= 64 (DESIGN.md, "The AVX2 ceiling"), as
     fbgemm's reduce_range does; 8 (the default) everywhere else.
+    activation ("none", "relu", "gelu", "gelu_tanh", "silu"): applied to the output in
+    the GEMM's epilogue (linear_w8a8_act / linear_w8a16_act; qkernels.fusion sets it
+    where a model applies that activation right after this layer).
 
     On CPU the `weight` buffer holds the kernel's packed layout (see
     DESIGN.md); `state_dict()` always holds the portable int8 [out, in] weight,
@@ -65,10 +69,15 @@ class Int8Linear(PackedWeights):
         mode: str = "w8a8",
         static_act: bool = False,
         act_bits: int = 8,
+        activation: str = "none",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"Int8Linear: activation must be one of {ACTIVATIONS}, got {activation!r}"
+            )
         if mode not in MODES:
             raise ValueError(f"Int8Linear: mode must be one of {MODES}, got {mode!r}")
         if static_act and mode != "w8a8":
@@ -79,6 +88,7 @@ class Int8Linear(PackedWeights):
         self.mode = mode
         self.static_act = static_act
         self.act_bits = act_bits
+        self.activation = activation
         self.register_buffer(
             "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
         )
@@ -160,10 +170,14 @@ class Int8Linear(PackedWeights):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.static_act:
-            return self._forward_static(x)
+            return apply_activation(self._forward_static(x), self.activation)
         if self.act_bits != 8:
-            return self._forward_act_bits(x)
-        linear = ops.linear_w8a8 if self.mode == "w8a8" else ops.linear_w8a16
+            return apply_activation(self._forward_act_bits(x), self.activation)
+        w8a8 = self.mode == "w8a8"
+        if self.activation != "none":
+            linear_act = ops.linear_w8a8_act if w8a8 else ops.linear_w8a16_act
+            return linear_act(x, self.weight, self.weight_scale, self.bias, self.activation)
+        linear = ops.linear_w8a8 if w8a8 else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
 
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,6 +204,7 @@ class Int8Linear(PackedWeights):
             "mode": self.mode,
             "static_act": self.static_act,
             "act_bits": self.act_bits,
+            "activation": self.activation,
         }
 
     def extra_repr(self) -> str:
@@ -198,4 +213,5 @@ class Int8Linear(PackedWeights):
             f"bias={self.bias is not None}, mode={self.mode}"
             + (", static_act=True" if self.static_act else "")
             + (f", act_bits={self.act_bits}" if self.act_bits != 8 else "")
+            + (f", activation={self.activation}" if self.activation != "none" else "")
         )

@@ -139,7 +139,8 @@ class LoRAInt8Linear(Int8Linear):
 
     def spec(self) -> dict:
         spec = super().spec()
-        del spec["static_act"], spec["act_bits"]  # the fused lora ops quantize at 8 bits
+        # the fused lora ops quantize at 8 bits and apply no activation
+        del spec["static_act"], spec["act_bits"], spec["activation"]
         dropout = self.lora_dropout.p if isinstance(self.lora_dropout, nn.Dropout) else 0.0
         return {
             **spec,

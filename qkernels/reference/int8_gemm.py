@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qkernels._common import GROUP_COLS, K_STEP, exact_int32, round_up
+from qkernels._common import GROUP_COLS, K_STEP, apply_activation, exact_int32, round_up
 
 
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +61,37 @@ def linear_w8a8(
 def linear_w8a16(
     x: torch.Tensor, wq: torch.Tensor, w_scale: torch.Tensor, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
+    return _w8a16_fp32(x, wq, w_scale, bias).to(x.dtype)
+
+
+def _w8a16_fp32(x, wq, w_scale, bias):
     w = wq.float() * w_scale.reshape(-1, 1)
-    return F.linear(x.float(), w, None if bias is None else bias.float()).to(x.dtype)
+    return F.linear(x.float(), w, None if bias is None else bias.float())
+
+
+def linear_w8a8_act(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation_name: str,
+) -> torch.Tensor:
+    """activation(linear_w8a8) with the activation applied in fp32, before the output
+    rounding to x's dtype."""
+    q, s = quantize_rowwise(x.reshape(-1, x.shape[-1]))
+    out = apply_activation(int8_mm(q, wq, s, w_scale, bias, torch.float32), activation_name)
+    return out.to(x.dtype).reshape(*x.shape[:-1], wq.shape[0])
+
+
+def linear_w8a16_act(
+    x: torch.Tensor,
+    wq: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation_name: str,
+) -> torch.Tensor:
+    """activation(linear_w8a16), the activation in fp32 before the output rounding."""
+    return apply_activation(_w8a16_fp32(x, wq, w_scale, bias), activation_name).to(x.dtype)
 
 
 def pack_weight(wq: torch.Tensor) -> torch.Tensor:

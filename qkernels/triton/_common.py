@@ -63,11 +63,30 @@ def rne(y, like_ptr):
 
 
 @triton.jit
-def store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS: tl.constexpr):
-    """The float GEMM epilogue: out (+ bias over columns) into the row-major
-    [m, n] out_ptr at (offs_m, offs_n), rounded to out_ptr's dtype."""
+def activate(x, ACT: tl.constexpr):
+    """The epilogue activation with code ACT (an index of qkernels._common.ACTIVATIONS:
+    none, relu, gelu, gelu_tanh, silu), in fp32. tanh-GELU and SiLU as x * sigmoid(.),
+    as the CPU kernels (no cancellation for negative x)."""
+    if ACT == 1:
+        x = tl.where(x < 0.0, 0.0, x)  # NaN stays NaN
+    elif ACT == 2:
+        x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
+    elif ACT == 3:
+        x = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
+    elif ACT == 4:
+        x = x / (1.0 + tl.exp(-x))
+    return x
+
+
+@triton.jit
+def store_output(
+    out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS: tl.constexpr, ACT: tl.constexpr = 0
+):
+    """The float GEMM epilogue: out (+ bias over columns, then the activation ACT) into
+    the row-major [m, n] out_ptr at (offs_m, offs_n), rounded to out_ptr's dtype."""
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
+    out = activate(out, ACT)
     tl.store(
         out_ptr + offs_m[:, None] * n + offs_n[None, :],
         rne(out, out_ptr),

@@ -99,8 +99,25 @@ _W8A16_H200 = {
 }
 
 
-def int8_gemm_configs(arch: str | None, bucket: int) -> list[Config]:
-    """int8 x int8 -> int32 (+ dequant epilogue): int_mm, int8_mm, linear_w8a8."""
+# A transcendental epilogue (linear_w8a8_act's gelu, gelu_tanh, silu) needs registers
+# that the 128 x 256 tiles of 8 warps do not have (tools/compile_check.py: 64 bytes of
+# stack on sm_90 with erf): those kernels keep to 128 x 128 outputs per program.
+# Not yet measured on a GPU.
+_ACT_MAX_TILE = 128 * 128
+_ACT_FALLBACK = [(128, 128, 128, 3, 8)]
+
+
+def int8_gemm_configs(arch: str | None, bucket: int, transcendental: bool = False) -> list[Config]:
+    """int8 x int8 -> int32 (+ dequant epilogue): int_mm, int8_mm, linear_w8a8(_act);
+    `transcendental`: with an activation that calls erf / exp in the epilogue."""
+    configs = _int8_gemm_rows(arch, bucket)
+    if transcendental and not INTERPRET and arch is not None:
+        small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= _ACT_MAX_TILE]
+        configs = small or _cfgs(_ACT_FALLBACK)
+    return configs
+
+
+def _int8_gemm_rows(arch: str | None, bucket: int) -> list[Config]:
     if INTERPRET or arch is None:
         return _interpreted()
     if _hopper(arch):

@@ -12,8 +12,15 @@ import torch
 import triton
 import triton.language as tl
 
-from qkernels._common import MAX_EXACT_K, as_rows, exact_int32
-from qkernels.meta.int8_gemm import int8_mm_fake, int_mm_fake, linear_fake, quantize_rowwise_fake
+from qkernels._common import ACTIVATIONS, MAX_EXACT_K, apply_activation, as_rows, exact_int32
+from qkernels.meta.int8_gemm import (
+    int8_mm_fake,
+    int_mm_fake,
+    linear_fake,
+    linear_w8a8_act_fake,
+    linear_w8a16_act_fake,
+    quantize_rowwise_fake,
+)
 from qkernels.triton._common import (
     autotuned,
     finite,
@@ -117,13 +124,15 @@ def _int8_gemm_kernel(
     DEQUANT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_LORA: tl.constexpr,
+    ACT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
     """acc = A @ B^T in int32 (A int8, or float quantized per row on load), then
-    int32 out, or acc * a_scale * b_scale + bias (+ the LoRA term) in out_ptr's dtype."""
+    int32 out, or acc * a_scale * b_scale + bias (+ the LoRA term), through the
+    activation ACT, in out_ptr's dtype."""
     pid_m, pid_n = grouped_tile(m, n, BLOCK_M, BLOCK_N, GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -148,7 +157,7 @@ def _int8_gemm_kernel(
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
         if HAS_LORA:
             out = _lora_tile(out, t_ptr, bt_ptr, offs_m, offs_n, m, n, r)
-        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False, ACT)
     else:
         tl.store(
             out_ptr + offs_m[:, None] * n + offs_n[None, :],
@@ -173,6 +182,7 @@ def _w8a16_kernel(
     r,
     HAS_BIAS: tl.constexpr,
     HAS_LORA: tl.constexpr,
+    ACT: tl.constexpr,
     UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -223,24 +233,24 @@ def _w8a16_kernel(
         if ticket == SPLIT_K - 1:
             total = tl.load(pptrs, mask=omask, other=0.0, cache_modifier=".cg")
             _w8a16_store(total, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
-                         HAS_BIAS, HAS_LORA)  # fmt: skip
+                         HAS_BIAS, HAS_LORA, ACT)  # fmt: skip
     else:
         _w8a16_store(out, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
-                     HAS_BIAS, HAS_LORA)  # fmt: skip
+                     HAS_BIAS, HAS_LORA, ACT)  # fmt: skip
 
 
 @triton.jit
 def _w8a16_store(
     out, bias_ptr, t_ptr, bt_ptr, out_ptr, offs_m, offs_n, m, n, r,
-    HAS_BIAS: tl.constexpr, HAS_LORA: tl.constexpr,
+    HAS_BIAS: tl.constexpr, HAS_LORA: tl.constexpr, ACT: tl.constexpr,
 ):  # fmt: skip
     if HAS_LORA:  # bias first, then the adapter (the CPU kernels' order)
         if HAS_BIAS:
             out += tl.load(bias_ptr + offs_n, mask=offs_n < n, other=0.0).to(tl.float32)[None, :]
         out = _lora_tile(out, t_ptr, bt_ptr, offs_m, offs_n, m, n, r)
-        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, False, ACT)
     else:
-        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS)
+        store_output(out, bias_ptr, out_ptr, offs_m, offs_n, m, n, HAS_BIAS, ACT)
 
 
 # ---- host side ----
@@ -267,7 +277,7 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     return q.reshape(x.shape), s.reshape(x.shape[:-1])
 
 
-def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora):
+def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora, act):
     """K past MAX_EXACT_K: int32 GEMMs over K blocks that cannot overflow, summed in
     int64; the epilogue then runs in torch, in the kernel's order."""
     if quantize_a:
@@ -293,19 +303,22 @@ def _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lor
         out = out + bias.float()
     if lora is not None:
         out = out + lora[0] @ lora[1]
-    return out.to(out_dtype)
+    return apply_activation(out, ACTIVATIONS[act]).to(out_dtype)
 
 
-def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool, lora=None):
-    """The one int8 GEMM launch behind int_mm, int8_mm, linear_w8a8 and lora_w8a8 (and
-    the LSTM). `lora`: (t, bt), float32 [M, r] and [r, N], added in the epilogue."""
+def _gemm(
+    a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bool, lora=None, act=0
+):
+    """The one int8 GEMM launch behind int_mm, int8_mm, linear_w8a8(_act) and lora_w8a8
+    (and the LSTM). `lora`: (t, bt), float32 [M, r] and [r, N], added in the epilogue;
+    `act`: the epilogue activation's code (an index of ACTIVATIONS)."""
     m, k = a.shape
     n = b.shape[0]
     if k > MAX_EXACT_K:
-        return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora)
+        return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora, act)
     out = torch.empty(m, n, dtype=out_dtype if dequant else torch.int32, device=a.device)
     if m and n:
-        kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m))
+        kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m), act >= 2)
         launch(
             kernel,
             lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),),
@@ -325,6 +338,7 @@ def _gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a: bool, dequant: bo
             DEQUANT=dequant,
             HAS_BIAS=bias is not None,
             HAS_LORA=lora is not None,
+            ACT=act,
             GROUP_M=8,
         )
     return out
@@ -349,18 +363,29 @@ def linear_w8a8(x, wq, w_scale, bias=None):
     return w8a8_gemm(x, wq, w_scale, bias)
 
 
-def w8a8_gemm(x, wq, w_scale, bias=None, lora=None, prologue: bool | None = None):
-    """linear_w8a8 (plus the LoRA epilogue term `lora`, see _gemm) without the argument
-    checks; `prologue` forces the quantization strategy (None: the table's choice)."""
+def w8a8_gemm(x, wq, w_scale, bias=None, lora=None, prologue: bool | None = None, act=0):
+    """linear_w8a8 (plus the LoRA epilogue term `lora` and the activation `act`, see
+    _gemm) without the argument checks; `prologue` forces the quantization strategy
+    (None: the table's choice)."""
     x2d = as_rows(x)
     if prologue is None:
         prologue = w8a8_quantize_in_prologue(arch_of(x), m_bucket(x2d.shape[0]))
     if prologue:
-        out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, quantize_a=True, dequant=True, lora=lora)
+        out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, True, dequant=True, lora=lora, act=act)
     else:
         q, s = quantize_rowwise(x2d)
-        out = _gemm(q, wq, s, w_scale, bias, x.dtype, quantize_a=False, dequant=True, lora=lora)
+        out = _gemm(q, wq, s, w_scale, bias, x.dtype, False, dequant=True, lora=lora, act=act)
     return out.reshape(*x.shape[:-1], wq.shape[0])
+
+
+def linear_w8a8_act(x, wq, w_scale, bias, activation):
+    linear_w8a8_act_fake(x, wq, w_scale, bias, activation)
+    return w8a8_gemm(x, wq, w_scale, bias, act=ACTIVATIONS.index(activation))
+
+
+def linear_w8a16_act(x, wq, w_scale, bias, activation):
+    linear_w8a16_act_fake(x, wq, w_scale, bias, activation)
+    return w8a16_gemm(x, wq, w_scale, bias, act=ACTIVATIONS.index(activation))
 
 
 def linear_w8a8_two_pass(x, wq, w_scale, bias=None):
@@ -385,9 +410,9 @@ def linear_w8a16(x, wq, w_scale, bias=None):
     return w8a16_gemm(x, wq, w_scale, bias)
 
 
-def w8a16_gemm(x, wq, w_scale, bias=None, lora=None):
+def w8a16_gemm(x, wq, w_scale, bias=None, lora=None, act=0):
     """linear_w8a16 (plus the LoRA epilogue term `lora` = (t, bt), float32 [M, r] and
-    [r, N], as in _gemm) without the argument checks."""
+    [r, N], and the activation `act`, as in _gemm) without the argument checks."""
     x2d = as_rows(x)
     m, k = x2d.shape
     n = wq.shape[0]
@@ -427,6 +452,7 @@ def w8a16_gemm(x, wq, w_scale, bias=None, lora=None):
             lora[0].shape[1] if lora is not None else 0,
             HAS_BIAS=bias is not None,
             HAS_LORA=lora is not None,
+            ACT=act,
             UPCAST=upcast(x),
         )
     return out.reshape(*x.shape[:-1], n)

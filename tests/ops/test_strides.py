@@ -29,6 +29,8 @@ def samples():
     yield "int8_mm", (a, wq, a_scale, ws, b)
     yield "linear_w8a8", (x, wq, ws, b)
     yield "linear_w8a16", (x, wq, ws, b)
+    yield "linear_w8a8_act", (x, wq, ws, b, "gelu")
+    yield "linear_w8a16_act", (x, wq, ws, b, "silu")
     yield "fake_quant", (x, s, z, 0, -8, 7)
     yield "fake_quant_backward", (g, x, s, z, 0, -8, 7)
     yield "fake_quant_group", (x, gs, gz, 8, -8, 7)
