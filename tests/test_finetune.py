@@ -329,7 +329,9 @@ def torchrun(*args, fsdp: bool = False):
     subprocess.run([*cmd, *(["--fsdp"] if fsdp else [])], check=True, env=env, timeout=600)
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+# FSDP2 in `make test-slow` only (CI time: ~40 s each); `make test` runs FSDP2 through
+# test_fsdp_checkpoints_resume_under_fsdp_and_in_one_process
+@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
 def test_lora_two_processes_equal_one_process_with_the_same_global_batch(tiny, tmp_path, parallel):
     """LoRA under torchrun (gloo; DDP, or FSDP2 sharding adapters, heads and the frozen
     float weights): 2 ranks x 2 samples end with the adapters of one process with

@@ -240,7 +240,10 @@ def test_quantize_on_load_never_holds_the_fp32_model(tmp_path):
     assert got["peak_over_baseline"] <= bound
 
 
-@pytest.mark.parametrize("first", ["qkernels", "transformers"])
+# transformers first in `make test-slow` only (CI time: ~30 s per fresh process)
+@pytest.mark.parametrize(
+    "first", ["qkernels", pytest.param("transformers", marks=pytest.mark.slow)]
+)
 def test_import_order_does_not_matter(float_dirs, tmp_path, first):
     """`import qkernels` before transformers registers through the import hook, after it
     directly; either way from_pretrained reads the qkernels format."""

@@ -19,7 +19,8 @@ def run_in_fresh_process(code: str) -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("method", ["w8a8", "w8a16"])
+# w8a16 in `make test-slow` only (CI time: each fresh process costs ~30 s)
+@pytest.mark.parametrize("method", ["w8a8", pytest.param("w8a16", marks=pytest.mark.slow)])
 def test_gpt2_roundtrip_in_fresh_process(tmp_path, method):
     model = tiny_gpt2()
     qkernels.swap(model, method)

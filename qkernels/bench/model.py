@@ -31,8 +31,10 @@ OP_CLASSES: list[tuple[str, re.Pattern]] = [
 CLASSES = [name for name, _ in OP_CLASSES] + ["other"]
 CI_SHAPES = [(2, 16)]
 W8A8_7BIT = "qkernels w8a8 7-bit act"  # act_bits=7: the fastest AVX2 multiply
+W8A8_UNFUSED = "qkernels w8a8 unfused"  # activations as separate ops (no qkernels.fusion)
 SPEEDUP_PAIRS = [  # (ours, peer): peer median / ours median
     ("qkernels w8a8", "fp32"),
+    ("qkernels w8a8", W8A8_UNFUSED),
     (W8A8_7BIT, "fp32"),
     (W8A8_7BIT, "qkernels w8a8"),
     ("qkernels w8a8 compiled", "fp32 compiled"),
@@ -52,7 +54,7 @@ def op_class(name: str) -> str:
 @dataclass
 class ModelRow:
     model: str
-    impl: str  # "fp32" | "qkernels w8a8" | W8A8_7BIT, + " compiled"
+    impl: str  # "fp32" | "qkernels w8a8" | W8A8_UNFUSED | W8A8_7BIT, + " compiled"
     batch: int
     seq: int
     median_ms: float
@@ -90,16 +92,24 @@ def run_model_suite(
     min_run_time: float = 1.0,
     compile_: bool = False,
 ) -> list[ModelRow]:
-    """fp32 and a w8a8 copy of `model` (and both compiled, with compile_) at each
-    (batch, seq): profile the eager ones, time all in interleaved rounds."""
+    """fp32 and w8a8 copies of `model` (with and without activation fusion, and with
+    7-bit activations; fp32 and w8a8 compiled too, with compile_) at each (batch, seq):
+    profile the eager ones, time all in interleaved rounds."""
     import qkernels
     from qkernels.data import pydoc_paragraphs
 
     int8 = copy.deepcopy(model).eval()
     qkernels.swap(int8, "w8a8")
+    unfused = copy.deepcopy(model).eval()
+    qkernels.swap(unfused, "w8a8", fuse_activations=False)
     int8_7bit = copy.deepcopy(model).eval()
     qkernels.swap(int8_7bit, "w8a8", act_bits=7)
-    models = {"fp32": model.eval(), "qkernels w8a8": int8, W8A8_7BIT: int8_7bit}
+    models = {
+        "fp32": model.eval(),
+        "qkernels w8a8": int8,
+        W8A8_UNFUSED: unfused,
+        W8A8_7BIT: int8_7bit,
+    }
     if compile_:
         models["fp32 compiled"] = torch.compile(model)
         models["qkernels w8a8 compiled"] = torch.compile(int8)
