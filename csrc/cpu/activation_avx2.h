@@ -15,13 +15,11 @@
 namespace qkernels::cpu {
 namespace {
 
-// e^x, Cody-Waite reduction by ln 2 and a degree-7 polynomial. +Inf past the largest
-// float's log; below -87.3 clamped to where 2^n stays a normal float (so e^x of a large
-// negative x is ~1e-38, not 0: only ever added to 1 here).
-inline __m256 exp8(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762f);
-  const __m256 overflow = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), hi);
+// e^x for x <= 88.3762 (no overflow), Cody-Waite reduction by ln 2 and a degree-7
+// polynomial; below -87.3 clamped to where 2^n stays a normal float (so e^x of a large
+// negative x is ~1e-38, not 0: only ever added to 1 or multiplied by a tiny factor here).
+inline __m256 exp8_bounded(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3365f)), _mm256_set1_ps(88.3762f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);  // ln 2 = hi + lo
@@ -36,8 +34,13 @@ inline __m256 exp8(__m256 x) {
   y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   const __m256i e = _mm256_slli_epi32(
       _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)),
-                          _mm256_set1_ps(__builtin_inff()), overflow);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// e^x, +Inf past the largest float's log.
+inline __m256 exp8(__m256 x) {
+  const __m256 overflow = _mm256_cmp_ps(x, _mm256_set1_ps(88.3762f), _CMP_GT_OQ);
+  return _mm256_blendv_ps(exp8_bounded(x), _mm256_set1_ps(__builtin_inff()), overflow);
 }
 
 // x * sigmoid(s * x-ish): x / (1 + e^-z).
@@ -51,6 +54,8 @@ inline __m256 gelu8(__m256 x) {
   const __m256 one = _mm256_set1_ps(1.f), half = _mm256_set1_ps(0.5f);
   const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), x),
                                  _mm256_set1_ps(0.70710678118654752f));
+  // A division, not rcp + Newton: that gives NaN at z = Inf, where torch's gelu(-Inf) is
+  // NaN but gelu(+Inf) is +Inf.
   const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), z, one));
   __m256 poly = _mm256_set1_ps(1.061405429f);
   poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-1.453152027f));
@@ -58,7 +63,11 @@ inline __m256 gelu8(__m256 x) {
   poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(-0.284496736f));
   poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(0.254829592f));
   poly = _mm256_mul_ps(poly, t);
-  const __m256 erfc = _mm256_mul_ps(poly, exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), z)));
+  // Trap: e^(-z^2) is clamped at e^-80 (|x| > 12.6), so that erfc stays a normal float:
+  // denormal arithmetic (no FTZ / DAZ here) costs ~100 cycles per operation.
+  const __m256 neg_z2 =
+      _mm256_max_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), z), z), _mm256_set1_ps(-80.f));
+  const __m256 erfc = _mm256_mul_ps(poly, exp8_bounded(neg_z2));
   const __m256 tail = _mm256_mul_ps(half, erfc);  // Phi(-|x|)
   const __m256 phi =
       _mm256_blendv_ps(tail, _mm256_sub_ps(one, tail), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
