@@ -6,7 +6,7 @@ activation module becomes a FusedActivation (identity). Anywhere else, nothing c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from torch import nn
 
@@ -58,6 +58,34 @@ def fuse_activations(model: nn.Module) -> list[str]:
         setattr(block, act_attr, FusedActivation(act, into=linear_attr))
         fused.append(_join(block_name, linear_attr))
     return fused
+
+
+# The torch module computing each epilogue activation: what unfusing puts back.
+_TORCH_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "silu": nn.SiLU,
+}
+
+
+def unfuse_activations(model: nn.Module, which: Callable[[str], bool]) -> list[str]:
+    """Undo the fusion of every fused Int8Linear whose name `which` accepts (before it is
+    replaced by a module without an epilogue activation, e.g. a LoRA base): its block
+    gets a torch module computing the activation back. Returns those Linears' names."""
+    undone = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, FusedActivation):
+            continue
+        block_name, _, attr = name.rpartition(".")
+        linear_name = _join(block_name, module.into)
+        if not which(linear_name):
+            continue
+        block = model.get_submodule(block_name) if block_name else model
+        getattr(block, module.into).activation = "none"
+        setattr(block, attr, _TORCH_MODULES[module.activation]())
+        undone.append(linear_name)
+    return undone
 
 
 def plan_fusions(model: nn.Module, plan: dict[str, dict]) -> None:

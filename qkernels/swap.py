@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from qkernels.fusion import fuse_activations as fuse_into_epilogues
+from qkernels.fusion import unfuse_activations
 from qkernels.nn import (
     QATLSTM,
     Int8Embedding,
@@ -83,7 +84,11 @@ def _replacement(method: str, **opts) -> Callable[[nn.Module], nn.Module]:
         base = opts.pop("base", "w8a8")
         if base not in ("w8a8", "w8a16"):
             raise ValueError(f"qkernels.swap: lora base must be 'w8a8' or 'w8a16', got {base!r}")
-        return lambda m: LoRAInt8Linear.from_float(m, mode=base, **opts)
+        return lambda m: (
+            LoRAInt8Linear.from_int8(m, **opts)
+            if type(m) is Int8Linear
+            else LoRAInt8Linear.from_float(m, mode=base, **opts)
+        )
     raise ValueError(f"qkernels.swap: method must be one of {METHODS}, got {method!r}")
 
 
@@ -130,7 +135,9 @@ def swap(
     dotted suffixes (see `_matches`); exclude wins. Returns what was replaced and skipped.
 
     method="lora" (opts: r, alpha, dropout, use_rslora, base="w8a8"|"w8a16") puts a
-    LoRAInt8Linear on every match and freezes everything else, as PEFT does:
+    LoRAInt8Linear on every match and freezes everything else, as PEFT does. A match
+    that is already an Int8Linear (a model loaded with QKernelsConfig: the float weights
+    were never held) keeps its int8 weights and its mode; `base` applies to float ones.
     target_modules selects with PEFT's rule (a regex string on the full name, or names
     that equal or end with an entry), and the parameters of modules_to_save (fnmatch
     patterns, e.g. a classification head) stay trainable.
@@ -151,7 +158,11 @@ def swap(
         raise ValueError("qkernels.swap: target_modules is for method='lora'; use include")
 
     def wanted(m: nn.Module) -> bool:
-        return is_linear_like(m) or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
+        return (
+            is_linear_like(m)
+            or (method in ("w8a8", "qat") and type(m) is nn.LSTM)
+            or (method == "lora" and type(m) is Int8Linear)
+        )
 
     def skip_reason(name: str) -> str | None:
         if _matches(name, exclude):
@@ -162,6 +173,8 @@ def swap(
             return "not a target module"
         return None
 
+    if method == "lora":  # the fused lora ops apply no activation: put the module back
+        unfuse_activations(model, lambda name: skip_reason(name) is None)
     report = _replace_all(model, SwapReport(method), wanted, make, skip_reason)
     if embeddings:
         if method not in ("w8a8", "w8a16"):

@@ -78,3 +78,42 @@ def test_bad_lora_options():
         qkernels.swap(tiny_bert(), "w8a8", target_modules=["query"])
     with pytest.raises(ValueError, match="lora base must be 'w8a8' or 'w8a16'"):
         qkernels.swap(tiny_bert(), "lora", base="int4")
+
+
+def test_lora_on_a_model_quantized_while_loading_keeps_its_int8_weights(tmp_path):
+    """QLoRA's path: load straight into int8 (QKernelsConfig: the fp32 weights are never
+    held), then put adapters on the Int8Linears. Same model as swapping a float one:
+    the same int8 weights, the fused GELU of the intermediate layer put back as a module
+    (the lora ops apply none), the same outputs and a training step that moves only the
+    adapters and the head."""
+    from qkernels.hf import QKernelsConfig
+    from qkernels.nn import FusedActivation
+
+    tiny_bert().save_pretrained(tmp_path / "f")
+    cls = transformers.BertForSequenceClassification
+    opts = dict(r=4, alpha=8, target_modules=["query", "key", "value", "dense"],
+                exclude=["classifier"], modules_to_save=["classifier"])  # fmt: skip
+    models = []
+    for config in (None, QKernelsConfig("w8a8")):
+        model = cls.from_pretrained(tmp_path / "f", quantization_config=config).eval()
+        torch.manual_seed(0)
+        report = qkernels.swap(model, "lora", **opts)
+        models.append((model, report))
+    (floated, float_report), (loaded, loaded_report) = models
+    assert [n for n, _, _ in loaded_report.replaced] == [n for n, _, _ in float_report.replaced]
+    assert {a for _, a, _ in loaded_report.replaced} == {"Int8Linear"}
+    assert not any(isinstance(m, FusedActivation) for m in loaded.modules())
+    assert type(loaded.bert.encoder.layer[0].intermediate.intermediate_act_fn) is torch.nn.GELU
+    with torch.no_grad():
+        for (name, a), (_, b) in zip(floated.state_dict().items(), loaded.state_dict().items()):
+            assert torch.equal(a, b), name
+        for m in (*floated.modules(), *loaded.modules()):
+            if isinstance(m, LoRAInt8Linear):
+                m.lora_B.copy_(torch.linspace(-0.1, 0.1, m.lora_B.numel()).view_as(m.lora_B))
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, floated(ids).logits, rtol=0, atol=0)
+    loaded.train()
+    loaded(input_ids=ids, labels=torch.tensor([0, 2])).loss.backward()
+    grads = {n for n, p in loaded.named_parameters() if p.grad is not None}
+    assert grads and all(".lora_" in n or n.startswith("classifier.") for n in grads)

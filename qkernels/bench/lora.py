@@ -189,7 +189,8 @@ def _rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
-def _build(config: str, shape: dict):
+def save_step_model(shape: dict, path: str) -> None:
+    """The BERT-sized model every config loads (seeded), as a Hugging Face directory."""
     import transformers
 
     cfg = transformers.BertConfig(
@@ -202,12 +203,24 @@ def _build(config: str, shape: dict):
         attention_probs_dropout_prob=0.0,
     )
     torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(cfg)
+    transformers.BertForSequenceClassification(cfg).save_pretrained(path)
+
+
+def _build(config: str, path: str):
+    """Each config loads the saved model as its users would: qkernels straight into
+    int8 (QKernelsConfig, so the fp32 weights are never held, as bitsandbytes' 8-bit
+    loading), the others in fp32."""
+    import transformers
+
+    cls = transformers.BertForSequenceClassification
     dtype = torch.float32
     if config.startswith("qkernels"):
         import qkernels
+        from qkernels.hf import QKernelsConfig
 
         base = config.rsplit(" ", 1)[1]
+        model = cls.from_pretrained(path, quantization_config=QKernelsConfig(base))
+        torch.manual_seed(0)
         qkernels.swap(
             model,
             "lora",
@@ -218,11 +231,13 @@ def _build(config: str, shape: dict):
             exclude=["classifier"],
             modules_to_save=["classifier"],
         )
-    elif config.startswith(("peft", "bitsandbytes")):
+        return model, dtype
+    if config == "peft lora bf16":
+        dtype = torch.bfloat16
+    model = cls.from_pretrained(path, dtype=dtype)
+    if config.startswith(("peft", "bitsandbytes")):
         import peft
 
-        if config == "peft lora bf16":
-            model, dtype = model.to(torch.bfloat16), torch.bfloat16
         if config.startswith("bitsandbytes"):
             import bitsandbytes  # noqa: F401  (raises where it is not installed)
 
@@ -248,11 +263,18 @@ def _frozen_weight_mb(model, linear_only: bool = False) -> float:
     return total / 2**20
 
 
-def run_step_child(config: str, shape: dict) -> StepRow:
-    """One config's training step, in this process (the parent runs each in a child)."""
+def run_step_child(config: str, shape: dict, path: str) -> StepRow:
+    """One config's training step on the model saved at `path`, in this process (the
+    parent runs each in a child)."""
+    import transformers  # noqa: F401  (imports first: their RSS is not the model's)
+
+    if config.startswith("qkernels"):
+        import qkernels.hf  # noqa: F401
+    elif config.startswith("peft"):
+        import peft  # noqa: F401
     torch.manual_seed(0)
     before = _rss_mb()
-    model, dtype = _build(config, shape)
+    model, dtype = _build(config, path)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
@@ -286,22 +308,29 @@ CI_STEP_CONFIGS = ("qkernels lora w8a8", "peft lora fp32")  # each child costs ~
 def run_lora_step_suite(
     shape: dict = FULL_MODEL, configs=STEP_CONFIGS, progress: bool = True
 ) -> list[StepRow]:
+    import tempfile
+
     from tqdm import tqdm
 
     rows = []
-    for config in tqdm(configs, desc="lora training step", disable=not progress):
-        code = (
-            "import json, sys; from dataclasses import asdict; "
-            "from qkernels.bench.lora import run_step_child; "
-            f"print(json.dumps(asdict(run_step_child({config!r}, {shape!r}))))"
-        )
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        if proc.returncode == 0:
-            rows.append(StepRow(**json.loads(proc.stdout.strip().splitlines()[-1])))
-        else:
-            reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
-            rows.append(StepRow(config, None, None, None, None, None, None, None, note=reason))
+    with tempfile.TemporaryDirectory(prefix="qkernels-lora-step-") as path:
+        save_step_model(shape, path)
+        for config in tqdm(configs, desc="lora training step", disable=not progress):
+            rows.append(_run_child(config, shape, path))
     return rows
+
+
+def _run_child(config: str, shape: dict, path: str) -> StepRow:
+    code = (
+        "import json, sys; from dataclasses import asdict; "
+        "from qkernels.bench.lora import run_step_child; "
+        f"print(json.dumps(asdict(run_step_child({config!r}, {shape!r}, {path!r}))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if proc.returncode == 0:
+        return StepRow(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
+    return StepRow(config, None, None, None, None, None, None, None, note=reason)
 
 
 def step_summary(rows: list[StepRow]) -> dict:
@@ -330,6 +359,7 @@ def step_summary(rows: list[StepRow]) -> dict:
                 fp32.frozen_linear_mb,
             )
             put("model RSS: qkernels / peft fp32", ours.model_rss_mb, fp32.model_rss_mb)
+            put("peak RSS: qkernels / peft fp32", ours.peak_rss_mb, fp32.peak_rss_mb)
     return out
 
 
@@ -350,6 +380,6 @@ def format_step_table(rows: list[StepRow]) -> str:
     lines += [f"  {k}: {v:.2f}x" for k, v in summary.items()]
     lines.append(
         "(peak RSS: VmHWM of each config's own child process; model RSS: "
-        "that minus the RSS before the model was built)"
+        "that minus the RSS once its libraries were imported, before the model was loaded)"
     )
     return "\n".join(lines)
