@@ -105,8 +105,10 @@ def test_lora_on_a_model_quantized_while_loading_keeps_its_int8_weights(tmp_path
     assert not any(isinstance(m, FusedActivation) for m in loaded.modules())
     assert type(loaded.bert.encoder.layer[0].intermediate.intermediate_act_fn) is torch.nn.GELU
     with torch.no_grad():
-        for (name, a), (_, b) in zip(floated.state_dict().items(), loaded.state_dict().items()):
-            assert torch.equal(a, b), name
+        want, got = floated.state_dict(), loaded.state_dict()
+        assert list(got) == list(want)
+        for name, tensor in want.items():
+            assert torch.equal(got[name], tensor), name
         for m in (*floated.modules(), *loaded.modules()):
             if isinstance(m, LoRAInt8Linear):
                 m.lora_B.copy_(torch.linspace(-0.1, 0.1, m.lora_B.numel()).view_as(m.lora_B))
