@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from qkernels.fusion import unfuse_activations
 from qkernels.nn import Int8Linear, LoRAInt8Linear
 from qkernels.nn.int8_linear import is_linear_like
 from qkernels.plan import _load_tensors, _read_json
@@ -178,6 +179,8 @@ def _wrap(model, name, module, base, r, alpha, config) -> LoRAInt8Linear:
         use_rslora=bool(config.get("use_rslora")),
     )
     if type(module) is Int8Linear:
+        if module.activation != "none":  # the lora ops apply none: the module goes back
+            unfuse_activations(model, lambda linear: linear == name)
         new = LoRAInt8Linear.from_int8(module, **opts)
     elif is_linear_like(module):
         new = LoRAInt8Linear.from_float(module, mode=base, **opts)

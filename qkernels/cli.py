@@ -284,7 +284,8 @@ def quantize_cmd(args: argparse.Namespace) -> None:
     path = model_path(args.model)
     check_tokenizer(path)
     model = _load_any(path)
-    already = swap_plan(model)
+    # FusedActivation entries are not quantized modules (they stand beside one)
+    already = {n: s for n, s in swap_plan(model).items() if s["type"] != "FusedActivation"}
     if already:
         kinds = sorted({spec["type"] for spec in already.values()})
         raise ValueError(

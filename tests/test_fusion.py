@@ -8,7 +8,7 @@ from torch import nn
 import qkernels
 from qkernels import ops
 from qkernels.fusion import FUSABLE_BLOCKS, fuse_activations
-from qkernels.nn import FusedActivation, Int8Linear
+from qkernels.nn import FusedActivation, Int8Linear, LoRAInt8Linear
 
 transformers = pytest.importorskip("transformers")
 
@@ -147,3 +147,19 @@ def test_bad_activation_names_are_clear_errors():
         Int8Linear(8, 8, activation="tanh")
     with pytest.raises(ValueError, match="FusedActivation: activation must be one of"):
         FusedActivation("none", into="dense")
+    # A LoRA base applies no activation: never silently dropped
+    with pytest.raises(ValueError, match="unfuse it first"):
+        LoRAInt8Linear.from_int8(Int8Linear(8, 8, activation="gelu"))
+
+
+def test_lora_on_a_fused_int8_model_puts_the_activation_back():
+    model = bert()
+    qkernels.swap(model, "w8a8")
+    plain = bert()
+    qkernels.swap(plain, "w8a8", fuse_activations=False)
+    for m in (model, plain):
+        torch.manual_seed(0)
+        qkernels.swap(m, "lora", r=2, alpha=4, target_modules=["dense"])
+    acts = [type(layer.intermediate.intermediate_act_fn) for layer in model.encoder.layer]
+    assert acts == [nn.GELU, nn.GELU]
+    torch.testing.assert_close(output(model), output(plain), rtol=1e-4, atol=1e-4)

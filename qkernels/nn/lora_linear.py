@@ -77,11 +77,18 @@ class LoRAInt8Linear(Int8Linear):
         dropout: float = 0.0,
         use_rslora: bool = False,
     ) -> LoRAInt8Linear:
-        """A fresh adapter on an existing Int8Linear (dynamic activations only)."""
+        """A fresh adapter on an existing Int8Linear (dynamic activations only, no fused
+        activation: qkernels.fusion.unfuse_activations puts one back as a module)."""
         if base.static_act or base.act_bits != 8:
             raise ValueError(
                 "LoRAInt8Linear.from_int8: the base must quantize activations dynamically at "
                 f"8 bits (got static_act={base.static_act}, act_bits={base.act_bits})"
+            )
+        if base.activation != "none":
+            raise ValueError(
+                f"LoRAInt8Linear.from_int8: the base applies activation={base.activation!r} "
+                "in its epilogue, which the lora ops do not; unfuse it first "
+                "(qkernels.fusion.unfuse_activations)"
             )
         device = base.weight_scale.device
         new = cls(

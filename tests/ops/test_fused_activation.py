@@ -34,6 +34,8 @@ def rand_weight(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_linear_w8a8_act_matches_reference(backend, shape, dtype, activation):
     k, n = shape[-1], 97  # N: six full column groups of 16 and a partial one
     backend.skip_if_slow(max(torch.Size(shape[:-1]).numel(), 16) * 128 * max(k, 64))
+    if backend.interpreted and dtype != torch.float32 and activation != "gelu":
+        pytest.skip("interpreter (CI time): every activation in fp32, the others with gelu")
     x = torch.randn(shape).to(dtype)
     wq, w_scale = rand_weight(n, k)
     bias = torch.randn(n).to(dtype)
@@ -77,8 +79,8 @@ def test_activation_math_on_a_dense_grid(backend, activation):
     output is the activation of x itself: every lane of the vector code (16 columns),
     then the scalar tail (column 17), against float64."""
     x = grid()
-    if backend.interpreted:
-        x = x[::20]
+    if backend.interpreted:  # CI time: every 100th point
+        x = x[::100]
     out = backend(
         "linear_w8a16_act",
         x.reshape(-1, 1),
