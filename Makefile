@@ -39,8 +39,10 @@ demo: $(BUILD_STAMP)
 lint: $(DEPS_STAMP)
 	$(VENV)/bin/ruff check qkernels tests benchmarks examples tools setup.py
 
+# Two pytest workers (-n 2): most tests are single-threaded Python (the Triton interpreter,
+# subprocess start-up), so the 2-core CI machine runs them in ~60% of the time.
 test: $(BUILD_STAMP) lint
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n 2 -m "not slow" tests
 	$(MAKE) bench-ci
 	$(MAKE) cuda-check
 	$(MAKE) sanitize

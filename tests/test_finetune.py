@@ -329,9 +329,7 @@ def torchrun(*args, fsdp: bool = False):
     subprocess.run([*cmd, *(["--fsdp"] if fsdp else [])], check=True, env=env, timeout=600)
 
 
-# FSDP2 in `make test-slow` only (CI time: ~40 s each); `make test` runs FSDP2 through
-# test_fsdp_checkpoints_resume_under_fsdp_and_in_one_process
-@pytest.mark.parametrize("parallel", ["ddp", pytest.param("fsdp", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_lora_two_processes_equal_one_process_with_the_same_global_batch(tiny, tmp_path, parallel):
     """LoRA under torchrun (gloo; DDP, or FSDP2 sharding adapters, heads and the frozen
     float weights): 2 ranks x 2 samples end with the adapters of one process with
@@ -375,6 +373,7 @@ def test_fsdp_without_torchrun_is_a_clear_error(monkeypatch):
         cfg.check()
 
 
+@pytest.mark.slow  # CI time (~80 s: three launches); make test runs FSDP2 in the LoRA test
 def test_fsdp_checkpoints_resume_under_fsdp_and_in_one_process(tiny, tmp_path):
     """QAT on GPT-2 (tied embeddings) under FSDP2: the checkpoint of step 2 holds the
     full state by name; resumed under FSDP2 it ends bit-identical to the straight run,
