@@ -11,6 +11,7 @@
 #   bash benchmarks/gpu_session.sh bench model          # Llama / BERT / QAT-step end to end
 #   bash benchmarks/gpu_session.sh lease                # device call 1: tests, memcheck
 #   bash benchmarks/gpu_session.sh lease-bench          # device call 2: the speed tables
+#   bash benchmarks/gpu_session.sh lease-all            # one call: tests, memcheck, models
 # Logs and results JSON (named with the device, date and ops) go to $OUT (default
 # benchmarks/results); the output ends with the ratio tables.
 set -uo pipefail
@@ -35,8 +36,8 @@ info() {
 # runs). $1: seconds at most.
 run_tests() {
   timeout "$1" $PY -m pytest -v -n 15 --tb=short -rfE -p no:cacheprovider --timeout 120 \
-    -k "(triton or cuda) and not compiles_for and not fused_into" tests/ops tests/test_cuda.py tests/test_cuda_cpp.py \
-    tests/test_cuda_backend.py > "$OUT/pytest-gpu.log" 2>&1
+    -k "(triton or cuda) and not compiles_for and not fused_into" tests/test_cuda_cpp.py tests/test_cuda.py \
+    tests/test_cuda_backend.py tests/ops > "$OUT/pytest-gpu.log" 2>&1
   echo "pytest (triton / cuda backends): exit $? (log: $OUT/pytest-gpu.log)"
   # -v: every result has its line, so a run cut short still names its failures
   grep -c " PASSED " "$OUT/pytest-gpu.log"
@@ -44,10 +45,12 @@ run_tests() {
   tail -3 "$OUT/pytest-gpu.log"
 }
 
-# compute-sanitizer memcheck over every CUDA C++ kernel and tile once. $1: seconds.
+# compute-sanitizer memcheck over every CUDA C++ kernel and tile once (bf16 output only for
+# the every-tile test: the other output dtypes share the kernels' loads). $1: seconds.
 run_memcheck() {
   timeout "$1" compute-sanitizer --tool memcheck --error-exitcode 9 \
-    $PY -m pytest -q -x -p no:cacheprovider tests/test_cuda_cpp.py > "$OUT/memcheck.log" 2>&1
+    $PY -m pytest -q -p no:cacheprovider -k "not every_tile or bfloat16" tests/test_cuda_cpp.py \
+    > "$OUT/memcheck.log" 2>&1
   echo "compute-sanitizer memcheck: exit $? (log: $OUT/memcheck.log)"
   tail -5 "$OUT/memcheck.log"
 }
@@ -98,6 +101,14 @@ case "${1:-}" in
     run_tests 330
     run_memcheck 60
     ;;
+  lease-all) # one device call (under 9.5 minutes): correctness, memcheck, the end-to-end models
+    info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
+    head -3 "$OUT/info.log"
+    run_tests 290
+    run_memcheck 80
+    run_model 150
+    grep "^  op=\|Error\|error:\|tokens/s\|sequences/s\| ms " "$OUT/bench.log" | cut -c1-330
+    ;;
   lease-bench) # device call 2 (under 6 minutes; both calls fit 15 device minutes): the speed tables
     info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
     run_bench int8_mm,linear_w8a8 quick 100 0.03
@@ -108,7 +119,7 @@ case "${1:-}" in
       "$OUT/bench.log" | cut -c1-330
     ;;
   *)
-    echo "usage: $0 test | bench OPS [full|quick] | bench stream | bench model | lease | lease-bench" >&2
+    echo "usage: $0 test | bench OPS [full|quick] | bench stream | bench model | lease | lease-bench | lease-all" >&2
     exit 2
     ;;
 esac
