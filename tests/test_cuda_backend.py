@@ -166,8 +166,11 @@ def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     graphs = json.loads(proc.stdout.strip().splitlines()[-1])
+    w8a8 = ["_int8_gemm_kernel"]  # without a GPU, and on sm_80 at 5 rows: quantize on load
+    if not graphs["w8a8 quantizes on load"]:  # a separate pass first (sm_90)
+        w8a8.insert(0, "_quantize_rows_kernel")
     assert graphs["cuda"] == {
-        "linear_w8a8": {"kernels": ["_int8_gemm_kernel"], "ops": [], "matmuls": 0},
+        "linear_w8a8": {"kernels": w8a8, "ops": [], "matmuls": 0},
         "linear_w8a16": {"kernels": ["_w8a16_kernel"], "ops": [], "matmuls": 0},
         "lowrank_mm": {"kernels": ["_lowrank_kernel"], "ops": [], "matmuls": 0},
         "lowrank_mm_backward": {
@@ -244,3 +247,26 @@ def test_float_epilogues_are_not_fused_into_fmas():
     assert set(counts) == set(variants), proc.stdout
     for name, (muls, fmas) in ((k, map(int, v.split())) for k, v in counts.items()):
         assert muls > 0 and fmas == 0, (name, muls, fmas)
+
+
+def test_quantize_kernel_compiles_with_a_float64_qmax():
+    """torch.compile (Inductor) passes a wrapped Triton kernel's Python float arguments
+    as fp64 where Triton's own launcher passes fp32; the H200 run found the per-token
+    quantize kernel failing to compile that way (div_rn takes fp32 only)."""
+    code = (
+        "from triton.backends.compiler import GPUTarget\n"
+        "from triton.compiler import ASTSource, compile\n"
+        "from qkernels.triton.int8_gemm import _quantize_rows_kernel as kernel\n"
+        "for qmax in ('fp32', 'fp64'):\n"
+        "    sig = {'x_ptr': '*bf16', 'q_ptr': '*i8', 's_ptr': '*fp32', 'm': 'i32', 'k': 'i32',\n"
+        "           'qmax': qmax, 'BLOCK_M': 'constexpr', 'BLOCK_K': 'constexpr'}\n"
+        "    src = ASTSource(kernel, sig, {'BLOCK_M': 4, 'BLOCK_K': 1024})\n"
+        "    compile(src, target=GPUTarget('cuda', 90, 32))\n"
+        "    print(qmax, 'ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.split() == ["fp32", "ok", "fp64", "ok"]

@@ -176,7 +176,7 @@ def variants() -> list[Variant]:
                             "GROUP_M": 8,
                         },
                         "int8_gemm_configs",
-                        (bucket,),
+                        (bucket, False, 2),
                     )
                 )
     for rank in (16, 64, 256):

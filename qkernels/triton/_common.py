@@ -63,18 +63,35 @@ def rne(y, like_ptr):
 
 
 @triton.jit
+def exp_accurate(z):
+    """e^z in fp32 within ~2 ulp over the whole range. Trap: on a GPU tl.exp is
+    ex2.approx(z * log2(e)), and rounding that product costs up to |z| 2^-24 relative
+    (the H200 run found SiLU ~17 ulp off near x = -12). Here z = n ln2 + r first, with ln2
+    in two parts (n ln2_hi is exact), so ex2.approx only sees |r log2(e)| <= 1/2, and
+    2^n is built from its exponent bits."""
+    n = tl.floor(z * 1.4426950408889634 + 0.5)
+    n = tl.where(n == n, n, 0.0)  # NaN: r below is NaN anyway; no NaN -> int cast
+    n = tl.minimum(tl.maximum(n, -126.0), 127.0)  # beyond: r grows, the product saturates
+    r = (z - n * 0.693145751953125) - n * 1.4286068202862268e-06
+    two_n = ((n.to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+    return tl.exp2(r * 1.4426950408889634) * two_n
+
+
+@triton.jit
 def activate(x, ACT: tl.constexpr):
     """The epilogue activation with code ACT (an index of qkernels._common.ACTIVATIONS:
     none, relu, gelu, gelu_tanh, silu), in fp32. tanh-GELU and SiLU as x * sigmoid(.),
-    as the CPU kernels (no cancellation for negative x)."""
+    as the CPU kernels (no cancellation for negative x); IEEE division (div_rn: a plain
+    `/` is div.full.f32 on a GPU, 2 ulp)."""
     if ACT == 1:
         x = tl.where(x < 0.0, 0.0, x)  # NaN stays NaN
     elif ACT == 2:
         x = 0.5 * x * (1.0 + tl.math.erf(x * 0.7071067811865476))
     elif ACT == 3:
-        x = x / (1.0 + tl.exp(-1.5957691216057308 * (x + 0.044715 * x * x * x)))
+        z = -1.5957691216057308 * (x + 0.044715 * x * x * x)
+        x = tl.math.div_rn(x, 1.0 + exp_accurate(z))
     elif ACT == 4:
-        x = x / (1.0 + tl.exp(-x))
+        x = tl.math.div_rn(x, 1.0 + exp_accurate(-x))
     return x
 
 

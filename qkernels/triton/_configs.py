@@ -107,14 +107,47 @@ _ACT_MAX_TILE = 128 * 128
 _ACT_FALLBACK = [(128, 128, 128, 3, 8)]
 
 
-def int8_gemm_configs(arch: str | None, bucket: int, transcendental: bool = False) -> list[Config]:
+def int8_gemm_configs(
+    arch: str | None, bucket: int, transcendental: bool = False, a_bytes: int = 1
+) -> list[Config]:
     """int8 x int8 -> int32 (+ dequant epilogue): int_mm, int8_mm, linear_w8a8(_act);
-    `transcendental`: with an activation that calls erf / exp in the epilogue."""
+    `transcendental`: with an activation that calls erf / exp in the epilogue; `a_bytes`:
+    the size of A's elements as loaded (x's, 2 or 4, when quantizing on load)."""
     configs = _int8_gemm_rows(arch, bucket)
-    if transcendental and not INTERPRET and arch is not None:
+    if INTERPRET or arch is None:
+        return configs
+    if transcendental:
         small = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= _ACT_MAX_TILE]
         configs = small or _cfgs(_ACT_FALLBACK)
-    return configs
+    return [fit_shared_memory(c, a_bytes, _shared_memory_bytes(arch)) for c in configs]
+
+
+def _shared_memory_bytes(arch: str) -> int:
+    """Shared memory one program may hold: 227 KB on sm_90 / sm_10x, 163 KB on sm_80
+    (sm_86 / sm_89 have 99 KB)."""
+    if _hopper(arch):
+        return 232_448
+    return 166_912 if arch == "sm_80" else 101_376
+
+
+def fit_shared_memory(config: Config, a_bytes: int, limit: int) -> Config:
+    """`config` with fewer pipeline stages (at least 2), then a shorter K step, until
+    its A and B tiles fit in `limit` bytes. The tables are for int8 A; quantizing on load
+    stages x's 16- or 32-bit rows instead (the H200 ran out of shared memory with fp32
+    x at 128 x 256 x 128, 3 stages: 245760 bytes of 232448)."""
+    kw = dict(config.kwargs)
+    stages = config.num_stages
+
+    def need() -> int:
+        return stages * kw["BLOCK_K"] * (kw["BLOCK_M"] * a_bytes + kw["BLOCK_N"])
+
+    while need() > limit and stages > 2:
+        stages -= 1
+    while need() > limit and kw["BLOCK_K"] > 32:
+        kw["BLOCK_K"] //= 2
+    if (stages, kw) == (config.num_stages, config.kwargs):
+        return config
+    return Config(kw, num_stages=stages, num_warps=config.num_warps)
 
 
 def _int8_gemm_rows(arch: str | None, bucket: int) -> list[Config]:

@@ -79,6 +79,9 @@ def _quantize(x, scale, qmax):
 def _quantize_rows_kernel(
     x_ptr, q_ptr, s_ptr, m, k, qmax, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr
 ):
+    # Trap: Inductor passes a Python float argument as fp64 (Triton's launcher: fp32), and
+    # div_rn takes fp32 only.
+    qmax = qmax.to(tl.float32)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scale = _row_absmax_scale(x_ptr, m, k, k, offs_m, qmax, BLOCK_K)
     for k0 in range(0, k, BLOCK_K):
@@ -318,7 +321,10 @@ def _gemm(
         return _wide_gemm(a, b, a_scale, b_scale, bias, out_dtype, quantize_a, dequant, lora, act)
     out = torch.empty(m, n, dtype=out_dtype if dequant else torch.int32, device=a.device)
     if m and n:
-        kernel = autotuned(_int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m), act >= 2)
+        a_bytes = a.element_size()  # x's when quantizing on load, else int8
+        kernel = autotuned(
+            _int8_gemm_kernel, int8_gemm_configs, arch_of(a), m_bucket(m), act >= 2, a_bytes
+        )
         launch(
             kernel,
             lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),),

@@ -12,6 +12,7 @@ from torch._subclasses.functional_tensor import dispatch_functionalize
 from torch.fx.experimental.proxy_tensor import make_fx
 
 import qkernels
+from qkernels.triton._configs import arch_of, m_bucket, w8a8_quantize_in_prologue
 
 
 def graph_contents(gm) -> dict:
@@ -67,4 +68,8 @@ if __name__ == "__main__":
     qkernels.set_backend("triton")
     graphs = {device: traces(device) for device in ("cuda", "cpu")}
     graphs["cuda, torch backend"] = torch_backend_traces()
+    # linear_w8a8's quantization strategy follows the GPU here (none: quantize on load)
+    with FakeTensorMode():
+        arch = arch_of(torch.empty(0, device="cuda"))
+    graphs["w8a8 quantizes on load"] = w8a8_quantize_in_prologue(arch, m_bucket(5))
     print(json.dumps(graphs))
