@@ -150,7 +150,14 @@ def get_backend(op: str) -> str:
         _check_op("get_backend", op)
     if op in _chosen:
         return _chosen[op]
-    return _parse_env(os.environ.get(ENV, "")).get(op, "auto")
+    return _env_choice(os.environ.get(ENV, "")).get(op, "auto")
+
+
+@functools.lru_cache(maxsize=8)
+def _env_choice(value: str) -> dict[str, str]:
+    """QKERNELS_BACKEND parsed, once per value (every CUDA op call reads it). Callers
+    only read the dict."""
+    return _parse_env(value)
 
 
 @functools.cache

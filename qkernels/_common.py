@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -41,10 +42,12 @@ def describe(t: torch.Tensor) -> str:
     return f"{t.dtype} {list(t.shape)} on {t.device}"
 
 
-def check(cond: bool, op: str, msg: str) -> None:
-    """Raise the one error style of qkernels: op, argument, expected, got."""
+def check(cond: bool, op: str, msg: str | Callable[[], str]) -> None:
+    """Raise the one error style of qkernels: op, argument, expected, got. A message that
+    describes tensors comes as a lambda: built on failure only (every CUDA op call runs
+    these checks on the host; the eager f-strings cost ~20 us a call)."""
     if not cond:
-        raise ValueError(f"qkernels.{op}: {msg}")
+        raise ValueError(f"qkernels.{op}: {msg() if callable(msg) else msg}")
 
 
 def exact_int32(exact: torch.Tensor, op: str, k: int) -> torch.Tensor:
@@ -55,9 +58,11 @@ def exact_int32(exact: torch.Tensor, op: str, k: int) -> torch.Tensor:
         check(
             lo >= -(2**31) and hi < 2**31,
             op,
-            f"the exact result does not fit the int32 output (it reaches "
-            f"{lo if lo < -(2**31) else hi} at K = {k}); int8_mm sums the same products "
-            "exactly into a float output",
+            lambda: (
+                f"the exact result does not fit the int32 output (it reaches "
+                f"{lo if lo < -(2**31) else hi} at K = {k}); int8_mm sums the same products "
+                "exactly into a float output"
+            ),
         )
     return exact.to(torch.int32)
 
@@ -68,7 +73,9 @@ def check_same_device(op: str, ref: torch.Tensor, **tensors: torch.Tensor | None
             check(
                 t.device == ref.device,
                 op,
-                f"{name} must be on {ref.device} like the other arguments, got {describe(t)}",
+                lambda name=name, t=t: (
+                    f"{name} must be on {ref.device} like the other arguments, got {describe(t)}"
+                ),
             )
 
 

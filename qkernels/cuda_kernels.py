@@ -36,6 +36,7 @@ _DTYPE_NAMES = {
 }
 
 
+@functools.cache
 def _c():
     from qkernels import _C
 
@@ -93,7 +94,15 @@ def gemm_route(
 
 
 def _route(device: torch.device, n: int, k: int, out_dtype: torch.dtype) -> str | None:
-    return gemm_route(n, k, out_dtype, torch.cuda.get_device_capability(device))
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return gemm_route(n, k, out_dtype, _capability(index))
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    """A device's compute capability, asked once (torch's query costs microseconds, and
+    every op call routes)."""
+    return torch.cuda.get_device_capability(index)
 
 
 def _triton(name: str):

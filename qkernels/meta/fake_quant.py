@@ -14,19 +14,25 @@ _ops = torch.ops.qkernels
 def _check_common(
     op: str, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int
 ) -> None:
-    check(qmin < qmax, op, f"qmin must be < qmax, got qmin={qmin}, qmax={qmax}")
-    check(x.dtype in FLOAT_DTYPES, op, f"x must be float32, bfloat16 or float16, got {describe(x)}")
-    check(scale.dtype == torch.float32, op, f"scale must be float32, got {describe(scale)}")
+    check(qmin < qmax, op, lambda: f"qmin must be < qmax, got qmin={qmin}, qmax={qmax}")
+    check(
+        x.dtype in FLOAT_DTYPES,
+        op,
+        lambda: f"x must be float32, bfloat16 or float16, got {describe(x)}",
+    )
+    check(scale.dtype == torch.float32, op, lambda: f"scale must be float32, got {describe(scale)}")
     check(
         zp.dtype.is_floating_point or not zp.dtype.is_complex and zp.dtype != torch.bool,
         op,
-        f"zero_point must be an integer or float tensor, got {describe(zp)}",
+        lambda: f"zero_point must be an integer or float tensor, got {describe(zp)}",
     )
     for name, t in (("scale", scale), ("zero_point", zp)):
         check(
             t.device == x.device,
             op,
-            f"{name} must be on {x.device} like the other arguments, got {describe(t)}",
+            lambda name=name, t=t: (
+                f"{name} must be on {x.device} like the other arguments, got {describe(t)}"
+            ),
         )
 
 
@@ -35,23 +41,29 @@ def check_channel(op: str, x, scale, zp, axis: int, qmin: int, qmax: int) -> Non
     check(
         zp.numel() == scale.numel() and zp.dim() <= 1 and scale.dim() <= 1,
         op,
-        "scale and zero_point must be 1-D (or scalars) of the same size, got scale "
-        f"{describe(scale)} and zero_point {describe(zp)}",
+        lambda: (
+            "scale and zero_point must be 1-D (or scalars) of the same size, got scale "
+            f"{describe(scale)} and zero_point {describe(zp)}"
+        ),
     )
     n = scale.numel()
-    check(n >= 1, op, f"scale must have at least one element, got {describe(scale)}")
+    check(n >= 1, op, lambda: f"scale must have at least one element, got {describe(scale)}")
     if n == 1:
         return
     check(
         x.dim() >= 1 and -x.dim() <= axis < x.dim(),
         op,
-        f"axis must be in [{-x.dim()}, {x.dim()}) for x of shape {list(x.shape)}, got {axis}",
+        lambda: (
+            f"axis must be in [{-x.dim()}, {x.dim()}) for x of shape {list(x.shape)}, got {axis}"
+        ),
     )
     check(
         x.shape[axis] == n,
         op,
-        f"scale must have one element (per tensor) or x.shape[axis] (={x.shape[axis]}) "
-        f"elements (per channel), got {describe(scale)}",
+        lambda: (
+            f"scale must have one element (per tensor) or x.shape[axis] (={x.shape[axis]}) "
+            f"elements (per channel), got {describe(scale)}"
+        ),
     )
 
 
@@ -61,18 +73,20 @@ def check_group(op: str, x, scale, zp, group_size: int, qmin: int, qmax: int) ->
     check(
         x.dim() >= 1 and group_size >= 1 and k % group_size == 0,
         op,
-        f"group_size must be >= 1 and divide x.shape[-1] (={k}), got {group_size}",
+        lambda: f"group_size must be >= 1 and divide x.shape[-1] (={k}), got {group_size}",
     )
     expect = [*x.shape[:-1], k // group_size]
     check(
         list(scale.shape) == expect,
         op,
-        f"scale must be float32 of shape {expect}, got {describe(scale)}",
+        lambda: f"scale must be float32 of shape {expect}, got {describe(scale)}",
     )
     check(
         list(zp.shape) == expect,
         op,
-        f"zero_point must be an integer or float tensor of shape {expect}, got {describe(zp)}",
+        lambda: (
+            f"zero_point must be an integer or float tensor of shape {expect}, got {describe(zp)}"
+        ),
     )
 
 

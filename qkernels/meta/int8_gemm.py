@@ -27,7 +27,7 @@ def check_scale(op: str, name: str, s: torch.Tensor, n: int, expect: str) -> Non
     check(
         s.dtype == torch.float32 and shape_ok,
         op,
-        f"{name} must be float32 of shape {expect} (={n}), got {describe(s)}",
+        lambda: f"{name} must be float32 of shape {expect} (={n}), got {describe(s)}",
     )
 
 
@@ -36,16 +36,16 @@ def check_bias(op: str, bias: torch.Tensor | None, n: int) -> None:
         check(
             bias.dtype.is_floating_point and bias.dim() == 1 and bias.shape[0] == n,
             op,
-            f"bias must be a float tensor of shape [N] (={n}), got {describe(bias)}",
+            lambda: f"bias must be a float tensor of shape [N] (={n}), got {describe(bias)}",
         )
 
 
 def check_float_x(op: str, x: torch.Tensor) -> None:
-    check(x.dim() >= 1, op, f"x must have at least one dimension, got {describe(x)}")
+    check(x.dim() >= 1, op, lambda: f"x must have at least one dimension, got {describe(x)}")
     check(
         x.dtype in FLOAT_DTYPES,
         op,
-        f"x must be float32, bfloat16 or float16, got {describe(x)}",
+        lambda: f"x must be float32, bfloat16 or float16, got {describe(x)}",
     )
 
 
@@ -55,20 +55,22 @@ def check_weight(op: str, name: str, w: torch.Tensor, n: int, k: int) -> None:
         check(
             w.dim() == 2 and tuple(w.shape) == (n, k),
             op,
-            f"{name} must be int8 of shape [N, K] = [{n}, {k}], got {describe(w)}",
+            lambda: f"{name} must be int8 of shape [N, K] = [{n}, {k}], got {describe(w)}",
         )
         return
     np_, kp = round_up(n, GROUP_COLS), round_up(k, K_STEP)
     check(
         w.dtype == torch.uint8 and w.dim() == 2 and tuple(w.shape) == (np_, kp),
         op,
-        f"{name} must be int8 [N, K] = [{n}, {k}] or a packed weight from "
-        f"qkernels.ops.pack_weight (uint8 [{np_}, {kp}]), got {describe(w)}",
+        lambda: (
+            f"{name} must be int8 [N, K] = [{n}, {k}] or a packed weight from "
+            f"qkernels.ops.pack_weight (uint8 [{np_}, {kp}]), got {describe(w)}"
+        ),
     )
 
 
 def scale_count(op: str, name: str, s: torch.Tensor) -> int:
-    check(s.dim() >= 1, op, f"{name} must be float32 of shape [N], got {describe(s)}")
+    check(s.dim() >= 1, op, lambda: f"{name} must be float32 of shape [N], got {describe(s)}")
     return s.numel()
 
 
@@ -77,7 +79,7 @@ def pack_weight_fake(wq: torch.Tensor) -> torch.Tensor:
     check(
         wq.dtype == torch.int8 and wq.dim() == 2,
         "pack_weight",
-        f"wq must be int8 of shape [N, K], got {describe(wq)}",
+        lambda: f"wq must be int8 of shape [N, K], got {describe(wq)}",
     )
     n, k = wq.shape
     return wq.new_empty((round_up(n, GROUP_COLS), round_up(k, K_STEP)), dtype=torch.uint8)
@@ -90,15 +92,17 @@ def unpack_weight_fake(packed: torch.Tensor, n: int, k: int) -> torch.Tensor:
         and packed.dim() == 2
         and tuple(packed.shape) == (round_up(n, GROUP_COLS), round_up(k, K_STEP)),
         "unpack_weight",
-        f"packed must be uint8 of shape [{round_up(n, GROUP_COLS)}, {round_up(k, K_STEP)}] "
-        f"for N={n}, K={k}, got {describe(packed)}",
+        lambda: (
+            f"packed must be uint8 of shape [{round_up(n, GROUP_COLS)}, {round_up(k, K_STEP)}] "
+            f"for N={n}, K={k}, got {describe(packed)}"
+        ),
     )
     return packed.new_empty((n, k), dtype=torch.int8)
 
 
 @torch.library.register_fake("qkernels::quantize_rowwise")
 def quantize_rowwise_fake(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    check(2 <= bits <= 8, "quantize_rowwise", f"bits must be in [2, 8], got {bits}")
+    check(2 <= bits <= 8, "quantize_rowwise", lambda: f"bits must be in [2, 8], got {bits}")
     check_float_x("quantize_rowwise", x)
     return (
         torch.empty_like(x, dtype=torch.int8, memory_format=torch.contiguous_format),
@@ -112,12 +116,15 @@ def int_mm_fake(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     check(
         a.dtype == torch.int8 and a.dim() == 2,
         op,
-        f"a must be int8 of shape [M, K], got {describe(a)}",
+        lambda: f"a must be int8 of shape [M, K], got {describe(a)}",
     )
     check(
         b.dtype == torch.int8 and b.dim() == 2 and b.shape[1] == a.shape[1],
         op,
-        f"b must be int8 of shape [N, K] with K == a.shape[1] (={a.shape[1]}), got {describe(b)}",
+        lambda: (
+            f"b must be int8 of shape [N, K] with K == a.shape[1] (={a.shape[1]}), "
+            f"got {describe(b)}"
+        ),
     )
     check_same_device(op, a, b=b)
     return a.new_empty((a.shape[0], b.shape[0]), dtype=torch.int32)
@@ -136,7 +143,7 @@ def int8_mm_fake(
     check(
         a.dtype == torch.int8 and a.dim() == 2,
         op,
-        f"a must be int8 of shape [M, K], got {describe(a)}",
+        lambda: f"a must be int8 of shape [M, K], got {describe(a)}",
     )
     m, k = a.shape
     n = scale_count(op, "b_scale", b_scale)
@@ -146,7 +153,7 @@ def int8_mm_fake(
     check(
         dtype in FLOAT_DTYPES,
         op,
-        f"out_dtype must be float32, bfloat16 or float16, got {dtype}",
+        lambda: f"out_dtype must be float32, bfloat16 or float16, got {dtype}",
     )
     check_weight(op, "b", b, n, k)
     check_bias(op, bias, n)
@@ -182,7 +189,11 @@ def linear_w8a16_fake(x, wq, w_scale, bias=None):
 
 def check_activation(op: str, activation: str) -> None:
     names = ", ".join(repr(a) for a in ACTIVATIONS)
-    check(activation in ACTIVATIONS, op, f"activation must be one of {names}, got {activation!r}")
+    check(
+        activation in ACTIVATIONS,
+        op,
+        lambda: f"activation must be one of {names}, got {activation!r}",
+    )
 
 
 @torch.library.register_fake("qkernels::linear_w8a8_act")

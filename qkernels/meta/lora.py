@@ -22,18 +22,20 @@ def check_adapter(op: str, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, n:
         check(
             t.dtype in FLOAT_DTYPES,
             op,
-            f"{name} must be float32, bfloat16 or float16, got {describe(t)}",
+            lambda name=name, t=t: (
+                f"{name} must be float32, bfloat16 or float16, got {describe(t)}"
+            ),
         )
     check(
         a.dim() == 2 and a.shape[0] >= 1 and a.shape[1] == k,
         op,
-        f"a must be [r, K] with r >= 1 and K == x.shape[-1] (={k}), got {describe(a)}",
+        lambda: f"a must be [r, K] with r >= 1 and K == x.shape[-1] (={k}), got {describe(a)}",
     )
     r = a.shape[0]
     check(
         b.dim() == 2 and tuple(b.shape) == (n, r),
         op,
-        f"b must be [N, r] = [{n}, {r}] (N from w_scale, r from a), got {describe(b)}",
+        lambda: f"b must be [N, r] = [{n}, {r}] (N from w_scale, r from a), got {describe(b)}",
     )
     check_same_device(op, x, a=a, b=b)
 
@@ -62,7 +64,9 @@ def lora_backward_fake(grad, x, wq, w_scale, a, b, scaling):
     check(
         tuple(grad.shape) == (*x.shape[:-1], n) and grad.dtype in FLOAT_DTYPES,
         op,
-        f"grad must be float of shape {[*x.shape[:-1], n]} (the output's), got {describe(grad)}",
+        lambda: (
+            f"grad must be float of shape {[*x.shape[:-1], n]} (the output's), got {describe(grad)}"
+        ),
     )
     check_same_device(op, x, grad=grad)
     return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)

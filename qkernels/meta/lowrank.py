@@ -14,24 +14,28 @@ _ops = torch.ops.qkernels
 @torch.library.register_fake("qkernels::lowrank_mm")
 def lowrank_mm_fake(x, a, b, bias=None):
     op = "lowrank_mm"
-    check(x.dim() >= 1, op, f"x must have at least one dimension, got {describe(x)}")
+    check(x.dim() >= 1, op, lambda: f"x must have at least one dimension, got {describe(x)}")
     check(
         a.dim() == 2 and a.shape[1] == x.shape[-1] and a.dtype == x.dtype,
         op,
-        f"a must be [rank, K] with K == x.shape[-1] (={x.shape[-1]}) and x's dtype, "
-        f"got {describe(a)}",
+        lambda: (
+            f"a must be [rank, K] with K == x.shape[-1] (={x.shape[-1]}) and x's dtype, "
+            f"got {describe(a)}"
+        ),
     )
     check(
         b.dim() == 2 and b.shape[1] == a.shape[0] and b.dtype == x.dtype,
         op,
-        f"b must be [N, rank] with rank == a.shape[0] (={a.shape[0]}) and x's dtype, "
-        f"got {describe(b)}",
+        lambda: (
+            f"b must be [N, rank] with rank == a.shape[0] (={a.shape[0]}) and x's dtype, "
+            f"got {describe(b)}"
+        ),
     )
     if bias is not None:
         check(
             bias.dim() == 1 and bias.shape[0] == b.shape[0] and bias.dtype == x.dtype,
             op,
-            f"bias must be [N] (={b.shape[0]}) of x's dtype, got {describe(bias)}",
+            lambda: f"bias must be [N] (={b.shape[0]}) of x's dtype, got {describe(bias)}",
         )
     check_same_device(op, x, a=a, b=b, bias=bias)
     return x.new_empty((*x.shape[:-1], b.shape[0]))
@@ -44,8 +48,10 @@ def lowrank_mm_backward_fake(grad, x, a, b):
     check(
         grad.shape == (*x.shape[:-1], n) and grad.dtype == x.dtype,
         "lowrank_mm_backward",
-        f"grad must be {x.dtype} of shape {[*x.shape[:-1], n]} (the output's), "
-        f"got {describe(grad)}",
+        lambda: (
+            f"grad must be {x.dtype} of shape {[*x.shape[:-1], n]} (the output's), "
+            f"got {describe(grad)}"
+        ),
     )
     check_same_device("lowrank_mm_backward", x, grad=grad)
     return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)

@@ -23,16 +23,20 @@ def _check_weight(name: str, w: torch.Tensor, hidden: int, k: int) -> None:
         check(
             tuple(w.shape) == (4 * hidden, k),
             OP,
-            f"{name} must be int8 of shape [4 * hidden, {k}] = [{4 * hidden}, {k}], "
-            f"got {describe(w)}",
+            lambda: (
+                f"{name} must be int8 of shape [4 * hidden, {k}] = [{4 * hidden}, {k}], "
+                f"got {describe(w)}"
+            ),
         )
         return
     rows, cols = 4 * round_up(hidden, 16), round_up(k, K_STEP)
     check(
         w.dtype == torch.uint8 and tuple(w.shape) == (rows, cols),
         OP,
-        f"{name} must be int8 [{4 * hidden}, {k}] or from qkernels.ops.pack_lstm_weight "
-        f"(uint8 [{rows}, {cols}]), got {describe(w)}",
+        lambda: (
+            f"{name} must be int8 [{4 * hidden}, {k}] or from qkernels.ops.pack_lstm_weight "
+            f"(uint8 [{rows}, {cols}]), got {describe(w)}"
+        ),
     )
 
 
@@ -41,7 +45,7 @@ def _pack_lstm_weight_fake(w):
     check(
         w.dtype == torch.int8 and w.dim() == 2 and w.shape[0] % 4 == 0,
         "pack_lstm_weight",
-        f"w must be int8 of shape [4 * hidden, K], got {describe(w)}",
+        lambda: f"w must be int8 of shape [4 * hidden, K], got {describe(w)}",
     )
     return w.new_empty(
         (4 * round_up(w.shape[0] // 4, 16), round_up(w.shape[1], K_STEP)), dtype=torch.uint8
@@ -67,12 +71,14 @@ def lstm_w8a8_fake(
     check(
         x.dim() == 3 and x.dtype in FLOAT_DTYPES,
         OP,
-        f"x must be float32/bfloat16/float16 of shape [T, B, input_size], got {describe(x)}",
+        lambda: (
+            f"x must be float32/bfloat16/float16 of shape [T, B, input_size], got {describe(x)}"
+        ),
     )
     check(
         w_ih_scale.dim() == 1 and w_ih_scale.shape[0] % 4 == 0,
         OP,
-        f"w_ih_scale must be float32 of shape [4 * hidden], got {describe(w_ih_scale)}",
+        lambda: f"w_ih_scale must be float32 of shape [4 * hidden], got {describe(w_ih_scale)}",
     )
     hidden = w_ih_scale.shape[0] // 4
     check((w_hr is None) == (w_hr_scale is None), OP, "w_hr and w_hr_scale must be given together")
@@ -83,14 +89,19 @@ def lstm_w8a8_fake(
     check(
         out <= MAX_EXACT_K,
         OP,
-        f"the recurrent size (hidden or proj size) must be at most {MAX_EXACT_K} so that "
-        f"int32 sums cannot overflow, got {out}",
+        lambda: (
+            f"the recurrent size (hidden or proj size) must be at most {MAX_EXACT_K} so that "
+            f"int32 sums cannot overflow, got {out}"
+        ),
     )
     for name, t, cols in (("h0", h0, out), ("c0", c0, hidden)):
         check(
             tuple(t.shape) == (batch, cols),
             OP,
-            f"{name} must be float of shape [batch, {cols}] = [{batch}, {cols}], got {describe(t)}",
+            lambda name=name, t=t, cols=cols: (
+                f"{name} must be float of shape [batch, {cols}] = [{batch}, {cols}], "
+                f"got {describe(t)}"
+            ),
         )
     check_same_device(
         OP,

@@ -261,6 +261,11 @@ def _w8a16_store(
 
 def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     quantize_rowwise_fake(x, bits)
+    return _quantize_rows(x, bits)
+
+
+def _quantize_rows(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """quantize_rowwise without the argument checks (the GEMMs' separate pass)."""
     x2d = as_rows(x)
     q = torch.empty(x2d.shape, dtype=torch.int8, device=x.device)
     s = torch.ones(x2d.shape[0], dtype=torch.float32, device=x.device)
@@ -379,7 +384,7 @@ def w8a8_gemm(x, wq, w_scale, bias=None, lora=None, prologue: bool | None = None
     if prologue:
         out = _gemm(x2d, wq, None, w_scale, bias, x.dtype, True, dequant=True, lora=lora, act=act)
     else:
-        q, s = quantize_rowwise(x2d)
+        q, s = _quantize_rows(x2d)
         out = _gemm(q, wq, s, w_scale, bias, x.dtype, False, dequant=True, lora=lora, act=act)
     return out.reshape(*x.shape[:-1], wq.shape[0])
 

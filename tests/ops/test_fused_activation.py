@@ -105,25 +105,23 @@ def test_activation_math_on_a_dense_grid(backend, activation):
 @pytest.mark.parametrize("op", ["linear_w8a8_act", "linear_w8a16_act"])
 @pytest.mark.parametrize("activation", FUSED)
 def test_nonfinite_values_propagate(backend, op, activation):
-    """A NaN row stays NaN; an Inf row follows the contract of the base op: w8a8 makes the
-    row NaN when quantizing it (exact, like the reference); w8a16's float GEMM gives +-Inf
-    or NaN per output as the backend's summation has it (a GPU's split-precision dot turns
-    inf into NaN where MKL may not), so the fused activation must do to the base op's own
-    output exactly what the activation does."""
+    """A NaN row stays NaN. An Inf row: w8a8 makes it NaN when quantizing it (exact, as
+    the reference). w8a16 is a float GEMM, whose +-Inf or NaN per output depends on the
+    summation (MKL gives NaN throughout; the H200's Triton kernels gave NaN or +Inf
+    depending on the tile configuration): every output is non-finite, except relu's 0
+    where the sum was -Inf."""
     x = torch.randn(4, 40)
     x[1, 3], x[2, 0] = float("nan"), float("inf")
     wq, w_scale = rand_weight(20, 40)
     out = backend(op, x, wq, w_scale, None, activation)
-    if op == "linear_w8a8_act":
-        expected = ref.linear_w8a8_act(x, wq, w_scale, None, activation)
-    else:
-        pre = backend("linear_w8a16", x, wq, w_scale, None)
-        expected = apply_activation(pre.float(), activation)
-        assert not pre[2].isfinite().any()
+    expected = getattr(ref, op)(x, wq, w_scale, None, activation)
     assert out[1].isnan().all()
-    assert torch.equal(out.isnan(), expected.isnan())
-    assert torch.equal(out.isinf(), expected.isinf())
-    assert out[0].isfinite().all() and out[3].isfinite().all()
+    if op == "linear_w8a8_act":
+        assert torch.equal(out.isnan(), expected.isnan())
+    else:
+        finite = out[2].isfinite()
+        assert not finite.any() or (activation == "relu" and (out[2][finite] == 0).all())
+    torch.testing.assert_close(out[[0, 3]], expected[[0, 3]], **TOL[torch.float32])
 
 
 @pytest.mark.parametrize("op", ["linear_w8a8_act", "linear_w8a16_act"])
