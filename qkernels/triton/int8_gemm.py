@@ -81,7 +81,7 @@ def _quantize_rows_kernel(
 ):
     # Trap: Inductor passes a Python float argument as fp64 (Triton's launcher: fp32), and
     # div_rn takes fp32 only.
-    qmax = qmax.to(tl.float32)
+    qmax = tl.cast(qmax, tl.float32)
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     scale = _row_absmax_scale(x_ptr, m, k, k, offs_m, qmax, BLOCK_K)
     for k0 in range(0, k, BLOCK_K):
