@@ -47,6 +47,13 @@ class Backend:
         # The interpreter runs a kernel at Python speed: keep its shapes small.
         self.interpreted = name == "triton" and self.device == "cpu"
 
+    @property
+    def w8a16_rounds_x_to_bf16(self) -> bool:
+        """linear_w8a16(_act) on the AVX512-BF16 kernels (DESIGN.md, "CPU numerics")."""
+        from qkernels import _C
+
+        return self.name == "cpu-avx512_vnni" and "avx512_bf16" in _C.cpu_features().split()
+
     def skip_if_slow(self, work: int, limit: int = 2_000_000) -> None:
         """Skip shapes whose work (multiply-adds, elements) the interpreter would spend
         seconds on; every backend with compiled kernels runs them all."""

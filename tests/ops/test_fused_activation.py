@@ -44,6 +44,11 @@ def test_linear_w8a8_act_matches_reference(backend, shape, dtype, activation):
     expected = ref.linear_w8a8_act(x, wq, w_scale, bias, activation)
     if activation in ("none", "relu"):  # exact operations on a bit-exact GEMM
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    elif dtype == torch.float32:
+        # Two approximations of the activation: ours is within 5e-7 of the exact value
+        # (the dense-grid test); torch's own fp32 GELU on an AVX-512 CPU was found 1.1e-6
+        # away from ours (H200 machine's Xeon, 1025 x 768), so atol 2e-6 here.
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=2e-6)
     else:
         torch.testing.assert_close(out, expected, **TOL[dtype])
 
@@ -89,6 +94,8 @@ def test_activation_math_on_a_dense_grid(backend, activation):
         None,
         activation,
     )
+    if backend.w8a16_rounds_x_to_bf16:  # the activation then sees x rounded to bf16
+        x = x.bfloat16().float()
     exact = apply_activation(x.double(), activation)
     err = (out.double() - exact.unsqueeze(1)).abs()
     # |error| <= 4 ulp of the result, + 2e-7 |x| for the GELUs (the vector erfc
@@ -121,6 +128,10 @@ def test_nonfinite_values_propagate(backend, op, activation):
     else:
         finite = out[2].isfinite()
         assert not finite.any() or (activation == "relu" and (out[2][finite] == 0).all())
+        # the finite rows: the activation of the base op on this backend (which may round
+        # x to bf16: AVX512-BF16)
+        pre = backend("linear_w8a16", x, wq, w_scale, None)
+        expected = apply_activation(pre, activation)
     torch.testing.assert_close(out[[0, 3]], expected[[0, 3]], **TOL[torch.float32])
 
 
