@@ -220,6 +220,28 @@ def gpu_stream_section(path: Path) -> list[str]:
     return [*lines, ""]
 
 
+def gpu_model_section(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    env = data["environment"]
+    lines = [
+        f"### GPU whole models, eager ({env.get('device', '?')}, {env.get('date', '?')[:10]})",
+        "",
+        f"_{path.name}: `qkernels bench --suite gpu-model`, random weights; x first = "
+        "speed over the first row of each task (rates; for the train step, its time over "
+        "ours). Eager mode at these sizes is bound by the host's per-call Python, not the "
+        "kernels (DESIGN.md, \"Host overhead\")._",
+        "",
+        "| model | task | impl | value | unit | x first |",
+        "| --- | --- | --- | ---: | --- | ---: |",
+    ]
+    for r in data["rows"]:
+        lines.append(
+            f"| {r['model']} | {r['task']} | {r['impl']} | {r['value']:.1f} | {r['unit']} | "
+            f"{r['speedup']:.2f}x |"
+        )
+    return [*lines, ""]
+
+
 def newest_gpu_runs() -> list[Path]:
     """Every GEMM-suite JSON of the newest (device, date)."""
     files = sorted(RESULTS.glob("gemm-gpu-*-20??-??-??*.json"))
@@ -256,6 +278,9 @@ def results_markdown() -> str:
     stream = newest("stream-gpu-*.json")
     if stream is not None:
         lines += gpu_stream_section(stream)
+    gpu_model = newest("model-gpu-*.json")
+    if gpu_model is not None:
+        lines += gpu_model_section(gpu_model)
     return "\n".join([*lines, END])
 
 
