@@ -79,13 +79,21 @@ def lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling: float):
     n, k = w_scale.numel(), x.shape[-1]
     if wq.dtype == torch.uint8:  # the CPU packed layout
         wq = _ops.unpack_weight.default(wq, n, k)
-    g2d, x2d = grad.reshape(-1, n).float(), x.reshape(-1, k).float()
-    af, bf = a.float(), b.float()
-    gb = g2d @ bf  # [M, r]
-    dx = (g2d @ (wq.float() * w_scale.reshape(-1, 1))).addmm_(gb, af, alpha=scaling)
+    g2d = grad.reshape(-1, n).float()
+    gb, da, db = _adapter_grads(g2d, x, a, b, scaling)
+    w = wq.float().mul_(w_scale.reshape(-1, 1))
+    dx = (g2d @ w).addmm_(gb, a.float(), alpha=scaling)
+    return dx.reshape(x.shape).to(x.dtype), da, db
+
+
+def _adapter_grads(g2d, x, a, b, scaling: float):
+    """(gb, da, db): gb = grad @ b [M, r], da = scaling * gb^T x, db = scaling * grad^T
+    (x a^T), in float32, da / db in the adapter's dtypes."""
+    x2d, af = x.reshape(-1, x.shape[-1]).float(), a.float()
+    gb = g2d @ b.float()
     da = scaling * (gb.T @ x2d)
     db = scaling * (g2d.T @ (x2d @ af.T))
-    return dx.reshape(x.shape).to(x.dtype), da.to(a.dtype), db.to(b.dtype)
+    return gb, da.to(a.dtype), db.to(b.dtype)
 
 
 def _lora_backward_kernel(grad, x, wq, w_scale, a, b, scaling):
@@ -114,10 +122,15 @@ def _backward(op: str):
             "or detach the scale",
         )
         dx = da = db = None
-        if needs[0] or needs[4] or needs[5]:
+        if needs[0]:
             dx, da, db = _ops.lora_backward.default(
                 grad.contiguous(), x, wq, w_scale, a, b, ctx.scaling
             )
+        elif needs[4] or needs[5]:
+            # x needs no gradient (the first adapted layers after frozen embeddings): the
+            # adapter's rank-r products only, not the [M, N] x [N, K] GEMM of dx
+            g2d = grad.reshape(-1, w_scale.numel()).float()
+            _, da, db = _adapter_grads(g2d, x, a, b, ctx.scaling)
         dbias = None
         if ctx.bias_dtype is not None and needs[3]:
             dbias = grad.reshape(-1, w_scale.numel()).float().sum(0).to(ctx.bias_dtype)

@@ -112,12 +112,22 @@ def test_frozen_base_scale_gradient_is_a_clear_error():
         out.sum().backward()
 
 
-def test_only_the_adapter_trains():
-    """With x, the base and the bias frozen, backward computes da and db only."""
+@pytest.mark.parametrize("op", ["lora_w8a8", "lora_w8a16"])
+def test_only_the_adapter_trains(op, monkeypatch):
+    """With x, the base and the bias frozen, backward computes da and db only (no dx
+    GEMM: lora_backward is not called), and they equal those of a backward that also
+    computes dx."""
     wq, ws, bias, a, b = layer(24, 40, 4)
-    a.requires_grad_(), b.requires_grad_()
-    ops.lora_w8a16(torch.randn(3, 40), wq, ws, bias, a, b, 1.0).sum().backward()
-    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+    x, g = torch.randn(3, 40), torch.randn(3, 24)
+    a1, b1 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    x2 = x.clone().requires_grad_()
+    a2, b2 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    getattr(ops, op)(x2, wq, ws, bias, a2, b2, 0.5).backward(g)
+    monkeypatch.setattr(torch.ops.qkernels.lora_backward, "default", None)  # any call fails
+    getattr(ops, op)(x, wq, ws, bias, a1, b1, 0.5).backward(g)
+    assert a1.grad.abs().sum() > 0 and b1.grad.abs().sum() > 0
+    torch.testing.assert_close(a1.grad, a2.grad, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(b1.grad, b2.grad, rtol=1e-6, atol=1e-6)
 
 
 def samples():
