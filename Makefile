@@ -102,7 +102,7 @@ sanitize: $(DEPS_STAMP)
 	QKERNELS_CUDA=0 QKERNELS_SANITIZE=1 $(PY) setup.py -q build_ext --build-lib build/sanitize \
 	  --build-temp build/sanitize-obj
 	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/ops/test_sanitized_build.py
-	$(SANITIZE_ENV) $(PY) -m pytest -q -p no:cacheprovider -m "not slow" tests/ops \
+	$(SANITIZE_ENV) $(PY) -m pytest -q -n 2 -p no:cacheprovider -m "not slow" tests/ops \
 	  -k "not triton and not cuda and not properties"
 
 # The long tests (e.g. 20 real SIGKILLs of a fine-tuning run, each resumed).
