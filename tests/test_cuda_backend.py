@@ -18,6 +18,17 @@ SCRIPT = Path(__file__).parent / "scripts" / "trace_cuda_graph.py"
 TOOLS = Path(__file__).parents[1] / "tools"
 
 
+def compiled_run(*args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`python *args` with Triton compiling for real (no interpreter: the kernels are
+    compiled for a GPU target, which needs no GPU); fails the test on a non-zero exit."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(autouse=True)
 def _fresh_choice(monkeypatch):
     monkeypatch.setattr(_backend, "_chosen", {})
@@ -160,11 +171,7 @@ def test_info_shows_the_backend(monkeypatch):
 def test_compile_sees_the_triton_kernels_on_cuda_and_the_op_on_cpu():
     """Functionalized fake-tensor tracing (AOTAutograd's view, what Inductor gets):
     on CUDA each op becomes its Triton launches; on CPU it stays one op."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = compiled_run(str(SCRIPT), timeout=300)
     graphs = json.loads(proc.stdout.strip().splitlines()[-1])
     w8a8 = ["_int8_gemm_kernel"]  # without a GPU, and on sm_80 at 5 rows: quantize on load
     if not graphs["w8a8 quantizes on load"]:  # a separate pass first (sm_90)
@@ -197,16 +204,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90(tmp_path):
     configuration of their table, fake-quant, the LSTM step) compiles for both archs,
     fits shared memory, spills nothing, and the GEMMs use the matrix instructions of
     their arch (warpgroup MMA on sm_90 for the large tiles)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = tmp_path / "compile.json"
-    proc = subprocess.run(
-        [sys.executable, str(TOOLS / "compile_check.py"), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    compiled_run(str(TOOLS / "compile_check.py"), "--quick", "--json", str(out), timeout=900)
     results = json.loads(out.read_text())["results"]
     assert len(results) == 2 * len({r["variant"] for r in results})
     for r in results:
@@ -238,11 +237,7 @@ def test_float_epilogues_are_not_fused_into_fmas():
         "    ptx = ptx_of(name)\n"
         "    print(name, '|', ptx.count('mul.rn.f32'), ptx.count('fma.rn.f32'))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = compiled_run("-c", code, timeout=600)
     counts = dict(line.split(" | ") for line in proc.stdout.splitlines())
     assert set(counts) == set(variants), proc.stdout
     for name, (muls, fmas) in ((k, map(int, v.split())) for k, v in counts.items()):
@@ -264,9 +259,5 @@ def test_quantize_kernel_compiles_with_a_float64_qmax():
         "    compile(src, target=GPUTarget('cuda', 90, 32))\n"
         "    print(qmax, 'ok')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = compiled_run("-c", code, timeout=300)
     assert proc.stdout.split() == ["fp32", "ok", "fp64", "ok"]

@@ -32,6 +32,7 @@ on sm_90 is the separate pass in every bucket (`w8a8_quantize_in_prologue`).
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -50,7 +51,14 @@ def arch_of(t: torch.Tensor) -> str | None:
     """'sm_90', 'sm_80', ... for a CUDA tensor; None on CPU (the interpreter)."""
     if t.device.type != "cuda" or not torch.cuda.is_available():
         return None
-    major, minor = torch.cuda.get_device_capability(t.device)
+    return _arch(t.device.index if t.device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _arch(index: int) -> str:
+    # Asked once per device: torch's capability query costs microseconds, and a Triton
+    # op call asks up to three times (H200 host: ~200 us a Triton op call in all).
+    major, minor = torch.cuda.get_device_capability(index)
     return f"sm_{major}{minor}"
 
 
