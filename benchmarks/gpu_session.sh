@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_session.sh lease                # device call 1: tests, memcheck
 #   bash benchmarks/gpu_session.sh lease-bench          # device call 2: the speed tables
 #   bash benchmarks/gpu_session.sh lease-all            # one call: tests, memcheck, models
+#   bash benchmarks/gpu_session.sh lease-next           # compiled decode, AVX-512 host tests
 # Logs and results JSON (named with the device, date and ops) go to $OUT (default
 # benchmarks/results); the output ends with the ratio tables.
 set -uo pipefail
@@ -75,10 +76,23 @@ run_stream() {
 }
 
 # Llama-shaped prefill / decode, BERT embedding throughput, the QAT step. $1: seconds.
+# $2: --compile to add decode with a static KV cache (CUDA graphs: no Python per call).
 run_model() {
-  timeout "$1" $PY -m qkernels.cli bench --suite gpu-model \
-    --json "$OUT/model-gpu-$(date +%F).json" >> "$OUT/bench.log" 2>&1
-  echo "bench gpu-model: exit $?"
+  local device
+  device=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
+  timeout "$1" $PY -m qkernels.cli bench --suite gpu-model ${2:-} \
+    --json "$OUT/model-gpu-$device-$(date +%F)${2:+-compiled}.json" >> "$OUT/bench.log" 2>&1
+  echo "bench gpu-model ${2:-}: exit $?"
+}
+
+# The C++ CPU kernels' AVX-512 paths on the GPU machine's host CPU (an AVX-512 VNNI + BF16
+# Xeon on the H200 machines; this repo's CPU machine has AVX2 only). $1: seconds.
+run_avx512() {
+  timeout "$1" $PY -m pytest -q -n 15 -p no:cacheprovider --timeout 100 -k avx512 tests/ops \
+    > "$OUT/pytest-avx512.log" 2>&1
+  echo "pytest -k avx512 (host CPU): exit $?"
+  grep "^FAILED" "$OUT/pytest-avx512.log" | head -20
+  tail -1 "$OUT/pytest-avx512.log"
 }
 
 case "${1:-}" in
@@ -109,6 +123,13 @@ case "${1:-}" in
     run_model 150
     grep "^  op=\|Error\|error:\|tokens/s\|sequences/s\| ms " "$OUT/bench.log" | cut -c1-330
     ;;
+  lease-next) # one call (under 9 minutes): what the second H200 session left open
+    info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
+    run_avx512 90
+    $PY tools/host_overhead.py > "$OUT/host-overhead.log" 2>&1; cat "$OUT/host-overhead.log"
+    run_model 380 --compile
+    grep "tokens/s\|sequences/s\| ms " "$OUT/bench.log" | cut -c1-330
+    ;;
   lease-bench) # device call 2 (under 6 minutes; both calls fit 15 device minutes): the speed tables
     info > "$OUT/info.log" 2>&1 || { cat "$OUT/info.log"; exit 1; }
     run_bench int8_mm,linear_w8a8 quick 100 0.03
@@ -119,7 +140,7 @@ case "${1:-}" in
       "$OUT/bench.log" | cut -c1-330
     ;;
   *)
-    echo "usage: $0 test | bench OPS [full|quick] | bench stream | bench model | lease | lease-bench | lease-all" >&2
+    echo "usage: $0 test | bench OPS [full|quick] | bench stream | bench model | lease | lease-bench | lease-all | lease-next" >&2
     exit 2
     ;;
 esac
