@@ -29,7 +29,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
 
 from qkernels import cuda_kernels, torch_kernels
-from qkernels._common import check
+from qkernels._common import check, device_capability
 from qkernels._library import lib
 from qkernels.op_table import BACKENDS, OPS, cuda_ops
 from qkernels.op_table import op as op_def
@@ -150,20 +150,7 @@ def get_backend(op: str) -> str:
         _check_op("get_backend", op)
     if op in _chosen:
         return _chosen[op]
-    return _env_choice(os.environ.get(ENV, "")).get(op, "auto")
-
-
-@functools.lru_cache(maxsize=8)
-def _env_choice(value: str) -> dict[str, str]:
-    """QKERNELS_BACKEND parsed, once per value (every CUDA op call reads it). Callers
-    only read the dict."""
-    return _parse_env(value)
-
-
-@functools.cache
-def _capability(index: int) -> tuple[int, int]:
-    """A device's compute capability, asked once (resolve_backend runs on every call)."""
-    return torch.cuda.get_device_capability(index)
+    return _parse_env(os.environ.get(ENV, "")).get(op, "auto")
 
 
 def resolve_backend(op: str, device: torch.device, rows: int | None = None) -> str:
@@ -173,8 +160,7 @@ def resolve_backend(op: str, device: torch.device, rows: int | None = None) -> s
     if backend == "auto":
         if not torch.cuda.is_available():
             return auto_backend(op, None)
-        index = device.index if device.index is not None else torch.cuda.current_device()
-        return auto_backend(op, _capability(index), rows)
+        return auto_backend(op, device_capability(device), rows)
     return backend
 
 

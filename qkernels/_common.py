@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -40,6 +41,18 @@ def round_up(x: int, m: int) -> int:
 
 def describe(t: torch.Tensor) -> str:
     return f"{t.dtype} {list(t.shape)} on {t.device}"
+
+
+def device_capability(device: torch.device) -> tuple[int, int]:
+    """A CUDA device's compute capability (its current device for a bare "cuda")."""
+    return _capability(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    # Asked once per device: torch's query costs microseconds, and every CUDA op call
+    # routes on it, some several times (the H200 host: 79-370 us of Python per op call).
+    return torch.cuda.get_device_capability(index)
 
 
 def check(cond: bool, op: str, msg: str | Callable[[], str]) -> None:

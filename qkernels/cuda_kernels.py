@@ -16,7 +16,7 @@ import functools
 
 import torch
 
-from qkernels._common import MAX_EXACT_K, as_rows
+from qkernels._common import MAX_EXACT_K, as_rows, device_capability
 from qkernels._library import EXTENSION_ERROR
 from qkernels.meta.fake_quant import (
     channel_layout,
@@ -94,15 +94,7 @@ def gemm_route(
 
 
 def _route(device: torch.device, n: int, k: int, out_dtype: torch.dtype) -> str | None:
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return gemm_route(n, k, out_dtype, _capability(index))
-
-
-@functools.cache
-def _capability(index: int) -> tuple[int, int]:
-    """A device's compute capability, asked once (torch's query costs microseconds, and
-    every op call routes)."""
-    return torch.cuda.get_device_capability(index)
+    return gemm_route(n, k, out_dtype, device_capability(device))
 
 
 def _triton(name: str):

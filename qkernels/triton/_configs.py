@@ -32,11 +32,12 @@ on sm_90 is the separate pass in every bucket (`w8a8_quantize_in_prologue`).
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
 from triton import Config
+
+from qkernels._common import device_capability
 
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 M_BUCKETS = (16, 64, 256, 1024, 1 << 30)  # upper bounds; the last is "large"
@@ -51,14 +52,7 @@ def arch_of(t: torch.Tensor) -> str | None:
     """'sm_90', 'sm_80', ... for a CUDA tensor; None on CPU (the interpreter)."""
     if t.device.type != "cuda" or not torch.cuda.is_available():
         return None
-    return _arch(t.device.index if t.device.index is not None else torch.cuda.current_device())
-
-
-@functools.cache
-def _arch(index: int) -> str:
-    # Asked once per device: torch's capability query costs microseconds, and a Triton
-    # op call asks up to three times (H200 host: ~200 us a Triton op call in all).
-    major, minor = torch.cuda.get_device_capability(index)
+    major, minor = device_capability(t.device)
     return f"sm_{major}{minor}"
 
 
