@@ -81,7 +81,7 @@ run_model() {
   local device
   device=$($PY -c "import torch; print(torch.cuda.get_device_name().replace(' ', '-').lower())")
   timeout "$1" $PY -m qkernels.cli bench --suite gpu-model ${2:-} \
-    --json "$OUT/model-gpu-$device-$(date +%F)${2:+-compiled}.json" >> "$OUT/bench.log" 2>&1
+    --json "$OUT/model-gpu${2:+-compiled}-$device-$(date +%F).json" >> "$OUT/bench.log" 2>&1
   echo "bench gpu-model ${2:-}: exit $?"
 }
 

@@ -224,12 +224,13 @@ def gpu_model_section(path: Path) -> list[str]:
     data = json.loads(path.read_text())
     env = data["environment"]
     lines = [
-        f"### GPU whole models, eager ({env.get('device', '?')}, {env.get('date', '?')[:10]})",
+        f"### GPU whole models ({env.get('device', '?')}, {env.get('date', '?')[:10]})",
         "",
         f"_{path.name}: `qkernels bench --suite gpu-model`, random weights; x first = "
         "speed over the first row of each task (rates; for the train step, its time over "
-        "ours). Eager mode at these sizes is bound by the host's per-call Python, not the "
-        "kernels (DESIGN.md, \"Host overhead\")._",
+        'ours). Eager, except a "static cache" decode (compiled, CUDA graphs); eager mode at '
+        "these sizes is bound by the host's per-call Python, not the kernels (DESIGN.md, "
+        '"Host overhead")._',
         "",
         "| model | task | impl | value | unit | x first |",
         "| --- | --- | --- | ---: | --- | ---: |",

@@ -70,7 +70,7 @@ def _interpreted(**extra) -> list[Config]:
 def _hopper(arch: str | None) -> bool:
     """sm_90 / sm_10x: ~227 KB of shared memory per block, which the measured sm_90 tiles
     need (one configuration each, nothing to fall back on). sm_12x (~99 KB, like sm_86)
-    takes the sm_80 candidate lists, whose autotuning skips what does not fit."""
+    takes the sm_80 candidate lists, shrunk to its shared memory (`fit_shared_memory`)."""
     return arch is not None and 90 <= int(arch.removeprefix("sm_")) < 110
 
 
