@@ -14,7 +14,8 @@ first int8 weight, where an [N, K] int8 matrix would have loaded silently as flo
 
 Quantize on load: the model is built on the meta device, each nn.Linear / GPT-2 Conv1D
 not in `modules_to_not_convert` becomes an empty Int8Linear, and each float weight is
-quantized per output channel as the loader reads it, so the fp32 model never exists whole.
+quantized per output channel as the loader reads it, so the fp32 model never exists whole
+(and the float pages it read from the file are released once quantized: `_memory`).
 
 This module imports transformers; `import qkernels` imports it (registering the method)
 as soon as transformers' quantizer registry is imported (`qkernels/_hf_hook.py`).
@@ -34,6 +35,7 @@ from transformers.quantizers.auto import (
 from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from qkernels._memory import release_file_pages, trim_heap
 from qkernels.fusion import plan_fusions
 from qkernels.nn._packed import PackedWeights
 from qkernels.nn.int8_linear import check_act_bits, is_linear_like
@@ -183,6 +185,7 @@ class QKernelsHfQuantizer(HfQuantizer):
             for sub in model.get_submodule(name).modules():
                 if isinstance(sub, PackedWeights):
                     sub._after_external_load()
+        trim_heap()  # the loader's and the re-layout's temporaries
         return model
 
     def get_state_dict_and_metadata(self, model):
@@ -216,6 +219,7 @@ def _quantize_op(quantizer: QKernelsHfQuantizer):
             if full_layer_name in quantizer.transposed:
                 w = w.t()
             q, scale = ops.quantize_rowwise(w.float().contiguous())
+            release_file_pages(w)  # read once: its float pages need not stay resident
             prefix = full_layer_name.removesuffix("weight")
             return {full_layer_name: q, prefix + "weight_scale": scale}
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from qkernels._memory import trim_heap
 from qkernels.fusion import fuse_activations as fuse_into_epilogues
 from qkernels.fusion import unfuse_activations
 from qkernels.nn import (
@@ -188,6 +189,7 @@ def swap(
     _untie_in_config(model)
     if method == "lora":
         _freeze_all_but_adapters(model, list(modules_to_save))
+    trim_heap()  # the replaced modules' float weights and the quantizer's temporaries
     return report
 
 

@@ -188,15 +188,17 @@ def test_directories_of_the_format_before_still_load_and_convert(tmp_path):
     assert "qkernels" in json.loads((source / "config.json").read_text())
     expected = load_file(FIXTURES / "saved_v0_1_lora" / "bert_lora_w8a8.expected.safetensors")
     model = qkernels.load(source)
-    torch.testing.assert_close(
-        out(model, expected["input_ids"]), expected["logits"], rtol=0, atol=0
-    )
+    loaded = out(model, expected["input_ids"])
+    # The expected logits were computed on an AVX2-only CPU: the adapter's float epilogue
+    # may round differently on another ISA (1 ulp seen on AVX-512); the integer GEMM
+    # cannot, and a wrong or missing weight would be off by far more.
+    torch.testing.assert_close(loaded, expected["logits"], rtol=1e-6, atol=1e-7)
     qkernels.save(model, tmp_path / "new")
     config = json.loads((tmp_path / "new" / "config.json").read_text())
     assert "qkernels" not in config and config["quantization_config"]["quant_method"] == "qkernels"
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "new")
     got = out(reloaded.eval(), expected["input_ids"])
-    torch.testing.assert_close(got, expected["logits"], rtol=0, atol=0)
+    torch.testing.assert_close(got, loaded, rtol=0, atol=0)
 
 
 def test_config_errors_are_clear():

@@ -54,7 +54,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("fakes, autograd", ("qkernels.meta", "qkernels.meta.*")),
     ("op definitions", ("qkernels._library",)),
     ("reference", ("qkernels.reference", "qkernels.reference.*")),
-    ("leaves", ("qkernels._common", "qkernels.op_table")),
+    ("leaves", ("qkernels._common", "qkernels._memory", "qkernels.op_table")),
 ]
 
 

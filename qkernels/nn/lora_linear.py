@@ -103,7 +103,11 @@ class LoRAInt8Linear(Int8Linear):
             device=device,
             dtype=None if base.bias is None else base.bias.dtype,
         )
-        new.load_int8(base.int8_weight(), base.weight_scale, base.bias)
+        if base.weight.device == device and base.is_packed == new.is_packed:
+            # Same layout: share the base's buffers (no unpack / re-pack of the matrix).
+            new.weight, new.weight_scale, new.bias = base.weight, base.weight_scale, base.bias
+        else:
+            new.load_int8(base.int8_weight(), base.weight_scale, base.bias)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

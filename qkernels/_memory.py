@@ -1,0 +1,81 @@
+"""Giving memory back after quantize-on-load (Linux / glibc; no-ops elsewhere).
+
+transformers reads safetensors through a private file mapping: a float weight the loader
+hands to the quantizer is file pages that stay resident (in the process's RSS) as long as
+the mapping lives — and it lives as long as any other parameter of the file does (the
+embeddings stay float). Once a weight is quantized its float pages are never read again,
+so `release_file_pages` drops them from the process (`madvise(MADV_DONTNEED)`: a later read
+would fault them back in from the file, unchanged). `trim_heap` returns the allocator's
+free heap (the loader's temporaries) to the system.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import sys
+from functools import cache
+
+import torch
+
+_MADV_DONTNEED = 4
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
+
+
+def _file_mapping(start: int, end: int) -> str | None:
+    """The file behind the private mapping holding [start, end), or None when that range
+    is not entirely inside one file-backed private mapping (anonymous memory, the heap,
+    a shared mapping: never released)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                lo, hi = (int(v, 16) for v in fields[0].split("-"))
+                if lo <= start < hi:
+                    path = fields[5].strip() if len(fields) > 5 else ""
+                    private = fields[1].endswith("p")
+                    return path if end <= hi and private and path.startswith("/") else None
+    except OSError:
+        return None
+    return None
+
+
+def release_file_pages(t: torch.Tensor) -> int:
+    """Drop the resident pages lying wholly inside `t`'s bytes when `t` is read from a
+    private file mapping (a safetensors weight the caller has consumed and will not read
+    again). Trap: only for clean file pages — MADV_DONTNEED on anonymous memory would
+    zero it, and on a written (copy-on-write) page would revert it to the file's bytes —
+    so anything but a file mapping is left alone; so are the partial pages at either end,
+    which neighbouring tensors share. Returns the bytes released (0 where nothing was)."""
+    libc = _libc()
+    if libc is None or t.device.type != "cpu" or t.numel() == 0:
+        return 0
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    if not t.is_contiguous() or _file_mapping(start, end) is None:
+        return 0
+    page = mmap.PAGESIZE
+    lo, hi = -(-start // page) * page, end // page * page
+    if hi <= lo or libc.madvise(lo, hi - lo, _MADV_DONTNEED) != 0:
+        return 0
+    return hi - lo
+
+
+def trim_heap() -> None:
+    """Return glibc's free heap memory to the system (malloc_trim); no-op elsewhere."""
+    libc = _libc()
+    trim = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if trim is not None:
+        trim(0)
