@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURE_TOL
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -181,7 +182,7 @@ def test_without_qkernels_transformers_refuses_the_directory(float_dirs, tmp_pat
     assert "ignore_mismatched_sizes" in r.stderr
 
 
-def test_directories_of_the_format_before_still_load_and_convert(tmp_path):
+def test_directories_of_the_format_before_still_load_and_convert(tmp_path, saved_with_avx2):
     """Saved by the code of 2026-11-27 before this format (plan under "qkernels" in
     config.json): qkernels.load reads it; saving it again writes the native format."""
     source = FIXTURES / "saved_v0_1_lora" / "bert_lora_w8a8"
@@ -189,10 +190,7 @@ def test_directories_of_the_format_before_still_load_and_convert(tmp_path):
     expected = load_file(FIXTURES / "saved_v0_1_lora" / "bert_lora_w8a8.expected.safetensors")
     model = qkernels.load(source)
     loaded = out(model, expected["input_ids"])
-    # The expected logits were computed on an AVX2-only CPU: the adapter's float epilogue
-    # may round differently on another ISA (1 ulp seen on AVX-512); the integer GEMM
-    # cannot, and a wrong or missing weight would be off by far more.
-    torch.testing.assert_close(loaded, expected["logits"], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(loaded, expected["logits"], **FIXTURE_TOL)
     qkernels.save(model, tmp_path / "new")
     config = json.loads((tmp_path / "new" / "config.json").read_text())
     assert "qkernels" not in config and config["quantization_config"]["quant_method"] == "qkernels"

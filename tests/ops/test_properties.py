@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from backends import Backend
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -158,7 +159,11 @@ def test_lora(m, k, n, r, seed, op, scaling):
     for isa in every_isa():
         with forced_isa(isa):
             got = getattr(ops, op)(x, w, ws, bias, a, b, scaling)
-            tol = 4e-3 if op == "lora_w8a16" else 1e-4  # w8a16: bf16 x on AVX512-BF16
-            torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+            if op == "lora_w8a16" and Backend(f"cpu-{isa}").w8a16_rounds_x_to_bf16:
+                # the base's x rounded to bf16 (2^-9 relative each), the adapter in fp32
+                bound = 2**-8 * (x.abs() @ (w.float().abs() * ws[:, None]).T) + 1e-4
+                assert ((got - expected).abs() <= bound).all()
+            else:
+                torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
             zero = getattr(ops, op)(x, w, ws, bias, a, torch.zeros_like(b), scaling)
             torch.testing.assert_close(zero, base(x, w, ws, bias), rtol=0, atol=0)
