@@ -112,7 +112,7 @@ test-slow: $(BUILD_STAMP)
 # One small shape of the benchmark suite, so it cannot rot.
 bench-ci: $(BUILD_STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-min-rounds=3 --benchmark-max-time=0.2
-	$(VENV)/bin/qkernels bench --suite all --shapes ci --min-run-time 0.05 --json -
+	$(VENV)/bin/qkernels bench --suite all --shapes ci --peers --min-run-time 0.05 --json -
 	TRITON_INTERPRET=1 $(VENV)/bin/qkernels bench --suite gpu --shapes ci --min-run-time 0.01 --json -
 	$(VENV)/bin/qkernels bench --suite gpu-stream --shapes ci --json -
 

@@ -171,6 +171,7 @@ def bench(args: argparse.Namespace) -> None:
             model.CI_SHAPES if ci else model.FULL_SHAPES,
             args.min_run_time,
             compile_=args.compile,
+            peers=args.peers,
         )
         name = Path(args.model).name.replace(" ", "-")
         if args.plot:
@@ -532,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="linear: torch.compile the torchao peer; model: also time both models compiled; "
         "gpu-model: also decode with a static KV cache (compiled by transformers on a GPU)",
+    )
+    b.add_argument(
+        "--peers",
+        action="store_true",
+        help="model: also time ONNX Runtime int8, PT2E int8 + compile and torchao int8 + "
+        "compile (the `peers` extra)",
     )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--m", default=None, help="gpu suite: only these M (comma-separated)")

@@ -72,7 +72,8 @@ def model_section(path: Path) -> list[str]:
     name = path.stem.split("-")[1]
     chart = plots.model_chart(data["rows"], RESULTS, name, path.stem[-10:])
     lines = [
-        f"### Whole model: {name} forward (CPU)",
+        f"### Whole model: {name} forward (CPU"
+        + (", AVX2 only)" if "-avx2-" in path.name else ")"),
         "",
         source(path, data),
         "",
@@ -82,6 +83,9 @@ def model_section(path: Path) -> list[str]:
     fp32 = {(r["batch"], r["seq"]): r["median_ms"] for r in data["rows"] if r["impl"] == "fp32"}
     for r in data["rows"]:
         base = fp32[(r["batch"], r["seq"])]
+        if r.get("note"):  # a peer that could not run there
+            lines.append(f"| {r['batch']}x{r['seq']} | {r['impl']} | - | - | ({r['note']}) |")
+            continue
         cosine = f"{r['min_cosine']:.4f}" if "min_cosine" in r else "-"  # older JSON: none
         lines.append(
             f"| {r['batch']}x{r['seq']} | {r['impl']} | {r['median_ms']:.1f} | "
@@ -266,7 +270,8 @@ def results_markdown() -> str:
     for pattern, section in (
         ("linear-cpu-2*.json", linear_section),  # the VNNI machine
         ("linear-cpu-avx2-2*.json", linear_section),  # an AVX2-only one
-        ("model-*-cpu-*.json", model_section),
+        ("model-*-cpu-2*.json", model_section),  # the VNNI machine
+        ("model-*-cpu-avx2-2*.json", model_section),  # an AVX2-only one
         ("lora-cpu-*.json", lora_section),
         ("lora-quality-*.json", lora_quality_section),
     ):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from qkernels import timing
+from qkernels.bench.model_peers import ORT_INT8, PT2E_INT8, TORCHAO_INT8, build_peers
 from qkernels.bench.report import table, timing_warnings
 
 # First match wins; names are the profiler's ("aten::addmm", "qkernels::linear_w8a8").
@@ -40,6 +41,12 @@ SPEEDUP_PAIRS = [  # (ours, peer): peer median / ours median
     ("qkernels w8a8 compiled", "fp32 compiled"),
     ("qkernels w8a8 compiled", "qkernels w8a8"),
     ("qkernels w8a8 compiled", "fp32"),
+    (ORT_INT8, "fp32"),  # the peers (--peers) over fp32 eager, and ours over them
+    (PT2E_INT8, "fp32"),
+    (TORCHAO_INT8, "fp32"),
+    ("qkernels w8a8", ORT_INT8),
+    ("qkernels w8a8 compiled", PT2E_INT8),
+    ("qkernels w8a8 compiled", TORCHAO_INT8),
 ]
 FULL_SHAPES = [(16, 128), (1, 128)]
 
@@ -63,6 +70,7 @@ class ModelRow:
     classes_ms: dict  # op class -> self CPU ms per forward (profiler; eager models only)
     top_ops: list  # [(op, ms)] the largest self times
     min_cosine: float  # smallest per-example cosine of the output against fp32's
+    note: str = ""  # a peer that could not run: why
 
 
 def profile_classes(model: nn.Module, inputs: dict, repeats: int = 3) -> tuple[dict, list]:
@@ -91,10 +99,12 @@ def run_model_suite(
     shapes=FULL_SHAPES,
     min_run_time: float = 1.0,
     compile_: bool = False,
+    peers: bool = False,
 ) -> list[ModelRow]:
     """fp32 and w8a8 copies of `model` (with and without activation fusion, and with
-    7-bit activations; fp32 and w8a8 compiled too, with compile_) at each (batch, seq):
-    profile the eager ones, time all in interleaved rounds."""
+    7-bit activations; fp32 and w8a8 compiled too, with compile_; the int8 peers of
+    qkernels.bench.model_peers, built per shape, with peers) at each (batch, seq):
+    profile the eager qkernels / fp32 ones, time all in interleaved rounds."""
     import qkernels
     from qkernels.data import pydoc_paragraphs
 
@@ -116,25 +126,42 @@ def run_model_suite(
     texts = pydoc_paragraphs()
     rows = []
     for batch, seq in shapes:
-        inputs = tokenizer(
-            texts[:batch], padding="max_length", truncation=True, max_length=seq,
-            return_tensors="pt",
-        )  # fmt: skip
+
+        def tokens(first: int, batch=batch, seq=seq) -> dict:
+            return dict(
+                tokenizer(
+                    texts[first : first + batch],
+                    padding="max_length",
+                    truncation=True,
+                    max_length=seq,
+                    return_tensors="pt",
+                )  # fmt: skip
+            )
+
+        inputs = tokens(0)
         profiles = {
             impl: profile_classes(m, dict(inputs))
             for impl, m in models.items()
             if not impl.endswith("compiled")
         }
+        timed_models, missing = dict(models), {}
+        if peers:  # calibrated (PT2E) on the 32 paragraphs after the timed ones
+            calibration = [tokens(first) for first in range(batch, batch + 32, batch)]
+            built, missing = build_peers(model, inputs, calibration)
+            timed_models.update(built)
 
         def forward(m, inputs=inputs):
             with torch.no_grad():
                 m(**inputs)
 
-        cosines = output_cosines(models, dict(inputs))
-        fns = {impl: functools.partial(forward, m) for impl, m in models.items()}
+        cosines = output_cosines(timed_models, dict(inputs))
+        fns = {impl: functools.partial(forward, m) for impl, m in timed_models.items()}
         rounds = 7
         timed = timing.compare(fns, rounds=rounds, warmup=2, min_sample_s=min_run_time / rounds)
-        for impl in models:
+        for impl, why in missing.items():
+            nan = float("nan")
+            rows.append(ModelRow(name, impl, batch, seq, nan, nan, nan, {}, [], nan, why))
+        for impl in timed_models:
             t = timed.timings[impl]
             classes, top = profiles.get(impl, ({}, []))
             rows.append(
@@ -167,7 +194,8 @@ def speedups(rows: list[dict]) -> list[dict]:
     """Per "BxS" shape, peer median / ours median for each of SPEEDUP_PAIRS present."""
     by_shape: dict[str, dict[str, float]] = {}
     for r in rows:
-        by_shape.setdefault(f"{r['batch']}x{r['seq']}", {})[r["impl"]] = r["median_ms"]
+        if not r.get("note"):  # a peer that did not run has no time
+            by_shape.setdefault(f"{r['batch']}x{r['seq']}", {})[r["impl"]] = r["median_ms"]
     out = []
     for shape, impls in by_shape.items():
         entry = {"shape": shape}
@@ -190,6 +218,7 @@ def format_model_table(rows: list[ModelRow]) -> str:
             "median_ms": r.median_ms,
             "spread": r.spread,
             "min_cosine": r.min_cosine,
+            "note": r.note,
         }
         for cls in CLASSES:
             ms = r.classes_ms.get(cls)
@@ -202,7 +231,7 @@ def format_model_table(rows: list[ModelRow]) -> str:
         ("IQR/med", "spread", ">8.2f"),
         ("min cos", "min_cosine", ">8.4f"),
     ]
-    columns += [(cls, cls, ">16") for cls in CLASSES]
+    columns += [(cls, cls, ">16") for cls in CLASSES] + [("note", "note", "<4")]
     speed = [
         f"  {entry['shape']}: " + ", ".join(f"{k} {v:.2f}x" for k, v in entry.items() if " / " in k)
         for entry in speedups([asdict(r) for r in rows])
@@ -213,5 +242,5 @@ def format_model_table(rows: list[ModelRow]) -> str:
         + table(flat, columns)
         + "\nspeedup (peer median / qkernels median):\n"
         + "\n".join(speed)
-        + timing_warnings(rows)
+        + timing_warnings([r for r in rows if not r.note])
     )
