@@ -54,6 +54,14 @@ class Backend:
 
         return self.name == "cpu-avx512_vnni" and "avx512_bf16" in _C.cpu_features().split()
 
+    @property
+    def lora_dx_in_bf16(self) -> bool:
+        """lora_backward's base GEMM in bf16 (CPU with AVX512-BF16; DESIGN.md, "LoRA on
+        an int8 base")."""
+        from qkernels.meta.lora import dx_in_bf16
+
+        return self.device == "cpu" and dx_in_bf16()
+
     def skip_if_slow(self, work: int, limit: int = 2_000_000) -> None:
         """Skip shapes whose work (multiply-adds, elements) the interpreter would spend
         seconds on; every backend with compiled kernels runs them all."""

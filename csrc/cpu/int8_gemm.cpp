@@ -300,16 +300,33 @@ at::Tensor unpack_int8_weight(const at::Tensor& packed, int64_t n, int64_t k) {
                packed.size(0) == np && packed.size(1) == kp,
            op, "packed must be uint8 of shape [", np, ", ", kp, "] for N=", n, ", K=", k,
            ", got ", describe(packed));
-  // Inverse of the packing permutation: [G, K4, 16, 4] -> [G*16, K4*4].
-  return packed.contiguous()
-      .view({np / kGroupCols, kp / kKStep, kGroupCols, kKStep})
-      .permute({0, 2, 1, 3})
-      .reshape({np, kp})
-      .bitwise_xor(0x80)
-      .view(at::kChar)
-      .slice(0, 0, n)
-      .slice(1, 0, k)
-      .clone();  // own storage: a view of the padded buffer would drag it along (safetensors)
+  // Inverse of the packing permutation, [G, K4, 16, 4] -> [N, K], in one pass (the LoRA
+  // backward unpacks every frozen weight each step: a permute + copy chain cost 4 passes).
+  // Per group of 16 rows: each K4 step is 64 contiguous bytes, 4 for each row.
+  const at::Tensor src = packed.contiguous();
+  at::Tensor w = at::empty({n, k}, packed.options().dtype(at::kChar));  // own storage
+  const uint8_t* in = src.data_ptr<uint8_t>();
+  int8_t* out = w.data_ptr<int8_t>();
+  const int64_t k4 = kp / kKStep, full = k / kKStep;
+  at::parallel_for(0, np / kGroupCols, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const uint8_t* group = in + g * k4 * kGroupBytesPerK4;
+      const int64_t rows = std::min(kGroupCols, n - g * kGroupCols);
+      for (int64_t c = 0; c < rows; ++c) {
+        int8_t* dst = out + (g * kGroupCols + c) * k;
+        const uint8_t* col = group + c * kKStep;
+        for (int64_t q = 0; q < full; ++q) {
+          uint32_t v;
+          std::memcpy(&v, col + q * kGroupBytesPerK4, 4);
+          v ^= 0x80808080u;
+          std::memcpy(dst + q * kKStep, &v, 4);
+        }
+        for (int64_t d = full * kKStep; d < k; ++d)
+          dst[d] = static_cast<int8_t>(col[d / kKStep * kGroupBytesPerK4 + d % kKStep] ^ 0x80);
+      }
+    }
+  });
+  return w;
 }
 
 std::tuple<at::Tensor, at::Tensor> quantize_rowwise(const at::Tensor& x, int64_t bits) {

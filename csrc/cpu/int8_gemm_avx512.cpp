@@ -18,24 +18,18 @@
 #include "avx512_io.h"
 #include "unroll.h"
 #include "int8_gemm_avx512_tile.h"
+#include "lora_avx512.h"
 
 namespace qkernels::cpu {
 namespace {
 
-// The adapter's 16 columns n0.. of one row: sum_j t[row, j] * bt[j, n0..n0+16).
-inline __m512 lora16(const LoraEpilogue& l, int64_t row, int64_t n0) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t j = 0; j < l.r; ++j)
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(l.t[row * l.r + j]),
-                          _mm512_loadu_ps(l.bt + j * l.ldbt + n0), acc);
-  return acc;
-}
-
 // Dequant epilogue of one MR x (NB * 16) tile of int32 sums.
 // Kept out of line: with it inlined into the k loop's function, GCC 12 keeps
 // the accumulators in memory (see unroll.h).
+// `lora`: the tile's adapter values (lora_rows16), read only when p.lora.t is set.
 __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, int64_t g,
-                                             int rows, int groups, const int32_t* tile) {
+                                             int rows, int groups, const int32_t* tile,
+                                             const float* lora) {
   for (int i = 0; i < rows; ++i) {
     const int64_t row = m + i;
     // Weights entered as w + 128: remove 128 * sum(a). uint32 math wraps like int32 GEMMs.
@@ -53,7 +47,7 @@ __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, i
       __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(p.a_scale[row]));
       f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(mask, p.b_scale + n0));
       if (p.bias) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(mask, p.bias + n0));
-      if (p.lora.t) f = _mm512_add_ps(f, lora16(p.lora, row, n0));
+      if (p.lora.t) f = _mm512_add_ps(f, _mm512_load_ps(lora + (i * groups + j) * 16));
       store_f32x16(p.out, p.out_kind, row * p.ldo + n0, activate16(p.act, f), mask);
     }
   }
@@ -62,8 +56,13 @@ __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, i
 template <int MR, int NB>
 void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
   alignas(64) int32_t tile[MR * NB * 16];
+  alignas(64) float lora[MR * NB * 16];
   gemm_tile<MR, NB>(p, m, g, tile);
-  gemm_epilogue(p, m, g, MR, NB, tile);
+  if (p.lora.t) {
+    for (int c = 0; c < NB; ++c)
+      lora_rows16<MR>(p.lora, m, (g + c) * kGroupCols, lora + c * 16, NB * 16);
+  }
+  gemm_epilogue(p, m, g, MR, NB, tile, lora);
 }
 
 template <int MR>

@@ -14,6 +14,7 @@
 
 #include "activation_avx512.h"
 #include "avx512_io.h"
+#include "lora_avx512.h"
 #include "unroll.h"
 
 namespace qkernels::cpu {
@@ -33,18 +34,10 @@ inline __m512i pair_bf16(__m512 lo, __m512 hi) {
                          _mm512_srli_epi32(_mm512_castps_si512(lo), 16));
 }
 
-// The adapter's 16 columns n0.. of one row: sum_j t[row, j] * bt[j, n0..n0+16).
-inline __m512 lora16(const LoraEpilogue& l, int64_t row, int64_t n0) {
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t j = 0; j < l.r; ++j)
-    acc = _mm512_fmadd_ps(_mm512_set1_ps(l.t[row * l.r + j]),
-                          _mm512_loadu_ps(l.bt + j * l.ldbt + n0), acc);
-  return acc;
-}
-
 // Scale, bias and store of one rows x 16 tile; out of line for the reason in unroll.h.
+// `lora`: the tile's adapter values (lora_rows16), read only when p.lora.t is set.
 __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int64_t g, int rows,
-                                              const float* tile) {
+                                              const float* tile, const float* lora) {
   const int64_t n0 = g * kGroupCols;
   const __mmask16 mask = tail_mask(p.n - n0);
   const __m512 scale = _mm512_maskz_loadu_ps(mask, p.b_scale + n0);
@@ -52,7 +45,7 @@ __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int
   for (int i = 0; i < rows; ++i) {
     __m512 f = _mm512_mul_ps(_mm512_load_ps(tile + i * 16), scale);
     if (p.bias) f = _mm512_add_ps(f, bias);
-    if (p.lora.t) f = _mm512_add_ps(f, lora16(p.lora, m + i, n0));
+    if (p.lora.t) f = _mm512_add_ps(f, _mm512_load_ps(lora + i * 16));
     store_f32x16(p.out, p.out_kind, (m + i) * p.ldo + n0, activate16(p.act, f), mask);
   }
 }
@@ -79,8 +72,10 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
     });
   }
   alignas(64) float tile[MR * 16];
+  alignas(64) float lora[MR * 16];
   unroll<MR>([&](auto i) { _mm512_store_ps(tile + i * 16, acc[i]); });
-  w8a16_epilogue(p, m, g, MR, tile);
+  if (p.lora.t) lora_rows16<MR>(p.lora, m, g * kGroupCols, lora, 16);
+  w8a16_epilogue(p, m, g, MR, tile, lora);
 }
 
 template <int... MRs>

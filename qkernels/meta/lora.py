@@ -72,17 +72,33 @@ def lora_backward_fake(grad, x, wq, w_scale, a, b, scaling):
     return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
 
 
+def dx_in_bf16() -> bool:
+    """The CPU lora_backward's base GEMM runs in bf16 where linear_w8a16 does: on the
+    AVX512-BF16 kernels (not when QKERNELS_CPU_ISA forces another ISA)."""
+    from qkernels import _C
+
+    return _C.cpu_kernel("linear_w8a16") == "avx512_bf16"
+
+
 def lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling: float):
-    """(dx, da, db) in float32 BLAS GEMMs: with gb = grad @ b,
+    """(dx, da, db) in BLAS GEMMs: with gb = grad @ b,
     dx = grad @ dequant(W) + scaling * gb @ a (the adapter's share accumulated into the
-    base's result by addmm_), da = scaling * gb^T x, db = scaling * grad^T (x a^T)."""
+    base's result by addmm_), da = scaling * gb^T x, db = scaling * grad^T (x a^T).
+    The base's share of dx (the one large GEMM) is (grad * w_scale) @ W: in float32, or in
+    bf16 on AVX512-BF16 CPUs (`dx_in_bf16`; DESIGN.md, "LoRA on an int8 base")."""
     n, k = w_scale.numel(), x.shape[-1]
     if wq.dtype == torch.uint8:  # the CPU packed layout
         wq = _ops.unpack_weight.default(wq, n, k)
     g2d = grad.reshape(-1, n).float()
     gb, da, db = _adapter_grads(g2d, x, a, b, scaling)
-    w = wq.float().mul_(w_scale.reshape(-1, 1))
-    dx = (g2d @ w).addmm_(gb, a.float(), alpha=scaling)
+    if grad.device.type == "cpu" and dx_in_bf16():
+        # int8 W is exact in bf16; grad * scale rounds (2^-9), well under the int8 base's
+        # own error; oneDNN's bf16 GEMM runs ~4.5x its fp32 one on such CPUs.
+        gs = (g2d * w_scale.reshape(1, -1)).to(torch.bfloat16)
+        dx = (gs @ wq.to(torch.bfloat16)).float()
+    else:
+        dx = g2d @ wq.float().mul_(w_scale.reshape(-1, 1))
+    dx.addmm_(gb, a.float(), alpha=scaling)
     return dx.reshape(x.shape).to(x.dtype), da, db
 
 

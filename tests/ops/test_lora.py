@@ -88,9 +88,10 @@ def test_gradients_match_autograd(backend, op, dtype):
     w = wq.float() * ws[:, None]
     (F.linear(x3, w, bias) + scaling * (x3 @ a.T) @ b.T).backward(grad.float())
     tol = 1e-5 if dtype == torch.float32 else 1e-2
+    dx_tol = 1e-2 if backend.lora_dx_in_bf16 else tol  # grad * scale rounded to bf16
 
     dx, da, db = backend("lora_backward", grad, x, wq, ws, a, b, scaling)
-    assert dx.dtype == dtype and rel_err(dx, x3.grad) < tol
+    assert dx.dtype == dtype and rel_err(dx, x3.grad) < dx_tol
     assert rel_err(da, a2.grad) < tol and rel_err(db, bb2.grad) < tol
     if backend.name == "triton":
         return
@@ -98,7 +99,7 @@ def test_gradients_match_autograd(backend, op, dtype):
     xg, bg, ag, bbg = (t.to(dev).requires_grad_() for t in (x, bias, a, b))
     out = getattr(torch.ops.qkernels, op)(xg, wq.to(dev), ws.to(dev), bg, ag, bbg, scaling)
     out.backward(grad.to(dev))
-    assert rel_err(xg.grad.cpu(), x3.grad) < tol and xg.grad.dtype == dtype
+    assert rel_err(xg.grad.cpu(), x3.grad) < dx_tol and xg.grad.dtype == dtype
     assert rel_err(ag.grad.cpu(), a2.grad) < tol
     assert rel_err(bbg.grad.cpu(), bb2.grad) < tol
     assert rel_err(bg.grad.cpu(), b2.grad) < tol
