@@ -16,6 +16,8 @@ from pathlib import Path
 from classify_csv import make_csv
 from torch import nn
 
+from qkernels.bench.report import environment
+from qkernels.data import read_labelled
 from qkernels.finetune import FinetuneConfig, finetune, measure, setup, train
 
 
@@ -74,7 +76,23 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{'':<28} {'accuracy':>9} {'vs PEFT fp32 (points)':>22}")
     for name, acc in accuracy.items():
         print(f"{name:<28} {acc:>9.4f} {100 * (acc - ref):>+22.2f}")
-    result = {"steps": args.steps, "rank": args.rank, "alpha": args.alpha, "accuracy": accuracy}
+    valid = len(read_labelled(valid_csv))
+    result = {
+        "steps": args.steps,
+        "rank": args.rank,
+        "alpha": args.alpha,
+        "accuracy": accuracy,
+        "environment": environment(),
+        "valid_examples": valid,
+        "merge_error": qk.get("merge_error"),
+        "note": (
+            f"examples/lora_quality.py, one seed (0): MiniLM classification on the classify_csv "
+            f"data (batch 16, max_length 128, {args.steps} steps); fp32 full fine-tuning lr "
+            f"5e-5; both LoRA runs r={args.rank}, alpha={args.alpha:g}, lr {args.lora_lr:g}, "
+            f"every Linear but the head (trained in full); one validation example is "
+            f"{100 / valid:.2f} points"
+        ),
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result

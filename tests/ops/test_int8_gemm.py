@@ -96,6 +96,26 @@ def test_quantize_rowwise_bit_exact(backend, shape, dtype, bits):
     torch.testing.assert_close(q, q_ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("bits", [8, 7])
+def test_quantize_rowwise_at_every_rounding_boundary(backend, bits):
+    """x / scale at, and a few ulp around, each half-integer (where rounding a reciprocal
+    multiply instead of the division could differ) for many scales: bit-exact."""
+    qmax = 2 ** (bits - 1) - 1
+    g = torch.Generator().manual_seed(0)
+    rows = 64
+    absmax = torch.rand(rows, 1, generator=g, dtype=torch.float64) * 1e3 + 1e-3
+    scale = (absmax.float() / qmax).double()
+    halves = torch.arange(-qmax, qmax, dtype=torch.float64) + 0.5  # all inside the absmax
+    centre = (halves * scale).float()  # x / scale within a rounding of a half-integer
+    x = torch.cat([centre, *(centre.nextafter(centre * s) for s in (2, 0)),
+                   centre.nextafter(centre * 2).nextafter(centre * 2)], dim=1)  # fmt: skip
+    x[:, 0] = absmax.float().squeeze(1)  # the row's absmax: the scale above
+    q, s = backend("quantize_rowwise", x, bits)
+    q_ref, s_ref = ref.quantize_rowwise(x, bits)
+    torch.testing.assert_close(s, s_ref, rtol=0, atol=0)
+    torch.testing.assert_close(q, q_ref, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("out_dtype", [None, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("with_bias", [False, True])
 @pytest.mark.parametrize("m,k,n", [(1, 17, 33), (17, 256, 40), (130, 1000, 512)])
