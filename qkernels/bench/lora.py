@@ -15,13 +15,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from qkernels import ops
-from qkernels.bench.report import last_level_cache_bytes, median_ms, table
+from qkernels import ops, timing
+from qkernels.bench.report import last_level_cache_bytes, table
 
 # (name, K, N): projections of BERT-base and Llama-7B.
 PROJECTIONS = [
@@ -40,7 +41,7 @@ FULL_OP_CASES = [
     if not (name.startswith("llama") and m == 2048)  # minutes per case on a 2-core CPU
 ]
 CI_OP_CASES = [("ci", 16, 256, 256, 8)]
-ROUNDS = 5
+ROUNDS = 7
 
 
 @dataclass
@@ -53,7 +54,7 @@ class OpRow:
     mode: str  # fwd | fwd+bwd
     impl: str  # base | fused | unfused
     median_ms: float
-    spread_ms: float  # max - min over the interleaved rounds
+    spread_ms: float  # interquartile range over the interleaved rounds (qkernels.timing)
 
 
 def _layer(k: int, n: int, r: int):
@@ -88,6 +89,12 @@ def _impls(layer, scaling: float, mode: str, x, grad):
     }
 
 
+def _rotating(fns: list) -> Callable[[], object]:
+    """A callable that calls the next of `fns` each time (weight copies past the cache)."""
+    cycle = itertools.cycle(fns)
+    return lambda: next(cycle)()
+
+
 def run_lora_op_suite(cases=FULL_OP_CASES, min_run_time: float = 0.2, progress: bool = True):
     from tqdm import tqdm
 
@@ -99,15 +106,11 @@ def run_lora_op_suite(cases=FULL_OP_CASES, min_run_time: float = 0.2, progress: 
         x = torch.randn(m, k, requires_grad=mode != "fwd")
         grad = torch.randn(m, n)
         per_layer = [_impls(layer, 2.0, mode, x, grad) for layer in layers]
-        times: dict[str, list[float]] = {impl: [] for impl in per_layer[0]}
-        for _ in range(ROUNDS):  # interleaved: every impl once per round
-            for impl in times:
-                cycle = itertools.cycle([fns[impl] for fns in per_layer])
-                times[impl].append(median_ms(lambda cycle=cycle: next(cycle)(), min_run_time))
-        for impl, ts in times.items():
-            rows.append(
-                OpRow(name, m, k, n, r, mode, impl, statistics.median(ts), max(ts) - min(ts))
-            )
+        # each impl cycles through the weight copies; all impls in the same rounds
+        fns = {impl: _rotating([f[impl] for f in per_layer]) for impl in per_layer[0]}
+        timed = timing.compare(fns, rounds=ROUNDS, warmup=2, min_sample_s=min_run_time / 2)
+        for impl, t in timed.timings.items():
+            rows.append(OpRow(name, m, k, n, r, mode, impl, t.median_ms, t.q3_ms - t.q1_ms))
     return rows
 
 
