@@ -17,15 +17,22 @@ def _sleeper(ms: float):
 
 
 def test_identical_models_time_as_one_within_the_spread():
+    """A bias would show in every attempt; a burst of load from another process (CI runs
+    two test workers on two cores) spoils one now and then, so up to three attempts."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256), nn.GELU(), nn.Linear(256, 256)).eval()
     twin = copy.deepcopy(model)
     x = torch.randn(64, 256)
-    with torch.no_grad():
-        c = timing.compare({"a": lambda: model(x), "b": lambda: twin(x)}, rounds=9)
-    lo, hi = c.ratio_range("a", "b")
-    assert lo <= hi
-    assert lo < 1.15 and hi > 1 / 1.15, c.ratio_text("a", "b")
+    seen = []
+    for _ in range(3):
+        with torch.no_grad():
+            c = timing.compare({"a": lambda: model(x), "b": lambda: twin(x)}, rounds=9)
+        lo, hi = c.ratio_range("a", "b")
+        assert lo <= hi
+        if lo < 1.15 and hi > 1 / 1.15:
+            return
+        seen.append(c.ratio_text("a", "b"))
+    pytest.fail(f"identical models never timed as one: {seen}")
 
 
 def test_a_known_ratio_is_measured():
