@@ -34,10 +34,9 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def _file_mapping(start: int, end: int) -> str | None:
-    """The file behind the private mapping holding [start, end), or None when that range
-    is not entirely inside one file-backed private mapping (anonymous memory, the heap,
-    a shared mapping: never released)."""
+def _in_private_file_mapping(start: int, end: int) -> bool:
+    """Whether [start, end) lies entirely inside one file-backed private mapping (not
+    anonymous memory, the heap or a shared mapping: those are never released)."""
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
@@ -46,10 +45,10 @@ def _file_mapping(start: int, end: int) -> str | None:
                 if lo <= start < hi:
                     path = fields[5].strip() if len(fields) > 5 else ""
                     private = fields[1].endswith("p")
-                    return path if end <= hi and private and path.startswith("/") else None
+                    return end <= hi and private and path.startswith("/")
     except OSError:
-        return None
-    return None
+        return False
+    return False
 
 
 def release_file_pages(t: torch.Tensor) -> int:
@@ -64,7 +63,7 @@ def release_file_pages(t: torch.Tensor) -> int:
         return 0
     start = t.data_ptr()
     end = start + t.numel() * t.element_size()
-    if not t.is_contiguous() or _file_mapping(start, end) is None:
+    if not t.is_contiguous() or not _in_private_file_mapping(start, end):
         return 0
     page = mmap.PAGESIZE
     lo, hi = -(-start // page) * page, end // page * page

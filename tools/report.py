@@ -36,6 +36,11 @@ def source(path: Path, data: dict) -> str:
     )
 
 
+def cpu_kind(path: Path) -> str:
+    """ "(CPU)", or "(CPU, AVX2 only)" for the results of an AVX2-only machine."""
+    return "(CPU, AVX2 only)" if "-avx2-" in path.name else "(CPU)"
+
+
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -48,7 +53,7 @@ def linear_section(path: Path) -> list[str]:
     )
     pairs = sorted({k for e in data["summary"] for k in e if " / " in k})
     lines = [
-        "### Linear layers (CPU" + (", AVX2 only)" if "-avx2-" in path.name else ")"),
+        f"### Linear layers {cpu_kind(path)}",
         "",
         source(path, data),
         "",
@@ -72,8 +77,7 @@ def model_section(path: Path) -> list[str]:
     name = path.stem.split("-")[1]
     chart = plots.model_chart(data["rows"], RESULTS, name, path.stem[-10:])
     lines = [
-        f"### Whole model: {name} forward (CPU"
-        + (", AVX2 only)" if "-avx2-" in path.name else ")"),
+        f"### Whole model: {name} forward {cpu_kind(path)}",
         "",
         source(path, data),
         "",

@@ -77,11 +77,10 @@ def _impls(layer, scaling: float, mode: str, x, grad):
         return base() + scaling * ((x @ a.T) @ b.T)
 
     if mode == "fwd":  # inference: no autograd graph (a and b require grad for fwd+bwd)
-
-        def no_grad(fn):
-            return torch.no_grad()(fn)
-
-        return {"base": no_grad(base), "fused": no_grad(fused), "unfused": no_grad(unfused)}
+        return {
+            name: torch.no_grad()(fn)
+            for name, fn in (("base", base), ("fused", fused), ("unfused", unfused))
+        }
     return {
         "base": lambda: torch.autograd.grad(base(), [x], grad),
         "fused": lambda: torch.autograd.grad(fused(), [x, a, b], grad),
