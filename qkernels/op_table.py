@@ -68,6 +68,14 @@ OPS: tuple[OpDef, ...] = (
         cuda=_BOTH,
         traceable=True,
     ),
+    # LayerNorm / RMSNorm + the per-token quantization above, feeding int8_mm directly
+    OpDef(
+        "norm_quantize",
+        "int8_gemm",
+        "(Tensor x, Tensor? weight, Tensor? bias, float eps, bool rms=False, int bits=8) "
+        "-> (Tensor, Tensor, Tensor)",
+        cuda=(),
+    ),
     OpDef("int_mm", "int8_gemm", "(Tensor a, Tensor b) -> Tensor", cuda=_BOTH, traceable=True),
     OpDef(
         "int8_mm",

@@ -29,6 +29,20 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     return _ops.quantize_rowwise.default(x, bits)
 
 
+def norm_quantize(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    rms: bool = False,
+    bits: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm (or RMSNorm) of the last dim, and its per-token quantization, in one pass:
+    (y in x's dtype, int8 q, float32 scale) with (q, scale) == quantize_rowwise(y, bits)
+    exactly, so int8_mm(q, ..., scale, ...) computes linear_w8a8(y, ...) bit for bit."""
+    return _ops.norm_quantize.default(x, weight, bias, eps, rms, bits)
+
+
 def int_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """int8 a [M, K] @ int8 b [N, K]^T -> exact int32 [M, N]."""
     return _ops.int_mm.default(a, b)

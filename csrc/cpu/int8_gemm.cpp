@@ -19,9 +19,9 @@ namespace qkernels::cpu {
 
 const Int8GemmKernels& int8_gemm_kernels(Isa isa) {
   static const Int8GemmKernels kTable[] = {
-      {"scalar", scalar_int8_gemm_block, scalar_quantize_rows},
-      {"avx2", avx2_int8_gemm_block, avx2_quantize_rows},
-      {"avx512_vnni", avx512_int8_gemm_block, avx512_quantize_rows},
+      {"scalar", scalar_int8_gemm_block, scalar_quantize_rows, scalar_row_stats},
+      {"avx2", avx2_int8_gemm_block, avx2_quantize_rows, avx2_row_stats},
+      {"avx512_vnni", avx512_int8_gemm_block, avx512_quantize_rows, avx512_row_stats},
   };
   return kTable[static_cast<int>(isa)];
 }
@@ -103,36 +103,38 @@ at::Tensor as_rows(const char* op, const char* name, const at::Tensor& x) {
 
 namespace {
 
-// Copies int8 activations into a K-padded buffer, sums each row and finds the range of
-// the values (which AVX2 multiply is exact for them), in one pass.
-QuantizedRows pad_int8_rows(const at::Tensor& a, int64_t padded_k) {
-  const int64_t m = a.size(0), k = a.size(1), ldq = padded_k + kRowPadBytes;
+// Whether int8 activations [M, K] must be copied into a padded buffer for the GEMM:
+// where K is not a multiple of 4 (the kernels read 4 k at a time), and where K is a
+// power of two >= 1024 (the L1 set trap at kRowPadBytes).
+bool needs_padded_copy(const at::Tensor& a) {
+  const int64_t k = a.size(1);
+  return !a.is_contiguous() || k % kKStep != 0 || (k >= 1024 && (k & (k - 1)) == 0);
+}
+
+// The GEMM operand of int8 activations: the rows themselves, or a copy into a K-padded
+// buffer (needs_padded_copy); with each row's sum and the range of the values (which
+// AVX2 multiply is exact for them).
+QuantizedRows int8_rows(const at::Tensor& a, int64_t padded_k, Isa isa) {
+  const int64_t m = a.size(0), k = a.size(1);
+  const bool copy = needs_padded_copy(a) || padded_k != k;
+  const int64_t ldq = copy ? padded_k + kRowPadBytes : k;
   const at::Tensor src = a.contiguous();
-  at::Tensor q = at::empty({m, ldq}, a.options());
+  at::Tensor q = copy ? at::empty({m, ldq}, a.options()) : src;
   at::Tensor rowsum = at::empty({m}, a.options().dtype(at::kInt));
   const int8_t* in = src.data_ptr<int8_t>();
   int8_t* out = q.data_ptr<int8_t>();
-  int32_t* sums = rowsum.data_ptr<int32_t>();
+  const RowStatsArgs stats{out, ldq, k, rowsum.data_ptr<int32_t>()};
+  const RowStatsFn row_stats = int8_gemm_kernels(isa).row_stats;
   std::atomic<int> widest{0};  // max |a| over all rows (128: a -128 somewhere)
   at::parallel_for(0, m, std::max<int64_t>(1, 65536 / std::max<int64_t>(k, 1)),
                    [&](int64_t b, int64_t e) {
-                     int widest_here = 0;
-                     for (int64_t r = b; r < e; ++r) {
-                       const int8_t* row = in + r * k;
-                       // Trap: with K = 0 `row` is null, and memcpy from null is UB even
+                     for (int64_t r = b; copy && r < e; ++r) {
+                       // Trap: with K = 0 `in` is null, and memcpy from null is UB even
                        // for 0 bytes (UBSan halts the sanitizer run on it).
-                       if (k > 0) std::memcpy(out + r * ldq, row, static_cast<size_t>(k));
+                       if (k > 0) std::memcpy(out + r * ldq, in + r * k, static_cast<size_t>(k));
                        std::memset(out + r * ldq + k, 0, static_cast<size_t>(ldq - k));
-                       int32_t sum = 0;
-                       int lo = 0, hi = 0;
-                       for (int64_t i = 0; i < k; ++i) {
-                         sum += row[i];
-                         lo = std::min<int>(lo, row[i]);
-                         hi = std::max<int>(hi, row[i]);
-                       }
-                       sums[r] = sum;
-                       widest_here = std::max({widest_here, -lo, hi});
                      }
+                     const int widest_here = row_stats(stats, b, e);
                      int seen = widest.load();
                      while (seen < widest_here && !widest.compare_exchange_weak(seen, widest_here)) {
                      }
@@ -352,7 +354,7 @@ at::Tensor int_mm(const at::Tensor& a, const at::Tensor& b) {
   const Isa isa = selected_isa(op);
   const int64_t n = b.size(0);
   const at::Tensor packed = pack_int8_weight(b);
-  return gemm_dequant(op, pad_int8_rows(a, packed.size(1)), packed, n, at::Tensor(), at::Tensor(),
+  return gemm_dequant(op, int8_rows(a, packed.size(1), isa), packed, n, at::Tensor(), at::Tensor(),
                       at::Tensor(), at::kInt, isa);
 }
 
@@ -376,7 +378,7 @@ at::Tensor int8_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& a
   const at::Tensor packed = packed_weight(op, "b", b, n, k);
   const at::Tensor bias_f = check_bias(op, bias, n);
   const Isa isa = selected_isa(op);
-  QuantizedRows rows = pad_int8_rows(a, packed.size(1));
+  QuantizedRows rows = int8_rows(a, packed.size(1), isa);
   return gemm_dequant(op, rows, packed, n, as, bs, bias_f, dtype, isa);
 }
 

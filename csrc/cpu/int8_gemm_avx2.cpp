@@ -375,6 +375,36 @@ void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
   }
 }
 
+int avx2_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1) {
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+  const int64_t kv = p.k / 32 * 32;
+  __m256i widest = _mm256_setzero_si256();
+  int tail_widest = 0;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* row = p.a + m * p.lda;
+    // sad against 0 of a ^ 0x80 = a + 128 (unsigned): 8-byte sums, exact in 64 bits.
+    __m256i sum = _mm256_setzero_si256();
+    for (int64_t k = 0; k < kv; k += 32) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + k));
+      widest = _mm256_max_epu8(widest, _mm256_abs_epi8(a));  // abs(-128): 0x80 = 128 unsigned
+      sum = _mm256_add_epi64(sum, _mm256_sad_epu8(_mm256_xor_si256(a, bias), _mm256_setzero_si256()));
+    }
+    alignas(32) int64_t parts[4];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(parts), sum);
+    int64_t total = parts[0] + parts[1] + parts[2] + parts[3] - 128 * kv;
+    for (int64_t k = kv; k < p.k; ++k) {
+      total += row[k];
+      const int v = row[k] < 0 ? -row[k] : row[k];
+      tail_widest = tail_widest > v ? tail_widest : v;
+    }
+    p.rowsum[m] = static_cast<int32_t>(total);
+  }
+  alignas(32) uint8_t lanes[32];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), widest);
+  for (uint8_t l : lanes) tail_widest = tail_widest > l ? tail_widest : l;
+  return tail_widest;
+}
+
 }  // namespace qkernels::cpu
 
 #pragma GCC pop_options

@@ -96,45 +96,86 @@ void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
   }
 }
 
-void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
+namespace {
+
+// One kind of input per instantiation, and the arguments in locals: the int8 stores
+// may alias anything, so GCC reloaded every field of `p` (and switched on the input
+// kind) in every iteration otherwise.
+template <InKind kKind>
+void quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
   const __m512i qmax_i = _mm512_set1_epi32(p.qmax);
   const __m512i qmin_i = _mm512_set1_epi32(-p.qmax);
   const __m512 flt_max = _mm512_set1_ps(__FLT_MAX__);
+  const size_t elem = kKind == InKind::kFloat32 ? 4 : 2;
+  const int64_t k = p.k, ldq = p.ldq;
+  const int qmax = p.qmax;
   for (int64_t m = m0; m < m1; ++m) {
-    const int64_t base = m * p.ldx;
+    const void* x = static_cast<const char*>(p.x) + m * p.ldx * elem;
+    int8_t* q = p.q + m * ldq;
     // Trap: max_ps drops a NaN depending on its position, so NaN and Inf are tracked
     // in their own mask (|x| <= FLT_MAX fails for both; masked-off lanes load 0).
     __m512 vmax = _mm512_setzero_ps();
     __mmask16 bad = 0;
-    for (int64_t k = 0; k < p.k; k += 16) {
-      const __m512 a = _mm512_abs_ps(load_f32x16(p.x, p.x_kind, base + k, tail_mask(p.k - k)));
+    for (int64_t i = 0; i < k; i += 16) {
+      const __m512 a = _mm512_abs_ps(load_f32x16(x, kKind, i, tail_mask(k - i)));
       vmax = _mm512_max_ps(vmax, a);
       bad |= _mm512_cmp_ps_mask(a, flt_max, _CMP_NLE_UQ);
     }
-    const float scale = row_scale(_mm512_reduce_max_ps(vmax), bad != 0, p.qmax);
+    const float scale = row_scale(_mm512_reduce_max_ps(vmax), bad != 0, qmax);
+    p.scale[m] = scale;
     if (bad != 0) {
-      for (int64_t k = 0; k < p.ldq; ++k) p.q[m * p.ldq + k] = 0;
-      p.scale[m] = scale;
+      for (int64_t i = 0; i < ldq; ++i) q[i] = 0;
       if (p.rowsum) p.rowsum[m] = 0;
       continue;
     }
     const __m512 vscale = _mm512_set1_ps(scale);
     __m512i vsum = _mm512_setzero_si512();
-    int8_t* q = p.q + m * p.ldq;
-    for (int64_t k = 0; k < p.k; k += 16) {
-      const __mmask16 mask = tail_mask(p.k - k);
+    for (int64_t i = 0; i < k; i += 16) {
+      const __mmask16 mask = tail_mask(k - i);
       // Division, not a reciprocal multiply: bit-exact with reference.quantize_rowwise.
       // cvtps_epi32 rounds half to even under the default MXCSR, as torch.round.
-      __m512i qi = _mm512_cvtps_epi32(
-          _mm512_div_ps(load_f32x16(p.x, p.x_kind, base + k, mask), vscale));
+      __m512i qi = _mm512_cvtps_epi32(_mm512_div_ps(load_f32x16(x, kKind, i, mask), vscale));
       qi = _mm512_min_epi32(_mm512_max_epi32(qi, qmin_i), qmax_i);
       qi = _mm512_maskz_mov_epi32(mask, qi);
       vsum = _mm512_add_epi32(vsum, qi);
-      _mm_mask_storeu_epi8(q + k, mask, _mm512_cvtepi32_epi8(qi));
+      _mm_mask_storeu_epi8(q + i, mask, _mm512_cvtepi32_epi8(qi));
     }
-    for (int64_t k = p.k; k < p.ldq; ++k) q[k] = 0;
-    p.scale[m] = scale;
+    for (int64_t i = k; i < ldq; ++i) q[i] = 0;
     if (p.rowsum) p.rowsum[m] = _mm512_reduce_add_epi32(vsum);
+  }
+}
+
+}  // namespace
+
+int avx512_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1) {
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80));
+  __m512i widest = _mm512_setzero_si512();
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* row = p.a + m * p.lda;
+    // sad against 0 of a ^ 0x80 = a + 128 (unsigned): 8-byte sums, exact in 64 bits.
+    __m512i sum = _mm512_setzero_si512();
+    for (int64_t k = 0; k < p.k; k += 64) {
+      const __mmask64 mask = p.k - k >= 64 ? ~0ULL : (1ULL << (p.k - k)) - 1;
+      const __m512i a = _mm512_maskz_loadu_epi8(mask, row + k);
+      // abs(-128) is 0x80: 128 when compared as unsigned.
+      widest = _mm512_max_epu8(widest, _mm512_abs_epi8(a));
+      const __m512i plus128 = _mm512_maskz_mov_epi8(mask, _mm512_xor_si512(a, bias));
+      sum = _mm512_add_epi64(sum, _mm512_sad_epu8(plus128, _mm512_setzero_si512()));
+    }
+    p.rowsum[m] = static_cast<int32_t>(_mm512_reduce_add_epi64(sum) - 128 * p.k);
+  }
+  alignas(64) uint8_t lanes[64];
+  _mm512_store_si512(lanes, widest);
+  int out = 0;
+  for (uint8_t l : lanes) out = out > l ? out : l;
+  return out;
+}
+
+void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
+  switch (p.x_kind) {
+    case InKind::kFloat32: return quantize_rows<InKind::kFloat32>(p, m0, m1);
+    case InKind::kBFloat16: return quantize_rows<InKind::kBFloat16>(p, m0, m1);
+    case InKind::kFloat16: return quantize_rows<InKind::kFloat16>(p, m0, m1);
   }
 }
 

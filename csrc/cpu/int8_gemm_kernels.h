@@ -93,9 +93,19 @@ inline float row_scale(float absmax, bool nonfinite, int qmax) {
   return absmax < q * __FLT_MIN__ ? 1.f : absmax / q;
 }
 
+// Sums and range of int8 activations that arrive already quantized (int8_mm, int_mm):
+// rowsum[m] = sum_k a[m, k]; returns max |a| over rows [m0, m1) (128: a -128 somewhere).
+struct RowStatsArgs {
+  const int8_t* a;  // [M, lda]
+  int64_t lda;
+  int64_t k;
+  int32_t* rowsum;  // [M]
+};
+
 // Rows [m0, m1), column groups [g0, g1).
 using GemmBlockFn = void (*)(const Int8GemmArgs&, int64_t, int64_t, int64_t, int64_t);
 using QuantizeRowsFn = void (*)(const QuantizeArgs&, int64_t, int64_t);
+using RowStatsFn = int (*)(const RowStatsArgs&, int64_t, int64_t);
 using W8A16BlockFn = void (*)(const W8A16Args&, int64_t, int64_t, int64_t, int64_t);
 
 void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
@@ -107,17 +117,22 @@ void scalar_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64
 void avx512_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
 void avx2_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
 void scalar_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1);
+int avx512_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1);
+int avx2_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1);
+int scalar_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1);
 // x must be bf16 here.
 void avx512bf16_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0,
                             int64_t g1);
 void avx2_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 void scalar_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0, int64_t g1);
 
-// W8A8 path: the int8 x int8 GEMM and the per-row quantization of one ISA.
+// W8A8 path: the int8 x int8 GEMM, the per-row quantization and the row statistics of
+// already-quantized rows, of one ISA.
 struct Int8GemmKernels {
   const char* name;
   GemmBlockFn gemm;
   QuantizeRowsFn quantize;
+  RowStatsFn row_stats;
 };
 // Weight-only path; `bf16_x`: the kernel reads x as bf16 (else fp32).
 struct W8A16Kernels {

@@ -1,6 +1,8 @@
 // Portable scalar kernels of the int8 GEMM family: the fallback path and the readable
 // statement of what the SIMD files compute on the packed layout.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "int8_gemm_kernels.h"
 #include "scalar_convert.h"
@@ -89,6 +91,20 @@ void scalar_quantize_rows(const QuantizeArgs& p, int64_t m0, int64_t m1) {
     p.scale[m] = scale;
     if (p.rowsum) p.rowsum[m] = sum;
   }
+}
+
+int scalar_row_stats(const RowStatsArgs& p, int64_t m0, int64_t m1) {
+  int widest = 0;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* row = p.a + m * p.lda;
+    int32_t sum = 0;
+    for (int64_t k = 0; k < p.k; ++k) {
+      sum += row[k];
+      widest = std::max(widest, std::abs(static_cast<int>(row[k])));
+    }
+    p.rowsum[m] = sum;
+  }
+  return widest;
 }
 
 }  // namespace qkernels::cpu

@@ -4,6 +4,8 @@ linear_w8a8 / linear_w8a16 (gradients for x and bias; the int8 weight is frozen)
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from qkernels import _library  # noqa: F401  (defines the ops first)
@@ -105,6 +107,41 @@ def quantize_rowwise_fake(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor,
     check(2 <= bits <= 8, "quantize_rowwise", lambda: f"bits must be in [2, 8], got {bits}")
     check_float_x("quantize_rowwise", x)
     return (
+        torch.empty_like(x, dtype=torch.int8, memory_format=torch.contiguous_format),
+        x.new_empty(x.shape[:-1], dtype=torch.float32),
+    )
+
+
+@torch.library.register_fake("qkernels::norm_quantize")
+def norm_quantize_fake(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    rms: bool = False,
+    bits: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    op = "norm_quantize"
+    check(2 <= bits <= 8, op, lambda: f"bits must be in [2, 8], got {bits}")
+    check(math.isfinite(eps) and eps >= 0, op, lambda: f"eps must be finite and >= 0, got {eps}")
+    check_float_x(op, x)
+    check_same_device(op, x, weight=weight, bias=bias)
+    k = x.shape[-1]
+    check(
+        k >= 1,
+        op,
+        lambda: f"x must have a non-empty last dimension to normalize, got {describe(x)}",
+    )
+    for name, t in (("weight", weight), ("bias", bias)):
+        check(
+            t is None or (t.dtype.is_floating_point and t.dim() == 1 and t.shape[0] == k),
+            op,
+            lambda name=name, t=t: (
+                f"{name} must be a float tensor of shape [K] (={k}), got {describe(t)}"
+            ),
+        )
+    return (
+        torch.empty_like(x, memory_format=torch.contiguous_format),
         torch.empty_like(x, dtype=torch.int8, memory_format=torch.contiguous_format),
         x.new_empty(x.shape[:-1], dtype=torch.float32),
     )

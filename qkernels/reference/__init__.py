@@ -18,6 +18,7 @@ from qkernels.reference.int8_gemm import (
     linear_w8a8_act,
     linear_w8a16,
     linear_w8a16_act,
+    norm_quantize,
     pack_weight,
     quantize_rowwise,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "lora_w8a16",
     "lowrank_mm",
     "lstm_w8a8",
+    "norm_quantize",
     "pack_weight",
     "quantize_rowwise",
 ]

@@ -25,6 +25,30 @@ def quantize_rowwise(x: torch.Tensor, bits: int = 8) -> tuple[torch.Tensor, torc
     return q.to(torch.int8), scale
 
 
+def norm_quantize(
+    x: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
+    eps: float,
+    rms: bool = False,
+    bits: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, q, scale): y = LayerNorm (or RMSNorm: x * rsqrt(mean(x^2) + eps)) of the last dim
+    times weight plus bias, computed in float64 and rounded once to x's dtype; (q, scale) =
+    quantize_rowwise(y, bits), the quantization of y as returned."""
+    xd = x.double()
+    if rms:
+        y = xd * torch.rsqrt(xd.square().mean(-1, keepdim=True) + eps)
+    else:
+        y = F.layer_norm(xd, (x.shape[-1],), eps=eps)
+    if weight is not None:
+        y = y * weight.double()
+    if bias is not None:
+        y = y + bias.double()
+    y = y.to(x.dtype)
+    return (y, *quantize_rowwise(y, bits))
+
+
 def _exact_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     # float64 holds every partial sum exactly while |sum| < 2**53 (K < 2**38 for int8),
     # and CPU float64 matmul is fast where int64 matmul is not.
