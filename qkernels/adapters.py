@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from qkernels.fusion import unfuse_activations
+from qkernels.fusion import connect_handoffs, unfuse_activations
 from qkernels.nn import Int8Linear, LoRAInt8Linear
 from qkernels.nn.int8_linear import is_linear_like
 from qkernels.plan import _load_tensors, _read_json
@@ -167,6 +167,7 @@ def load_adapters(model: nn.Module, path: str | Path, base: str = "w8a8") -> lis
             raise ValueError(f"{where}: {key!r} matches no parameter of that shape in the model")
         with torch.no_grad():
             params[key].copy_(t)
+    connect_handoffs(model)  # the wrapped Linears no longer read a norm's handoff
     _record_plan(model)
     return sorted(lora)
 

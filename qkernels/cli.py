@@ -90,6 +90,11 @@ def bench(args: argparse.Namespace) -> None:
     if args.shapes == "quick" and args.suite != "gpu":
         raise SystemExit("qkernels bench: --shapes quick is the gpu suite's; use full or ci")
     stamp = dt.date.today().isoformat()
+    if args.keep_freed_memory:
+        from qkernels._memory import keep_freed_memory
+
+        if not keep_freed_memory():
+            print("qkernels bench: --keep-freed-memory needs glibc; timing with the default")
 
     def device_slug() -> str:  # the GPU's name in a file name
         return gpu.gpu_environment()["device"].replace(" ", "-").lower()
@@ -285,8 +290,9 @@ def quantize_cmd(args: argparse.Namespace) -> None:
     path = model_path(args.model)
     check_tokenizer(path)
     model = _load_any(path)
-    # FusedActivation entries are not quantized modules (they stand beside one)
-    already = {n: s for n, s in swap_plan(model).items() if s["type"] != "FusedActivation"}
+    # Fused activations and handoff norms are not quantized modules (they stand beside one)
+    beside = ("FusedActivation", "HandoffLayerNorm", "HandoffRMSNorm")
+    already = {n: s for n, s in swap_plan(model).items() if s["type"] not in beside}
     if already:
         kinds = sorted({spec["type"] for spec in already.values()})
         raise ValueError(
@@ -539,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="model: also time ONNX Runtime int8, PT2E int8 + compile and torchao int8 + "
         "compile (the `peers` extra)",
+    )
+    b.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory for reuse (qkernels.keep_freed_memory) for every "
+        "timed implementation alike; recorded in the results' environment",
     )
     b.add_argument("--ops", default=None, help="gpu suite: only these ops (comma-separated)")
     b.add_argument("--m", default=None, help="gpu suite: only these M (comma-separated)")

@@ -1,8 +1,15 @@
-"""Activation fusion: in Hugging Face blocks whose forward is known to be
+"""Fusions around the int8 GEMMs.
+
+Activation fusion: in Hugging Face blocks whose forward is known to be
 `act(linear(x))` (BERT's intermediate layer, GPT-2's MLP, Llama's gated MLP on its gate
 projection), the activation moves into the int8 GEMM's epilogue (linear_w8a8_act /
 linear_w8a16_act): no separate pass over the [tokens, intermediate] tensor. The block's
-activation module becomes a FusedActivation (identity). Anywhere else, nothing changes."""
+activation module becomes a FusedActivation (identity). Anywhere else, nothing changes.
+
+Norm fusion (`fuse_norms`): LayerNorms and Llama-style RMSNorms quantize their output per
+token in the same pass and hand the int8 rows to the dynamic w8a8 Int8Linears that read
+that output (qkernels.nn.norm_handoff); the results are bit-identical to each Linear
+quantizing on its own."""
 
 from __future__ import annotations
 
@@ -12,6 +19,12 @@ from torch import nn
 
 from qkernels.nn import Int8Linear
 from qkernels.nn.fused_activation import FusedActivation, activation_name
+from qkernels.nn.norm_handoff import (
+    LLAMA_RMS_NORMS,
+    HandoffLayerNorm,
+    HandoffRMSNorm,
+    QuantizedHandoff,
+)
 
 # transformers block class -> (its Linear, the activation applied to that Linear's output
 # and to nothing else). Read from the forwards of transformers 5.x; matched by class name
@@ -101,3 +114,77 @@ def plan_fusions(model: nn.Module, plan: dict[str, dict]) -> None:
             "type": "FusedActivation",
             **FusedActivation(act, into=linear_attr).spec(),
         }
+
+
+def _handoff_norm(module: nn.Module) -> nn.Module | None:
+    """The handoff version of a norm module (sharing its parameters), or None where it
+    is not a norm we know."""
+    if type(module) is nn.LayerNorm and len(module.normalized_shape) == 1:
+        return HandoffLayerNorm.from_layer_norm(module)
+    if type(module).__name__ in LLAMA_RMS_NORMS and type(module).__module__.startswith(
+        "transformers."
+    ):
+        return HandoffRMSNorm.from_rms_norm(module)
+    return None
+
+
+def _takes_norm_outputs(linear: nn.Module) -> bool:
+    """An Int8Linear (or its plan) that quantizes its input per token on the fly and
+    applies no epilogue activation: what a norm's handoff can replace."""
+    return (
+        linear.get("type") == "Int8Linear"
+        and linear.get("mode") == "w8a8"
+        and not linear.get("static_act")
+        and linear.get("activation", "none") == "none"
+        if isinstance(linear, dict)
+        else type(linear) is Int8Linear and linear._takes_any_handoff()
+    )
+
+
+def connect_handoffs(model: nn.Module) -> QuantizedHandoff | None:
+    """Give the handoff norms of `model` and the Int8Linears that can read their output
+    one QuantizedHandoff, at the activation bits most of those Linears use (the others
+    keep quantizing on their own). Returns it; None where the model has no handoff norm
+    or no such Linear (then the norms run their plain forward)."""
+    norms = [m for m in model.modules() if isinstance(m, HandoffLayerNorm | HandoffRMSNorm)]
+    takers = [m for m in model.modules() if _takes_norm_outputs(m)]
+    handoff = None
+    if norms and takers:
+        all_bits = [m.act_bits for m in takers]
+        handoff = QuantizedHandoff(max(set(all_bits), key=all_bits.count))
+    for m in norms:
+        m.handoff = handoff
+    for m in takers:
+        m.handoff = handoff if handoff is not None and m.act_bits == handoff.bits else None
+    return handoff
+
+
+def fuse_norms(model: nn.Module) -> list[str]:
+    """Make every LayerNorm (over the last dim) and Llama-style RMSNorm of `model`, when
+    it has dynamic w8a8 Int8Linears without an epilogue activation, quantize its output
+    for those Linears (qkernels.nn.norm_handoff), in place. Returns the names of the
+    norms replaced."""
+    if not any(_takes_norm_outputs(m) for m in model.modules()):
+        return []
+    fused = []
+    for name, module in list(model.named_modules()):
+        new = _handoff_norm(module) if name else None
+        if new is None:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+        fused.append(name)
+    connect_handoffs(model)
+    return fused
+
+
+def plan_norms(model: nn.Module, plan: dict[str, dict]) -> None:
+    """fuse_norms on a swap plan (quantize-on-load: the model is still float, on meta):
+    every norm it would replace gets a plan entry, when the plan holds a Linear that can
+    read its output. connect_handoffs wires them once the weights are loaded."""
+    if not any(_takes_norm_outputs(spec) for spec in plan.values()):
+        return
+    for name, module in model.named_modules():
+        new = _handoff_norm(module) if name and name not in plan else None
+        if new is not None:
+            plan[name] = {"type": type(new).__name__, **new.spec()}

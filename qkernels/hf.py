@@ -36,7 +36,7 @@ from transformers.quantizers.base import HfQuantizer
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from qkernels._memory import release_file_pages, trim_heap
-from qkernels.fusion import plan_fusions
+from qkernels.fusion import connect_handoffs, plan_fusions, plan_norms
 from qkernels.nn._packed import PackedWeights
 from qkernels.nn.int8_linear import check_act_bits, is_linear_like
 from qkernels.plan import _build, model_class, swap_plan
@@ -55,6 +55,8 @@ class QKernelsConfig(QuantizationConfigMixin):
     `act_bits` (w8a8): per-token activation bits, 8 or fewer (see Int8Linear).
     `fuse_activations`: activations right after a quantized Linear run in its GEMM
     epilogue (qkernels.fusion), as qkernels.swap does.
+    `fuse_norms` (w8a8): norms quantize their output for the Linears reading it
+    (qkernels.fusion.fuse_norms), as qkernels.swap does.
     `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
     task heads (lm_head, classifier, score) and transformers' default (the output
     embeddings, tied and last modules). `modules`: the
@@ -65,6 +67,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         method: str = "w8a8",
         act_bits: int = 8,
         fuse_activations: bool = True,
+        fuse_norms: bool = True,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
         **kwargs,
@@ -82,6 +85,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         self.method = method
         self.act_bits = act_bits
         self.fuse_activations = fuse_activations
+        self.fuse_norms = fuse_norms
         self.modules_to_not_convert = modules_to_not_convert
         self.modules = dict(modules or {})
 
@@ -142,6 +146,8 @@ class QKernelsHfQuantizer(HfQuantizer):
                 }
         if cfg.fuse_activations:
             plan_fusions(model, plan)
+        if cfg.fuse_norms:
+            plan_norms(model, plan)
         return plan
 
     def _process_model_before_weight_loading(self, model, **kwargs):
@@ -185,6 +191,7 @@ class QKernelsHfQuantizer(HfQuantizer):
             for sub in model.get_submodule(name).modules():
                 if isinstance(sub, PackedWeights):
                     sub._after_external_load()
+        connect_handoffs(model)
         trim_heap()  # the loader's and the re-layout's temporaries
         return model
 

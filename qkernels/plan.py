@@ -13,9 +13,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from qkernels.fusion import connect_handoffs
 from qkernels.nn import (
     QATLSTM,
     FusedActivation,
+    HandoffLayerNorm,
+    HandoffRMSNorm,
     Int8Embedding,
     Int8Linear,
     Int8LowRankLinear,
@@ -41,6 +44,8 @@ MODULE_TYPES: dict[str, type[nn.Module]] = {
         Int8LSTM,
         QATLSTM,
         FusedActivation,
+        HandoffLayerNorm,
+        HandoffRMSNorm,
     )
 }
 
@@ -133,6 +138,7 @@ def apply_plan(
         new = _build_checked(name, spec, header or {}, source)
         device = next(old.parameters(), torch.empty(0)).device
         setattr(parent, child, new.to(device))
+    connect_handoffs(model)
     return model
 
 

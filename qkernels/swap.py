@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from qkernels._memory import trim_heap
+from qkernels.fusion import connect_handoffs, unfuse_activations
 from qkernels.fusion import fuse_activations as fuse_into_epilogues
-from qkernels.fusion import unfuse_activations
+from qkernels.fusion import fuse_norms as hand_off_norm_outputs
 from qkernels.nn import (
     QATLSTM,
     Int8Embedding,
@@ -50,15 +51,18 @@ class SwapReport:
     replaced: list[tuple[str, str, str]] = field(default_factory=list)  # name, from, to
     skipped: list[tuple[str, str]] = field(default_factory=list)  # name, reason
     fused: list[str] = field(default_factory=list)  # Int8Linears that took the activation
+    norms: list[str] = field(default_factory=list)  # norms handing off their quantization
 
     def __str__(self) -> str:
         lines = [
             f"qkernels.swap({self.method}): {len(self.replaced)} replaced, "
             f"{len(self.skipped)} skipped"
             + (f", {len(self.fused)} activations fused" if self.fused else "")
+            + (f", {len(self.norms)} norms quantize for the next GEMMs" if self.norms else "")
         ]
         lines += [f"  replaced {n}: {a} -> {b}" for n, a, b in self.replaced]
         lines += [f"  fused    {n}: its activation runs in the GEMM epilogue" for n in self.fused]
+        lines += [f"  norm     {n}: hands its int8 output to the next GEMMs" for n in self.norms]
         lines += [f"  skipped  {n}: {why}" for n, why in self.skipped]
         return "\n".join(lines)
 
@@ -114,6 +118,7 @@ def _replace_all(
         new = make(module)
         setattr(parent, child, new)
         report.replaced.append((name, type(module).__name__, type(new).__name__))
+    connect_handoffs(model)  # a replaced Linear may have read a norm's handoff
     _record_plan(model)
     return report
 
@@ -127,6 +132,7 @@ def swap(
     modules_to_save: Iterable[str] = (),
     embeddings: bool = False,
     fuse_activations: bool = True,
+    fuse_norms: bool = True,
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -151,6 +157,10 @@ def swap(
     fuse_activations (int8 methods): where a Hugging Face block applies an activation
     right after a swapped Linear (qkernels.fusion.FUSABLE_BLOCKS), it runs in that
     Linear's GEMM epilogue instead.
+
+    fuse_norms (w8a8): LayerNorms and Llama-style RMSNorms quantize their output per token
+    in the same pass and hand it to the dynamic w8a8 Linears reading it
+    (qkernels.fusion.fuse_norms; bit-identical to each Linear quantizing on its own).
     """
     make = _replacement(method, **opts)
     include = list(include) if include is not None else None
@@ -185,6 +195,9 @@ def swap(
         )
     if fuse_activations and method in ("w8a8", "w8a16"):
         report.fused = fuse_into_epilogues(model)
+        _record_plan(model)
+    if fuse_norms and method == "w8a8":
+        report.norms = hand_off_norm_outputs(model)
         _record_plan(model)
     _untie_in_config(model)
     if method == "lora":

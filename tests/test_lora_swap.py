@@ -38,8 +38,9 @@ def test_bert_targets_freeze_and_train():
     }
     n_train, n_total = trainable_parameters(model)
     assert n_train == 4 * (4 * 64 + 64 * 4) + 64 * 3 + 3 and n_total > n_train
-    # A fresh adapter (B = 0) is exactly the int8 base on the targets.
-    qkernels.swap(reference, "w8a8", include=["query", "value"])
+    # A fresh adapter (B = 0) is exactly the int8 base on the targets (with torch's
+    # LayerNorms: the handoff's norm rounds differently, and LoRA layers take no handoff).
+    qkernels.swap(reference, "w8a8", include=["query", "value"], fuse_norms=False)
     ids = torch.randint(0, 100, (2, 9))
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0)

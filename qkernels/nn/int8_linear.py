@@ -8,6 +8,7 @@ from torch import nn
 from qkernels import ops
 from qkernels._common import ACTIVATIONS, apply_activation
 from qkernels.nn._packed import PackedWeights
+from qkernels.nn.norm_handoff import QuantizedHandoff
 
 MODES = ("w8a8", "w8a16")
 
@@ -168,7 +169,14 @@ class Int8Linear(PackedWeights):
             return ops.unpack_weight(self.weight, self.out_features, self.in_features)
         return self.weight
 
+    # Set by qkernels.fusion.fuse_norms: the quantized output of the norm before this layer.
+    handoff: QuantizedHandoff | None = None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.handoff is not None and self._takes(self.handoff):
+            rows = self.handoff.take(x)
+            if rows is not None and not (torch.is_grad_enabled() and x.requires_grad):
+                return self._int8_mm(x, *rows)
         if self.static_act:
             return apply_activation(self._forward_static(x), self.activation)
         if self.act_bits != 8:
@@ -179,6 +187,15 @@ class Int8Linear(PackedWeights):
             return linear_act(x, self.weight, self.weight_scale, self.bias, self.activation)
         linear = ops.linear_w8a8 if w8a8 else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
+
+    def _takes_any_handoff(self) -> bool:
+        """Whether this layer quantizes its input per token on the fly, with no epilogue
+        activation: what a norm's handoff (qkernels.nn.norm_handoff) can replace."""
+        return self.mode == "w8a8" and not self.static_act and self.activation == "none"
+
+    def _takes(self, handoff: QuantizedHandoff) -> bool:
+        """Whether a norm's quantized output is what this layer's own quantization makes."""
+        return self._takes_any_handoff() and self.act_bits == handoff.bits
 
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
         # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
