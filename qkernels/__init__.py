@@ -7,6 +7,7 @@ ops then raise the reason when called (see `qkernels info`).
 from qkernels import _hf_hook, ops
 from qkernels._backend import get_backend, set_backend
 from qkernels._library import EXTENSION_ERROR
+from qkernels._memory import keep_freed_memory
 from qkernels.adapters import load_adapters, save_adapters
 from qkernels.io import load, save
 from qkernels.nn import (
@@ -38,6 +39,7 @@ __all__ = [
     "SwapReport",
     "convert",
     "get_backend",
+    "keep_freed_memory",
     "load",
     "load_adapters",
     "ops",

@@ -72,11 +72,15 @@ def _cpu_model() -> str:
 
 def environment(gpu: bool = False) -> dict:
     """Where the numbers came from: date, versions, and the CPU or GPU that ran them."""
+    from qkernels._memory import freed_memory_kept
+
     env = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        # glibc's default, or freed memory kept for reuse (qkernels.keep_freed_memory)
+        "malloc": "keep freed memory" if freed_memory_kept() else "default",
     }
     if not gpu:
         from qkernels import _C
