@@ -29,10 +29,15 @@ def newest(pattern: str) -> Path | None:
 def source(path: Path, data: dict) -> str:
     env = data.get("environment", {})
     isa = " ".join(f for f in env.get("cpu_features", "").split() if f.startswith("avx"))
+    malloc = (
+        ", freed memory kept (keep_freed_memory)"
+        if env.get("malloc") == "keep freed memory"
+        else ""
+    )
     return (
         f"_{path.name}: {env.get('cpu', env.get('device', '?'))} ({isa or 'no AVX'}), "
         f"{env.get('threads', '?')} threads, torch {env.get('torch', '?')}, "
-        f"{env.get('date', '?')[:10]}_"
+        f"{env.get('date', '?')[:10]}{malloc}_"
     )
 
 
@@ -81,19 +86,24 @@ def model_section(path: Path) -> list[str]:
         "",
         source(path, data),
         "",
-        "| batch x seq | impl | median ms | speedup over fp32 eager | min cosine vs fp32 |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| batch x seq | impl | median ms | speedup over fp32 eager | min cosine vs fp32 "
+        "| min pooled cosine |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     fp32 = {(r["batch"], r["seq"]): r["median_ms"] for r in data["rows"] if r["impl"] == "fp32"}
     for r in data["rows"]:
         base = fp32[(r["batch"], r["seq"])]
         if r.get("note"):  # a peer that could not run there
-            lines.append(f"| {r['batch']}x{r['seq']} | {r['impl']} | - | - | ({r['note']}) |")
+            lines.append(f"| {r['batch']}x{r['seq']} | {r['impl']} | - | - | ({r['note']}) | - |")
             continue
-        cosine = f"{r['min_cosine']:.4f}" if "min_cosine" in r else "-"  # older JSON: none
+        # older JSON: no cosine, or no pooled one
+        cosine, pooled = (
+            f"{r[key]:.4f}" if key in r and r[key] == r[key] else "-"
+            for key in ("min_cosine", "min_pooled_cosine")
+        )
         lines.append(
             f"| {r['batch']}x{r['seq']} | {r['impl']} | {r['median_ms']:.1f} | "
-            f"{base / r['median_ms']:.2f}x | {cosine} |"
+            f"{base / r['median_ms']:.2f}x | {cosine} | {pooled} |"
         )
     return [*lines, "", f"![{chart.stem}](benchmarks/results/{chart.name})", ""]
 

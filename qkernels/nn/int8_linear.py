@@ -169,13 +169,16 @@ class Int8Linear(PackedWeights):
             return ops.unpack_weight(self.weight, self.out_features, self.in_features)
         return self.weight
 
-    # Set by qkernels.fusion.fuse_norms: the quantized output of the norm before this layer.
+    # The quantized output of the norm before this layer: set by qkernels.fusion's
+    # connect_handoffs, only on layers that _take_any_handoff at the handoff's bits.
     handoff: QuantizedHandoff | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.handoff is not None and self._takes(self.handoff):
-            rows = self.handoff.take(x)
-            if rows is not None and not (torch.is_grad_enabled() and x.requires_grad):
+        handoff = self.handoff
+        # The activation may have been fused since the handoff was given: checked here.
+        if handoff is not None and self.activation == "none":
+            rows = handoff.take(x)
+            if rows is not None and not (x.requires_grad and torch.is_grad_enabled()):
                 return self._int8_mm(x, *rows)
         if self.static_act:
             return apply_activation(self._forward_static(x), self.activation)
@@ -192,10 +195,6 @@ class Int8Linear(PackedWeights):
         """Whether this layer quantizes its input per token on the fly, with no epilogue
         activation: what a norm's handoff (qkernels.nn.norm_handoff) can replace."""
         return self.mode == "w8a8" and not self.static_act and self.activation == "none"
-
-    def _takes(self, handoff: QuantizedHandoff) -> bool:
-        """Whether a norm's quantized output is what this layer's own quantization makes."""
-        return self._takes_any_handoff() and self.act_bits == handoff.bits
 
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
         # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
