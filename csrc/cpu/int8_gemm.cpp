@@ -242,7 +242,7 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
 
 // Per-row symmetric quantization into a K-padded buffer (zeros beyond K).
 QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
-                            Isa isa) {
+                            Isa isa, const RowsFn& then) {
   const int64_t m = x2d.size(0), k = x2d.size(1);
   QuantizedRows r{at::empty({m, padded_k}, x2d.options().dtype(at::kChar)),
                   at::empty({m}, x2d.options().dtype(at::kFloat)),
@@ -250,15 +250,23 @@ QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padde
   QuantizeArgs p{x2d.data_ptr(), k, in_kind(op, "x", x2d), k, qmax,
                  r.q.data_ptr<int8_t>(), padded_k, r.scale.data_ptr<float>(),
                  r.rowsum.data_ptr<int32_t>()};
-  quantize_rows_into(p, m, isa);
+  quantize_rows_into(p, m, isa, then);
   r.range = range_of_qmax(qmax);
   return r;
 }
 
-void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa) {
+void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa, const RowsFn& then) {
   const QuantizeRowsFn fn = int8_gemm_kernels(isa).quantize;
+  constexpr int64_t kThenRows = 16;  // rows quantized, then handed to `then`, at a time
   at::parallel_for(0, m, std::max<int64_t>(1, 16384 / std::max<int64_t>(p.k, 1)),
-                   [&](int64_t b, int64_t e) { fn(p, b, e); });
+                   [&](int64_t b, int64_t e) {
+                     if (!then) return fn(p, b, e);
+                     for (int64_t s = b; s < e; s += kThenRows) {
+                       const int64_t s1 = std::min(e, s + kThenRows);
+                       fn(p, s, s1);
+                       then(s, s1);
+                     }
+                   });
 }
 
 void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa) {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -47,11 +48,15 @@ struct LoraTensors {
   }
 };
 
-// Per-row symmetric quantization of x2d [M, K] into a padded_k-wide buffer.
+// Work on rows [b, e) of x run right after their quantization, while they are in cache.
+using RowsFn = std::function<void(int64_t, int64_t)>;
+
+// Per-row symmetric quantization of x2d [M, K] into a padded_k-wide buffer; `then`, if
+// given, runs on each block of rows once it is quantized.
 QuantizedRows quantize_rows(const char* op, const at::Tensor& x2d, int64_t padded_k, int qmax,
-                            Isa isa);
+                            Isa isa, const RowsFn& then = nullptr);
 // The same into existing buffers, rows [0, m) of x (row stride ldx).
-void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa);
+void quantize_rows_into(const QuantizeArgs& p, int64_t m, Isa isa, const RowsFn& then = nullptr);
 
 void run_int8_gemm(const Int8GemmArgs& p, int64_t m, int64_t groups, Isa isa);
 

@@ -4,10 +4,15 @@
 // per-token quantization of x; scaling is folded into the b^T the epilogue reads.
 #include "lora.h"
 
+#include <algorithm>
+
+#include <ATen/Parallel.h>
+
 #include "checks.h"
 #include "int8_gemm_driver.h"
 #include "int8_gemm_kernels.h"
 #include "isa.h"
+#include "lora_kernels.h"
 #include "op_registry.h"
 
 namespace qkernels::cpu {
@@ -18,9 +23,31 @@ void check_float(const char* op, const char* name, const at::Tensor& t) {
            " must be float32, bfloat16 or float16, got ", describe(t));
 }
 
+// t = x a^T in fp32 (a: float32 [r, K]) on AVX-512: the register-tiled kernel of
+// lora_kernels.h over a^T packed in 16-column panels, run over row ranges (`rows`).
+struct Projection {
+  at::Tensor a_panels, t;
+  LoraProjectArgs args{};
+  void rows(int64_t b, int64_t e) const { avx512_lora_project(args, b, e); }
+};
+
+Projection projection(const char* op, const at::Tensor& x2d, const at::Tensor& a) {
+  const int64_t m = x2d.size(0), k = x2d.size(1), r = a.size(0), panels = (r + 15) / 16;
+  at::Tensor padded = at::zeros({panels * 16, k}, a.options());
+  padded.slice(0, 0, r).copy_(a);
+  Projection pr{padded.view({panels, 16, k}).transpose(1, 2).contiguous(),
+                at::empty({m, r}, a.options())};
+  pr.args = {x2d.data_ptr(), k, in_kind(op, "x", x2d), k, pr.a_panels.data_ptr<float>(), r,
+             pr.t.data_ptr<float>()};
+  return pr;
+}
+
 // The adapter as the epilogue reads it; a [r, K], b [N, r] in any float dtype.
+// `deferred` (AVX-512 only): t is left for the caller to compute with it (lora_w8a8 runs
+// it beside the quantization of x, while x's rows are in cache); else t is computed here.
 LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Tensor& a,
-                            const at::Tensor& b, double scaling, int64_t n) {
+                            const at::Tensor& b, double scaling, int64_t n, Isa isa,
+                            Projection* deferred = nullptr) {
   const int64_t k = x2d.size(1);
   QK_CHECK_CPU(op, "a", a);
   QK_CHECK_CPU(op, "b", b);
@@ -31,9 +58,20 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
   const int64_t r = a.size(0);
   QK_CHECK(b.dim() == 2 && b.size(0) == n && b.size(1) == r, op, "b must be [N, r] = [", n,
            ", ", r, "] (N from w_scale, r from a), got ", describe(b));
-  // Dense operands: BLAS picks its summation order by layout, and results must not
-  // depend on the strides of the arguments.
-  at::Tensor t = at::mm(x2d.to(at::kFloat).contiguous(), a.to(at::kFloat).contiguous().t());
+  at::Tensor t;
+  if (isa == Isa::kAvx512Vnni) {
+    Projection pr = projection(op, x2d, a.to(at::kFloat).contiguous());
+    t = pr.t;
+    if (deferred) {
+      *deferred = pr;
+    } else {  // tasks of whole 8-row tiles, at least ~64K multiply-adds each
+      const int64_t work = std::max<int64_t>(x2d.size(1) * a.size(0), 1);
+      at::parallel_for(0, x2d.size(0), round_up(std::max<int64_t>(8, 65536 / work), 8),
+                       [&](int64_t b0, int64_t e) { pr.rows(b0, e); });
+    }
+  } else {  // BLAS on dense operands: it picks its summation order by layout
+    t = at::mm(x2d.to(at::kFloat).contiguous(), a.to(at::kFloat).contiguous().t());
+  }
   // scaling goes into bt (r x N) rather than t (M x r): one op fewer, and smaller.
   const int64_t ldbt = round_up(n, kGroupCols);
   at::Tensor bt = at::empty({r, ldbt}, t.options());
@@ -70,10 +108,15 @@ at::Tensor lora_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor
                      const at::Tensor& b, double scaling) {
   constexpr const char* op = "lora_w8a8";
   const Base base = check_base(op, x, wq, w_scale, bias);
-  const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n);
   const Isa isa = selected_isa(op);
+  Projection pending;
+  const bool beside = isa == Isa::kAvx512Vnni;  // t computed in the quantization's pass
+  const LoraTensors lora =
+      prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, beside ? &pending : nullptr);
+  RowsFn project;
+  if (beside) project = [&pending](int64_t b0, int64_t e) { pending.rows(b0, e); };
   QuantizedRows rows =
-      quantize_rows(op, base.x2d, base.packed.size(1) + kRowPadBytes, 127, isa);
+      quantize_rows(op, base.x2d, base.packed.size(1) + kRowPadBytes, 127, isa, project);
   return gemm_dequant(op, rows, base.packed, base.n, rows.scale, base.w_scale, base.bias,
                       x.scalar_type(), isa, &lora)
       .view(out_shape(x, base.n));
@@ -84,9 +127,10 @@ at::Tensor lora_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tenso
                       const at::Tensor& b, double scaling) {
   constexpr const char* op = "lora_w8a16";
   const Base base = check_base(op, x, wq, w_scale, bias);
-  const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n);
+  const Isa isa = selected_isa(op);
+  const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa);
   return w8a16_gemm(base.x2d, base.packed, base.n, base.w_scale, base.bias, x.scalar_type(),
-                    selected_isa(op), &lora)
+                    isa, &lora)
       .view(out_shape(x, base.n));
 }
 
