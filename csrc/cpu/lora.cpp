@@ -31,6 +31,15 @@ struct Projection {
   void rows(int64_t b, int64_t e) const { avx512_lora_project(args, b, e); }
 };
 
+// Where the kernel runs: packing a^T costs a pass over a per call (r x K: 2.8 MB at r =
+// 64, K = 11008), which BLAS's sgemm beat below ~128 rows (op suite, 2026-12-07: the
+// adapter's overhead at 16 rows rose from 19% to 54% on the Llama down projection).
+constexpr int64_t kOwnProjectionRows = 128;
+
+bool own_projection(Isa isa, const at::Tensor& x2d) {
+  return isa == Isa::kAvx512Vnni && x2d.size(0) >= kOwnProjectionRows;
+}
+
 Projection projection(const char* op, const at::Tensor& x2d, const at::Tensor& a) {
   const int64_t m = x2d.size(0), k = x2d.size(1), r = a.size(0), panels = (r + 15) / 16;
   at::Tensor padded = at::zeros({panels * 16, k}, a.options());
@@ -43,8 +52,8 @@ Projection projection(const char* op, const at::Tensor& x2d, const at::Tensor& a
 }
 
 // The adapter as the epilogue reads it; a [r, K], b [N, r] in any float dtype.
-// `deferred` (AVX-512 only): t is left for the caller to compute with it (lora_w8a8 runs
-// it beside the quantization of x, while x's rows are in cache); else t is computed here.
+// `deferred` (where own_projection): t is left for the caller to compute with it
+// (lora_w8a8 runs it beside the quantization of x, while x's rows are in cache).
 LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Tensor& a,
                             const at::Tensor& b, double scaling, int64_t n, Isa isa,
                             Projection* deferred = nullptr) {
@@ -59,7 +68,7 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
   QK_CHECK(b.dim() == 2 && b.size(0) == n && b.size(1) == r, op, "b must be [N, r] = [", n,
            ", ", r, "] (N from w_scale, r from a), got ", describe(b));
   at::Tensor t;
-  if (isa == Isa::kAvx512Vnni) {
+  if (own_projection(isa, x2d)) {
     Projection pr = projection(op, x2d, a.to(at::kFloat).contiguous());
     t = pr.t;
     if (deferred) {
@@ -110,7 +119,7 @@ at::Tensor lora_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor
   const Base base = check_base(op, x, wq, w_scale, bias);
   const Isa isa = selected_isa(op);
   Projection pending;
-  const bool beside = isa == Isa::kAvx512Vnni;  // t computed in the quantization's pass
+  const bool beside = own_projection(isa, base.x2d);  // t computed in the quantization's pass
   const LoraTensors lora =
       prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, beside ? &pending : nullptr);
   RowsFn project;

@@ -34,7 +34,15 @@ def layer(n: int, k: int, r: int, with_bias: bool = True):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize(
     "m,k,n,r",
-    [(1, 40, 24, 1), (17, 33, 40, 16), (64, 256, 48, 65), (5, 1, 1, 8), (1025, 96, 40, 256)],
+    # M >= 128: the AVX-512 projection kernel (8-row tiles, 16-wide panels, tails of both)
+    [
+        (1, 40, 24, 1),
+        (17, 33, 40, 16),
+        (64, 256, 48, 65),
+        (5, 1, 1, 8),
+        (1025, 96, 40, 256),
+        (203, 333, 40, 17),
+    ],  # fmt: skip
 )
 def test_matches_reference(backend, op, m, k, n, r, dtype):
     backend.skip_if_slow(max(m, 16) * max(n, 32) * (max(k, 64) + r))
