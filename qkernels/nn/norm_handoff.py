@@ -17,8 +17,10 @@ import weakref
 import torch
 from torch import nn
 
-from qkernels import ops
+from qkernels import ops  # noqa: F401  (registers the ops' fake kernels)
 from qkernels._common import FLOAT_DTYPES
+
+_norm_quantize = torch.ops.qkernels.norm_quantize.default  # one dispatch, no wrapper
 
 # transformers RMSNorm classes whose forward is Llama's: x * rsqrt(mean(x^2) + eps) * weight.
 LLAMA_RMS_NORMS = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm")
@@ -35,31 +37,35 @@ class QuantizedHandoff:
         self._entry: tuple | None = None
 
     def publish(self, y: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> None:
-        self._entry = (weakref.ref(y), y._version, q, scale)
+        # Shaped as int8_mm takes them once here, not in each reader.
+        rows = (q.view(-1, q.shape[-1]), scale.view(-1))
+        self._entry = (weakref.ref(y), y._version, rows)
 
     def take(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(int8 rows [M, K], scales [M]) of `x` if x is the published output, unchanged."""
         entry = self._entry
-        if entry is None:
+        if entry is None or entry[0]() is not x or x._version != entry[1]:
             return None
-        ref, version, q, scale = entry
-        if ref() is not x or x._version != version:
-            return None
-        return q.reshape(-1, q.shape[-1]), scale.reshape(-1)
+        return entry[2]
 
 
-def _kernel_applies(module: nn.Module, x: torch.Tensor) -> bool:
+def _kernel_applies(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
+) -> bool:
     """norm_quantize runs for CPU inference on float inputs whose dtype the parameters
-    share (mixed dtypes promote differently in each module's own forward)."""
-    params = [p for p in (module.weight, getattr(module, "bias", None)) if p is not None]
-    return (
-        x.device.type == "cpu"
-        and x.dtype in FLOAT_DTYPES
-        and all(p.dtype == x.dtype for p in params)
-        and not torch.compiler.is_compiling()
-        and not (
-            torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params))
-        )
+    share (mixed dtypes promote differently in each module's own forward). Called on every
+    forward: the cheap tests first, autograd's only with grad enabled."""
+    dtype = x.dtype
+    if x.device.type != "cpu" or dtype not in FLOAT_DTYPES or torch.compiler.is_compiling():
+        return False
+    if (weight is not None and weight.dtype != dtype) or (bias is not None and bias.dtype != dtype):
+        return False
+    if not torch.is_grad_enabled():
+        return True
+    return not (
+        x.requires_grad
+        or (weight is not None and weight.requires_grad)
+        or (bias is not None and bias.requires_grad)
     )
 
 
@@ -99,12 +105,11 @@ class HandoffLayerNorm(nn.LayerNorm):
         }
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.handoff is None or not _kernel_applies(self, x):
+        handoff, weight, bias = self.handoff, self.weight, self.bias
+        if handoff is None or not _kernel_applies(x, weight, bias):
             return super().forward(x)
-        y, q, scale = ops.norm_quantize(
-            x, self.weight, self.bias, self.eps, False, self.handoff.bits
-        )
-        self.handoff.publish(y, q, scale)
+        y, q, scale = _norm_quantize(x, weight, bias, self.eps, False, handoff.bits)
+        handoff.publish(y, q, scale)
         return y
 
 
@@ -133,14 +138,13 @@ class HandoffRMSNorm(nn.Module):
         return {"hidden_size": self.weight.shape[0], "eps": self.variance_epsilon}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.handoff is None or not _kernel_applies(self, x):
+        handoff, weight = self.handoff, self.weight
+        if handoff is None or not _kernel_applies(x, weight, None):
             h = x.to(torch.float32)
             h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-            return self.weight * h.to(x.dtype)
-        y, q, scale = ops.norm_quantize(
-            x, self.weight, None, self.variance_epsilon, True, self.handoff.bits
-        )
-        self.handoff.publish(y, q, scale)
+            return weight * h.to(x.dtype)
+        y, q, scale = _norm_quantize(x, weight, None, self.variance_epsilon, True, handoff.bits)
+        handoff.publish(y, q, scale)
         return y
 
     def extra_repr(self) -> str:
