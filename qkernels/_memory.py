@@ -104,13 +104,13 @@ def keep_freed_memory(trim_threshold: int = 1 << 30) -> bool:
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     no_mmap = mallopt(_M_MMAP_MAX, 0) == 1
     kept = mallopt(_M_TRIM_THRESHOLD, min(trim_threshold, 2**31 - 1)) == 1 and no_mmap
-    _kept_freed_memory.append(kept)
+    _state["kept"] = _state["kept"] or kept
     return kept
 
 
-_kept_freed_memory: list[bool] = []  # what keep_freed_memory calls returned, in order
+_state = {"kept": False}  # whether keep_freed_memory has taken effect in this process
 
 
 def freed_memory_kept() -> bool:
     """Whether keep_freed_memory has taken effect in this process (benchmark records)."""
-    return any(_kept_freed_memory)
+    return _state["kept"]

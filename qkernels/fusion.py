@@ -128,16 +128,18 @@ def _handoff_norm(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def _takes_norm_outputs(linear: nn.Module) -> bool:
-    """An Int8Linear (or its plan) that quantizes its input per token on the fly and
+def _takes_norm_outputs(linear: nn.Module | dict) -> bool:
+    """An Int8Linear (or its plan entry) that quantizes its input per token on the fly and
     applies no epilogue activation: what a norm's handoff can replace."""
+    if isinstance(linear, nn.Module):
+        if type(linear) is not Int8Linear:
+            return False
+        linear = {"type": "Int8Linear", **linear.spec()}
     return (
         linear.get("type") == "Int8Linear"
         and linear.get("mode") == "w8a8"
         and not linear.get("static_act")
         and linear.get("activation", "none") == "none"
-        if isinstance(linear, dict)
-        else type(linear) is Int8Linear and linear._takes_any_handoff()
     )
 
 

@@ -36,6 +36,15 @@ def count_handoffs(model, monkeypatch) -> int:
     return sum(taken)
 
 
+def quantizing_itself(model):
+    """A copy of `model` whose Linears quantize their inputs themselves (no handoff)."""
+    own = copy.deepcopy(model)
+    for m in own.modules():
+        if isinstance(m, Int8Linear):
+            m.handoff = None
+    return own
+
+
 # Linears per layer that read a norm's output and have no epilogue activation:
 # BERT query/key/value; GPT-2 c_attn (c_fc takes gelu); Llama q/k/v/up (gate takes silu).
 TAKERS_PER_LAYER = {"bert": 3, "gpt2": 1, "llama": 4}
@@ -50,10 +59,7 @@ def test_swap_hands_norm_outputs_to_the_linears_bit_exactly(arch, monkeypatch):
     assert "norms quantize for the next GEMMs" in str(report)
     assert count_handoffs(model, monkeypatch) == 2 * TAKERS_PER_LAYER[arch]  # 2 layers
     # The same modules with every Linear quantizing its input itself: identical outputs.
-    own = copy.deepcopy(model)
-    for m in own.modules():
-        if isinstance(m, Int8Linear):
-            m.handoff = None
+    own = quantizing_itself(model)
     torch.testing.assert_close(output(model), output(own), rtol=0, atol=0)
     # Against torch's own norms the difference is float rounding of the norm only.
     plain = make()
@@ -70,10 +76,7 @@ def test_w8a16_and_act_bits_models():
     qkernels.swap(model, "w8a8", act_bits=7)
     handoff = handoff_norms(model)[0].handoff
     assert handoff.bits == 7
-    own = copy.deepcopy(model)
-    for m in own.modules():
-        if isinstance(m, Int8Linear):
-            m.handoff = None
+    own = quantizing_itself(model)
     torch.testing.assert_close(output(model), output(own), rtol=0, atol=0)
 
 
@@ -126,10 +129,7 @@ def test_autograd_and_compile_take_the_plain_path():
 def test_half_precision_models(dtype):
     model = bert().to(dtype)
     qkernels.swap(model, "w8a8")
-    own = copy.deepcopy(model)
-    for m in own.modules():
-        if isinstance(m, Int8Linear):
-            m.handoff = None
+    own = quantizing_itself(model)
     out = output(model)
     assert out.dtype == dtype
     torch.testing.assert_close(out, output(own), rtol=0, atol=0)

@@ -170,7 +170,8 @@ class Int8Linear(PackedWeights):
         return self.weight
 
     # The quantized output of the norm before this layer: set by qkernels.fusion's
-    # connect_handoffs, only on layers that _take_any_handoff at the handoff's bits.
+    # connect_handoffs, only on dynamic w8a8 layers without an epilogue activation whose
+    # act_bits are the handoff's.
     handoff: QuantizedHandoff | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,11 +191,6 @@ class Int8Linear(PackedWeights):
             return linear_act(x, self.weight, self.weight_scale, self.bias, self.activation)
         linear = ops.linear_w8a8 if w8a8 else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
-
-    def _takes_any_handoff(self) -> bool:
-        """Whether this layer quantizes its input per token on the fly, with no epilogue
-        activation: what a norm's handoff (qkernels.nn.norm_handoff) can replace."""
-        return self.mode == "w8a8" and not self.static_act and self.activation == "none"
 
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
         # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
