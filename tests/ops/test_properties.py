@@ -95,8 +95,11 @@ def test_linear_w8a16(m, k, n, seed, dtype):
     for isa in every_isa():
         with forced_isa(isa):
             got = ops.linear_w8a16(x, w, sw).double()
-            # x rounds to bf16 on AVX512-BF16; 16-bit outputs round once more.
-            assert ((got - want).norm() / want.norm().clamp_min(1e-12)).item() < 1e-2
+            # x rounds to bf16 on AVX512-BF16 (2^-9 relative each: bounded by the sum of
+            # |x| |w s|, not by the result, which may cancel: m = 1, k = 63 gave 1.4e-2
+            # relative); 16-bit outputs round once more.
+            terms = x.double().abs() @ (w.double().abs() * sw.double()[:, None]).T
+            assert ((got - want).abs() <= 2**-8 * terms + 2**-8 * want.abs() + 1e-5).all()
 
 
 def torch_fake_quant(x, scale, zp, axis, qmin, qmax):
