@@ -38,6 +38,16 @@ def _move(value, device: str):
     return value
 
 
+def lora_adapter_bound(x, a, b, scaling: float) -> torch.Tensor:
+    """Elementwise bound on the error of scaling (x a^T) b^T computed with x, a, t = x a^T
+    and scaling b each rounded to bf16 (2^-9 relative) and summed in fp32: 2^-7 (|x| |a|^T)
+    |scaling b|^T, second-order and fp32-sum terms included (DESIGN.md, "LoRA on an int8
+    base")."""
+    k, r = a.shape[1], a.shape[0]
+    reach = (x.double().abs() @ a.double().abs().T) @ (abs(scaling) * b.double().abs()).T
+    return reach * (2**-7 * (1 + 2**-6) + (k + r) * 2**-23)
+
+
 class Backend:
     """Calls an op by name on this backend's device and brings the result to the CPU."""
 
@@ -53,6 +63,12 @@ class Backend:
         from qkernels import _C
 
         return self.name == "cpu-avx512_vnni" and "avx512_bf16" in _C.cpu_features().split()
+
+    @property
+    def lora_adapter_in_bf16(self) -> bool:
+        """lora_w8a8 / lora_w8a16's adapter in bf16 pairs: where linear_w8a16 rounds x to
+        bf16 (DESIGN.md, "LoRA on an int8 base"); bounded by `lora_adapter_bound`."""
+        return self.w8a16_rounds_x_to_bf16
 
     @property
     def lora_dx_in_bf16(self) -> bool:

@@ -216,7 +216,10 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
     // The epilogue of the kernels, in the same order: acc * a_scale * b_scale + bias.
     at::Tensor out = exact.to(at::kFloat) * a_scale.view({m, 1}) * b_scale.view({1, n});
     if (bias.defined()) out += bias;
-    if (lora) out += at::mm(lora->t, lora->bt.slice(1, 0, n));
+    if (lora) {
+      TORCH_INTERNAL_ASSERT(!lora->bf16_pairs, op, ": the wide-K path adds a float32 adapter");
+      out += at::mm(lora->t, lora->bt.slice(1, 0, n));
+    }
     return apply_activation(out, act).to(out_dtype);
   }
   at::Tensor out = at::empty({m, n}, a.q.options().dtype(out_dtype));

@@ -34,11 +34,13 @@ template <int MR>
 inline void lora_rows(const LoraEpilogue& l, int64_t m, int64_t n0, float (*out)[16]) {
   __m256 lo[MR], hi[MR];
   unroll<MR>([&](auto i) { lo[i] = hi[i] = _mm256_setzero_ps(); });
+  const float* bt = static_cast<const float*>(l.bt);
+  const float* tr = static_cast<const float*>(l.t);
   for (int64_t j = 0; j < l.r; ++j) {
-    const float* b = l.bt + j * l.ldbt + n0;
+    const float* b = bt + j * l.ldbt + n0;
     const __m256 b_lo = _mm256_loadu_ps(b), b_hi = _mm256_loadu_ps(b + 8);
     unroll<MR>([&](auto i) {
-      const __m256 t = _mm256_set1_ps(l.t[(m + i) * l.r + j]);
+      const __m256 t = _mm256_set1_ps(tr[(m + i) * l.r + j]);
       lo[i] = _mm256_fmadd_ps(t, b_lo, lo[i]);
       hi[i] = _mm256_fmadd_ps(t, b_hi, hi[i]);
     });

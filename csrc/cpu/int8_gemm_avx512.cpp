@@ -26,7 +26,7 @@ namespace {
 // Dequant epilogue of one MR x (NB * 16) tile of int32 sums.
 // Kept out of line: with it inlined into the k loop's function, GCC 12 keeps
 // the accumulators in memory (see unroll.h).
-// `lora`: the tile's adapter values (lora_rows16), read only when p.lora.t is set.
+// `lora`: the tile's adapter values (lora_tile), read only when p.lora.t is set.
 __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, int64_t g,
                                              int rows, int groups, const int32_t* tile,
                                              const float* lora) {
@@ -58,10 +58,7 @@ void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
   alignas(64) int32_t tile[MR * NB * 16];
   alignas(64) float lora[MR * NB * 16];
   gemm_tile<MR, NB>(p, m, g, tile);
-  if (p.lora.t) {
-    for (int c = 0; c < NB; ++c)
-      lora_rows16<MR>(p.lora, m, (g + c) * kGroupCols, lora + c * 16, NB * 16);
-  }
+  if (p.lora.t) lora_tile<MR>(p.lora, m, g * kGroupCols, NB, lora);
   gemm_epilogue(p, m, g, MR, NB, tile, lora);
 }
 

@@ -35,7 +35,7 @@ inline __m512i pair_bf16(__m512 lo, __m512 hi) {
 }
 
 // Scale, bias and store of one rows x 16 tile; out of line for the reason in unroll.h.
-// `lora`: the tile's adapter values (lora_rows16), read only when p.lora.t is set.
+// `lora`: the tile's adapter values (lora_tile), read only when p.lora.t is set.
 __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int64_t g, int rows,
                                               const float* tile, const float* lora) {
   const int64_t n0 = g * kGroupCols;
@@ -74,7 +74,7 @@ void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   alignas(64) float tile[MR * 16];
   alignas(64) float lora[MR * 16];
   unroll<MR>([&](auto i) { _mm512_store_ps(tile + i * 16, acc[i]); });
-  if (p.lora.t) lora_rows16<MR>(p.lora, m, g * kGroupCols, lora, 16);
+  if (p.lora.t) lora_tile<MR>(p.lora, m, g * kGroupCols, 1, lora);
   w8a16_epilogue(p, m, g, MR, tile, lora);
 }
 

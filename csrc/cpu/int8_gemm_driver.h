@@ -38,13 +38,16 @@ inline ActRange range_of_qmax(int qmax) {
   return qmax <= 64 ? ActRange::kSevenBit : qmax <= 127 ? ActRange::kSymmetric : ActRange::kFull;
 }
 
-// A low-rank adapter for the epilogue: t (float32 [M, r]) and bt (float32
-// [r, ceil16(N)], zero-padded), out += t bt; lora_w8a8 passes t = x a^T and
-// bt = scaling * b^T. See LoraEpilogue.
+// A low-rank adapter for the epilogue, out += t bt: lora_w8a8 passes t = x a^T and
+// bt = scaling * b^T, either float32 (t [M, r], bt [r, ceil16(N)], zero-padded) or in
+// bf16 pairs (t bf16 [M, 2 ceil(r / 2)], bt int32 words [ceil(r / 2), ceil16(N)]). See
+// LoraEpilogue.
 struct LoraTensors {
   at::Tensor t, bt;
+  bool bf16_pairs = false;
   LoraEpilogue epilogue() const {
-    return {t.data_ptr<float>(), bt.data_ptr<float>(), t.size(1), bt.size(1)};
+    const int64_t t_len = bf16_pairs ? t.size(1) / 2 : t.size(1);
+    return {t.data_ptr(), bt.data_ptr(), t_len, bt.size(1), bf16_pairs};
   }
 };
 

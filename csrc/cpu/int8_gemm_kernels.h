@@ -13,12 +13,14 @@ namespace qkernels::cpu {
 
 // A low-rank adapter added in the epilogue (lora_w8a8 / lora_w8a16):
 // out[m, n] += sum_j t[m, j] * bt[j, n], after the bias (lora.cpp: t = x a^T,
-// bt = scaling * b^T).
+// bt = scaling * b^T). With bf16_pairs (AVX512-BF16 only), t and bt hold bf16 pairs
+// along j in uint32 words: t [M, ceil(r / 2)], bt [ceil(r / 2), ldbt], zero-padded.
 struct LoraEpilogue {
-  const float* t;           // [M, r], or nullptr: no adapter
-  const float* bt;          // [r, ldbt] = b^T, zero in columns [N, ldbt)
-  int64_t r;
+  const void* t;            // float [M, r] or pairs, or nullptr: no adapter
+  const void* bt;           // float [r, ldbt] = b^T or pairs, zero in columns [N, ldbt)
+  int64_t r;                // t's row length in its elements: floats or pairs
   int64_t ldbt;             // a multiple of 16, so a column group never reads past a row
+  bool bf16_pairs;
 };
 
 // What is known of the activations' range. The AVX2 kernel picks its multiply by it:

@@ -11,8 +11,10 @@ namespace qkernels::cpu {
 namespace {
 
 float lora_term(const LoraEpilogue& l, int64_t m, int64_t n) {
+  const float* t = static_cast<const float*>(l.t) + m * l.r;
+  const float* bt = static_cast<const float*>(l.bt) + n;
   float acc = 0.f;
-  for (int64_t j = 0; j < l.r; ++j) acc += l.t[m * l.r + j] * l.bt[j * l.ldbt + n];
+  for (int64_t j = 0; j < l.r; ++j) acc += t[j] * bt[j * l.ldbt];
   return acc;
 }
 

@@ -1,7 +1,8 @@
 // CPU kernels of the LoRA family (contract in DESIGN.md): a frozen int8 base, W8A8 or
 // W8A16, plus a low-rank adapter scaling * (x a^T) b^T added in the base GEMM's
 // epilogue, so the output is written once. t = x a^T is one small sgemm next to the
-// per-token quantization of x; scaling is folded into the b^T the epilogue reads.
+// per-token quantization of x; scaling is folded into the b^T the epilogue reads. On
+// AVX512-BF16 CPUs the adapter runs in bf16 pairs (vdpbf16ps: twice an FMA's work).
 #include "lora.h"
 
 #include <algorithm>
@@ -23,12 +24,18 @@ void check_float(const char* op, const char* name, const at::Tensor& t) {
            " must be float32, bfloat16 or float16, got ", describe(t));
 }
 
-// t = x a^T in fp32 (a: float32 [r, K]) on AVX-512: the register-tiled kernel of
-// lora_kernels.h over a^T packed in 16-column panels, run over row ranges (`rows`).
+// t = x a^T on AVX-512 by the kernels of lora_kernels.h over a^T packed in 16-column
+// panels, in fp32 or in bf16 pairs, run over row ranges (`rows`).
 struct Projection {
-  at::Tensor a_panels, t;
+  at::Tensor a_panels, t, x_pairs;
   LoraProjectArgs args{};
-  void rows(int64_t b, int64_t e) const { avx512_lora_project(args, b, e); }
+  bool bf16 = false;
+  void rows(int64_t b, int64_t e) const {
+    if (!bf16) return avx512_lora_project(args, b, e);
+    LoraProjectArgs a = args;  // each thread converts its rows of x into its own scratch
+    a.x_pairs += at::get_thread_num() * kLoraProjectRows * ((args.k + 1) / 2);
+    avx512bf16_lora_project(a, b, e);
+  }
 };
 
 // Where the kernel runs: packing a^T costs a pass over a per call (r x K: 2.8 MB at r =
@@ -40,22 +47,69 @@ bool own_projection(Isa isa, const at::Tensor& x2d) {
   return isa == Isa::kAvx512Vnni && x2d.size(0) >= kOwnProjectionRows;
 }
 
-Projection projection(const char* op, const at::Tensor& x2d, const at::Tensor& a) {
-  const int64_t m = x2d.size(0), k = x2d.size(1), r = a.size(0), panels = (r + 15) / 16;
-  at::Tensor padded = at::zeros({panels * 16, k}, a.options());
-  padded.slice(0, 0, r).copy_(a);
-  Projection pr{padded.view({panels, 16, k}).transpose(1, 2).contiguous(),
-                at::empty({m, r}, a.options())};
-  pr.args = {x2d.data_ptr(), k, in_kind(op, "x", x2d), k, pr.a_panels.data_ptr<float>(), r,
-             pr.t.data_ptr<float>()};
+// The adapter's operands in the kernels' layouts (torch ops on them cost more in
+// dispatches than their work at these sizes: r x K and N x r).
+at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
+
+at::Tensor pairs_of(const at::Tensor& s, float scale, int64_t groups, int64_t g_stride,
+                    int64_t p_stride, int64_t words) {
+  at::Tensor out = at::empty({words}, s.options().dtype(at::kInt));
+  avx512bf16_pack_pairs({s.data_ptr<float>(), s.size(0), s.size(1), s.size(1), scale,
+                         reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), groups, g_stride,
+                         p_stride});
+  return out;
+}
+
+// a [r, K] as the projection kernels read it, zero-padded: float [panels][K][16], or
+// bf16 pairs [panels][ceil(K / 2)][16] (words).
+at::Tensor pack_a(const at::Tensor& a, bool bf16) {
+  const at::Tensor af = as_float(a);
+  const int64_t r = a.size(0), k = a.size(1), panels = (r + 15) / 16, pairs = (k + 1) / 2;
+  if (bf16) return pairs_of(af, 1.f, panels, pairs * 16, 16, panels * pairs * 16);
+  at::Tensor padded = at::zeros({panels * 16, k}, af.options());
+  padded.slice(0, 0, r).copy_(af);
+  return padded.view({panels, 16, k}).transpose(1, 2).contiguous();
+}
+
+// scaling * b^T as the epilogue reads it, zero-padded: float [r, ldbt], or bf16 pairs
+// along r [ceil(r / 2)][ldbt] (words).
+at::Tensor pack_bt(const at::Tensor& b, double scaling, int64_t ldbt, bool bf16) {
+  const int64_t n = b.size(0), r = b.size(1);
+  if (bf16) {
+    const int64_t rows = (r + 1) / 2;
+    return pairs_of(as_float(b), static_cast<float>(scaling), ldbt / 16, 16, ldbt, rows * ldbt)
+        .view({rows, ldbt});
+  }
+  at::Tensor bt = at::empty({r, ldbt}, b.options().dtype(at::kFloat));
+  at::Tensor head = bt.slice(1, 0, n);
+  at::mul_out(head, b.t(), at::scalar_tensor(scaling, bt.options()));
+  if (ldbt > n) bt.slice(1, n, ldbt).zero_();
+  return bt;
+}
+
+Projection projection(const char* op, const at::Tensor& x2d, const at::Tensor& a, bool bf16) {
+  const int64_t m = x2d.size(0), k = x2d.size(1), r = a.size(0), pairs = (k + 1) / 2;
+  Projection pr;
+  pr.bf16 = bf16;
+  pr.a_panels = pack_a(a, bf16);
+  pr.t = bf16 ? at::empty({m, 2 * ((r + 1) / 2)}, x2d.options().dtype(at::kBFloat16))
+              : at::empty({m, r}, x2d.options().dtype(at::kFloat));
+  if (bf16) {
+    pr.x_pairs = at::empty({at::get_num_threads() * kLoraProjectRows * pairs},
+                           x2d.options().dtype(at::kInt));
+  }
+  pr.args = {x2d.data_ptr(), k, in_kind(op, "x", x2d), k, pr.a_panels.data_ptr(), r,
+             pr.t.data_ptr(),
+             bf16 ? reinterpret_cast<uint32_t*>(pr.x_pairs.data_ptr<int32_t>()) : nullptr};
   return pr;
 }
 
-// The adapter as the epilogue reads it; a [r, K], b [N, r] in any float dtype.
+// The adapter as the epilogue reads it; a [r, K], b [N, r] in any float dtype. `bf16`:
+// in bf16 pairs (x, a, t and scaling * b^T rounded to bf16, fp32 sums).
 // `deferred` (where own_projection): t is left for the caller to compute with it
 // (lora_w8a8 runs it beside the quantization of x, while x's rows are in cache).
 LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Tensor& a,
-                            const at::Tensor& b, double scaling, int64_t n, Isa isa,
+                            const at::Tensor& b, double scaling, int64_t n, Isa isa, bool bf16,
                             Projection* deferred = nullptr) {
   const int64_t k = x2d.size(1);
   QK_CHECK_CPU(op, "a", a);
@@ -69,7 +123,7 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
            ", ", r, "] (N from w_scale, r from a), got ", describe(b));
   at::Tensor t;
   if (own_projection(isa, x2d)) {
-    Projection pr = projection(op, x2d, a.to(at::kFloat).contiguous());
+    Projection pr = projection(op, x2d, a, bf16);
     t = pr.t;
     if (deferred) {
       *deferred = pr;
@@ -80,14 +134,10 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
     }
   } else {  // BLAS on dense operands: it picks its summation order by layout
     t = at::mm(x2d.to(at::kFloat).contiguous(), a.to(at::kFloat).contiguous().t());
+    if (bf16) t = at::constant_pad_nd(t, {0, r % 2}).to(at::kBFloat16);
   }
   // scaling goes into bt (r x N) rather than t (M x r): one op fewer, and smaller.
-  const int64_t ldbt = round_up(n, kGroupCols);
-  at::Tensor bt = at::empty({r, ldbt}, t.options());
-  at::Tensor head = bt.slice(1, 0, n);
-  at::mul_out(head, b.t(), at::scalar_tensor(scaling, t.options()));
-  if (ldbt > n) bt.slice(1, n, ldbt).zero_();
-  return {t, bt};
+  return {t, pack_bt(b, scaling, round_up(n, kGroupCols), bf16), bf16};
 }
 
 struct Base {
@@ -107,6 +157,9 @@ Base check_base(const char* op, const at::Tensor& x, const at::Tensor& wq,
   return {x2d, packed_weight(op, "wq", wq, n, x2d.size(1)), ws, check_bias(op, bias, n), n};
 }
 
+// The adapter runs in bf16 where linear_w8a16 does: on the AVX512-BF16 kernels.
+bool adapter_in_bf16(Isa isa) { return w8a16_kernels(isa).bf16_x; }
+
 const char* w8a8_kernel(Isa isa) { return int8_gemm_kernels(isa).name; }
 const char* w8a16_kernel(Isa isa) { return w8a16_kernels(isa).name; }
 
@@ -120,8 +173,10 @@ at::Tensor lora_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor
   const Isa isa = selected_isa(op);
   Projection pending;
   const bool beside = own_projection(isa, base.x2d);  // t computed in the quantization's pass
-  const LoraTensors lora =
-      prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, beside ? &pending : nullptr);
+  // The wide-K path (exact int64 sums) adds the adapter by at::mm: float32 there.
+  const bool bf16 = adapter_in_bf16(isa) && base.packed.size(1) <= kMaxExactK;
+  const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, bf16,
+                                           beside ? &pending : nullptr);
   RowsFn project;
   if (beside) project = [&pending](int64_t b0, int64_t e) { pending.rows(b0, e); };
   QuantizedRows rows =
@@ -137,7 +192,8 @@ at::Tensor lora_w8a16(const at::Tensor& x, const at::Tensor& wq, const at::Tenso
   constexpr const char* op = "lora_w8a16";
   const Base base = check_base(op, x, wq, w_scale, bias);
   const Isa isa = selected_isa(op);
-  const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa);
+  const LoraTensors lora =
+      prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, adapter_in_bf16(isa));
   return w8a16_gemm(base.x2d, base.packed, base.n, base.w_scale, base.bias, x.scalar_type(),
                     isa, &lora)
       .view(out_shape(x, base.n));

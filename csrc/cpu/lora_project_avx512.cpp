@@ -30,8 +30,9 @@ template <int MR, InKind kKind>
 void project_rows(const LoraProjectArgs& p, int64_t m) {
   const int64_t panels = (p.r + 15) / 16, k_len = p.k, ldx = p.ldx;
   const void* x = p.x;
+  float* t = static_cast<float*>(p.t);
   for (int64_t jb = 0; jb < panels; ++jb) {
-    const float* ap = p.a_panels + jb * k_len * 16;
+    const float* ap = static_cast<const float*>(p.a_panels) + jb * k_len * 16;
     __m512 acc[MR];
     unroll<MR>([&](auto i) { acc[i] = _mm512_setzero_ps(); });
     for (int64_t k = 0; k < k_len; ++k) {
@@ -41,7 +42,7 @@ void project_rows(const LoraProjectArgs& p, int64_t m) {
       });
     }
     const __mmask16 mask = tail_mask(p.r - jb * 16);
-    unroll<MR>([&](auto i) { _mm512_mask_storeu_ps(p.t + (m + i) * p.r + jb * 16, mask, acc[i]); });
+    unroll<MR>([&](auto i) { _mm512_mask_storeu_ps(t + (m + i) * p.r + jb * 16, mask, acc[i]); });
   }
 }
 

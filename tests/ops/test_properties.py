@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from backends import Backend
+from backends import Backend, lora_adapter_bound
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -162,9 +162,11 @@ def test_lora(m, k, n, r, seed, op, scaling):
     for isa in every_isa():
         with forced_isa(isa):
             got = getattr(ops, op)(x, w, ws, bias, a, b, scaling)
-            if op == "lora_w8a16" and Backend(f"cpu-{isa}").w8a16_rounds_x_to_bf16:
-                # the base's x rounded to bf16 (2^-9 relative each), the adapter in fp32
-                bound = 2**-8 * (x.abs() @ (w.float().abs() * ws[:, None]).T) + 1e-4
+            if Backend(f"cpu-{isa}").lora_adapter_in_bf16:
+                # the adapter in bf16; lora_w8a16's base rounds x to bf16 (2^-9 relative)
+                bound = lora_adapter_bound(x, a, b, scaling) + 1e-4
+                if op == "lora_w8a16":
+                    bound += 2**-8 * (x.abs() @ (w.float().abs() * ws[:, None]).T)
                 assert ((got - expected).abs() <= bound).all()
             else:
                 torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
