@@ -62,7 +62,11 @@ class Backend:
         """linear_w8a16(_act) on the AVX512-BF16 kernels (DESIGN.md, "CPU numerics")."""
         from qkernels import _C
 
-        return self.name == "cpu-avx512_vnni" and "avx512_bf16" in _C.cpu_features().split()
+        return (
+            self.name == "cpu-avx512_vnni"
+            and "avx512_bf16" in _C.cpu_features().split()
+            and os.environ.get("QKERNELS_CPU_BF16") != "0"
+        )
 
     @property
     def lora_adapter_in_bf16(self) -> bool:

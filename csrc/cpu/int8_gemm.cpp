@@ -31,7 +31,7 @@ const W8A16Kernels& w8a16_kernels(Isa isa) {
   static const W8A16Kernels kAvx2{"avx2_fma", avx2_w8a16_block, false};
   static const W8A16Kernels kScalar{"scalar", scalar_w8a16_block, false};
   // Trap: AVX512-BF16 is a separate CPUID bit; a VNNI CPU without it runs the AVX2 kernel.
-  if (isa == Isa::kAvx512Vnni && cpu_features().avx512bf16) return kBf16;
+  if (bf16_kernels(isa)) return kBf16;
   return isa == Isa::kScalar ? kScalar : kAvx2;
 }
 

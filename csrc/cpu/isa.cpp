@@ -54,6 +54,12 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
+bool bf16_kernels(Isa isa) {
+  if (isa != Isa::kAvx512Vnni || !cpu_features().avx512bf16) return false;
+  const char* env = std::getenv("QKERNELS_CPU_BF16");
+  return env == nullptr || std::strcmp(env, "0") != 0;
+}
+
 Isa selected_isa(const char* op) {
   const char* env = std::getenv("QKERNELS_CPU_ISA");
   if (env == nullptr || *env == '\0') return best_isa();

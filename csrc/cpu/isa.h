@@ -21,6 +21,10 @@ Isa best_isa();
 // lacks, or an unknown name, raises a ValueError naming `op`.
 Isa selected_isa(const char* op);
 const char* isa_name(Isa isa);
+// Whether the AVX512-BF16 kernels run (linear_w8a16, the LoRA adapter; they round x to
+// bf16): on the AVX-512 ISA of a CPU that has AVX512-BF16, unless QKERNELS_CPU_BF16=0
+// (read on every call) keeps those ops in float32.
+bool bf16_kernels(Isa isa);
 std::string features_string();
 
 }  // namespace qkernels::cpu

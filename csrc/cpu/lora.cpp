@@ -158,9 +158,11 @@ Base check_base(const char* op, const at::Tensor& x, const at::Tensor& wq,
 }
 
 // The adapter runs in bf16 where linear_w8a16 does: on the AVX512-BF16 kernels.
-bool adapter_in_bf16(Isa isa) { return w8a16_kernels(isa).bf16_x; }
+bool adapter_in_bf16(Isa isa) { return bf16_kernels(isa); }
 
-const char* w8a8_kernel(Isa isa) { return int8_gemm_kernels(isa).name; }
+const char* w8a8_kernel(Isa isa) {
+  return adapter_in_bf16(isa) ? "avx512_vnni+bf16_adapter" : int8_gemm_kernels(isa).name;
+}
 const char* w8a16_kernel(Isa isa) { return w8a16_kernels(isa).name; }
 
 }  // namespace

@@ -64,6 +64,28 @@ def test_matches_reference(backend, op, m, k, n, r, dtype):
 
 
 @pytest.mark.parametrize("op", OPS)
+def test_float32_adapter_where_bf16_kernels_are_off(op, monkeypatch):
+    """QKERNELS_CPU_BF16=0 keeps the AVX-512 adapter in float32 (the kernels a VNNI CPU
+    without AVX512-BF16 runs: the 8-row projection, the per-group epilogue): the
+    reference's fp32 tolerance, at M >= 128 (own projection) and below (BLAS)."""
+    from conftest import available_isas
+
+    from qkernels import _C
+
+    if "avx512_vnni" not in available_isas():
+        pytest.skip("CPU lacks avx512_vnni")
+    monkeypatch.setenv("QKERNELS_CPU_ISA", "avx512_vnni")
+    monkeypatch.setenv("QKERNELS_CPU_BF16", "0")
+    assert _C.cpu_kernel("lora_w8a8") == "avx512_vnni"
+    assert _C.cpu_kernel("linear_w8a16") != "avx512_bf16"
+    for m, k, n, r in [(1025, 96, 40, 24), (203, 333, 40, 17), (17, 33, 40, 16)]:
+        x = torch.randn(m, k)
+        wq, ws, bias, a, b = layer(n, k, r)
+        got = getattr(ops, op)(x, wq, ws, bias, a, b, 0.75)
+        assert rel_err(got, getattr(ref, op)(x, wq, ws, bias, a, b, 0.75)) < REL_ERR[torch.float32]
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_zero_adapter_is_exactly_the_base(backend, op):
     """b = 0 (PEFT's init): the output is the base op's, bit for bit."""
     x = torch.randn(3, 7, 40)
