@@ -31,18 +31,17 @@ inline __m512 load_f32x16(const void* base, InKind kind, int64_t i, __mmask16 ma
   return _mm512_setzero_ps();
 }
 
-// fp32 -> bf16 with round-half-even and NaN -> 0x7FC0, as c10::BFloat16, in the low
-// half of each 32-bit lane. Integer arithmetic, so AVX512-BF16 is not required.
-inline __m512i f32_to_bf16_lanes(__m512 f) {
+// fp32 -> bf16 with round-half-even and NaN -> 0x7FC0, as c10::BFloat16.
+// Integer arithmetic, so AVX512-BF16 is not required.
+inline __m256i f32_to_bf16(__m512 f) {
   const __m512i bits = _mm512_castps_si512(f);
   const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
   __m512i r = _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
   r = _mm512_srli_epi32(r, 16);
   const __mmask16 nan = _mm512_cmp_ps_mask(f, f, _CMP_UNORD_Q);
-  return _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0));
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC0));
+  return _mm512_cvtepi32_epi16(r);
 }
-
-inline __m256i f32_to_bf16(__m512 f) { return _mm512_cvtepi32_epi16(f32_to_bf16_lanes(f)); }
 
 inline void store_f32x16(void* base, OutKind kind, int64_t i, __m512 f, __mmask16 mask) {
   switch (kind) {

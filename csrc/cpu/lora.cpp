@@ -38,13 +38,15 @@ struct Projection {
   }
 };
 
-// Where the kernel runs: packing a^T costs a pass over a per call (r x K: 2.8 MB at r =
-// 64, K = 11008), which BLAS's sgemm beat below ~128 rows (op suite, 2026-12-07: the
-// adapter's overhead at 16 rows rose from 19% to 54% on the Llama down projection).
+// Where the kernels run: in bf16 always (packed by avx512bf16_pack_pairs, a^T costs less
+// than BLAS's fp32 t plus its conversion from 2 rows up, and ties at 1: 2026-12-07). In
+// fp32 packing a^T costs a pass over a per call (r x K: 2.8 MB at r = 64, K = 11008),
+// which BLAS's sgemm beat below ~128 rows (op suite, 2026-12-07: the adapter's overhead
+// at 16 rows rose from 19% to 54% on the Llama down projection).
 constexpr int64_t kOwnProjectionRows = 128;
 
-bool own_projection(Isa isa, const at::Tensor& x2d) {
-  return isa == Isa::kAvx512Vnni && x2d.size(0) >= kOwnProjectionRows;
+bool own_projection(Isa isa, const at::Tensor& x2d, bool bf16) {
+  return bf16 || (isa == Isa::kAvx512Vnni && x2d.size(0) >= kOwnProjectionRows);
 }
 
 // The adapter's operands in the kernels' layouts (torch ops on them cost more in
@@ -54,9 +56,14 @@ at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat).contiguous();
 at::Tensor pairs_of(const at::Tensor& s, float scale, int64_t groups, int64_t g_stride,
                     int64_t p_stride, int64_t words) {
   at::Tensor out = at::empty({words}, s.options().dtype(at::kInt));
-  avx512bf16_pack_pairs({s.data_ptr<float>(), s.size(0), s.size(1), s.size(1), scale,
-                         reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), groups, g_stride,
-                         p_stride});
+  const PackPairsArgs args{s.data_ptr<float>(), s.size(0), s.size(1), s.size(1), scale,
+                           reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), groups,
+                           g_stride, p_stride};
+  // b^T of a wide layer is N x r: 0.7 MB in fp32 at N = 11008, r = 16; tasks of ~16K values
+  const int64_t grain = std::max<int64_t>(1, 1024 / std::max<int64_t>(s.size(1), 1));
+  at::parallel_for(0, groups, grain, [&](int64_t g0, int64_t g1) {
+    avx512bf16_pack_pairs(args, g0, g1);
+  });
   return out;
 }
 
@@ -122,7 +129,7 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
   QK_CHECK(b.dim() == 2 && b.size(0) == n && b.size(1) == r, op, "b must be [N, r] = [", n,
            ", ", r, "] (N from w_scale, r from a), got ", describe(b));
   at::Tensor t;
-  if (own_projection(isa, x2d)) {
+  if (own_projection(isa, x2d, bf16)) {
     Projection pr = projection(op, x2d, a, bf16);
     t = pr.t;
     if (deferred) {
@@ -134,7 +141,6 @@ LoraTensors prepare_adapter(const char* op, const at::Tensor& x2d, const at::Ten
     }
   } else {  // BLAS on dense operands: it picks its summation order by layout
     t = at::mm(x2d.to(at::kFloat).contiguous(), a.to(at::kFloat).contiguous().t());
-    if (bf16) t = at::constant_pad_nd(t, {0, r % 2}).to(at::kBFloat16);
   }
   // scaling goes into bt (r x N) rather than t (M x r): one op fewer, and smaller.
   return {t, pack_bt(b, scaling, round_up(n, kGroupCols), bf16), bf16};
@@ -174,9 +180,9 @@ at::Tensor lora_w8a8(const at::Tensor& x, const at::Tensor& wq, const at::Tensor
   const Base base = check_base(op, x, wq, w_scale, bias);
   const Isa isa = selected_isa(op);
   Projection pending;
-  const bool beside = own_projection(isa, base.x2d);  // t computed in the quantization's pass
   // The wide-K path (exact int64 sums) adds the adapter by at::mm: float32 there.
   const bool bf16 = adapter_in_bf16(isa) && base.packed.size(1) <= kMaxExactK;
+  const bool beside = own_projection(isa, base.x2d, bf16);  // t in the quantization's pass
   const LoraTensors lora = prepare_adapter(op, base.x2d, a, b, scaling, base.n, isa, bf16,
                                            beside ? &pending : nullptr);
   RowsFn project;

@@ -91,6 +91,31 @@ void project(const LoraProjectArgs& p, int64_t m0, int64_t m1) {
   }
 }
 
+// In-register transpose of a 16 x 16 matrix of 32-bit words: w[i] lane j -> w[j] lane i.
+inline void transpose16(__m512i w[16]) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 16; i += 2) {  // lane l of t[i], t[i + 1]: rows i, i + 1 interleaved
+    t[i] = _mm512_unpacklo_epi32(w[i], w[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(w[i], w[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // lane l of u[i + q]: column 4 l + q, rows i..i + 3
+    u[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int q = 0; q < 4; ++q) {  // the 128-bit lanes of u[q], u[4 + q], ... transposed
+    const __m512i v0 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0x44);
+    const __m512i v1 = _mm512_shuffle_i32x4(u[q], u[4 + q], 0xEE);
+    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0x44);
+    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + q], u[12 + q], 0xEE);
+    w[q] = _mm512_shuffle_i32x4(v0, v2, 0x88);
+    w[4 + q] = _mm512_shuffle_i32x4(v0, v2, 0xDD);
+    w[8 + q] = _mm512_shuffle_i32x4(v1, v3, 0x88);
+    w[12 + q] = _mm512_shuffle_i32x4(v1, v3, 0xDD);
+  }
+}
+
 // MR rows x NB groups of 16 columns: each t pair is broadcast once for NB column groups.
 template <int MR, int NB>
 void tile(const LoraEpilogue& l, int64_t m, int64_t n0, float* out, int64_t stride) {
@@ -133,25 +158,30 @@ void tile_rows(const LoraEpilogue& l, int rows, int64_t m, int64_t n0, float* ou
 
 }  // namespace
 
-void avx512bf16_pack_pairs(const PackPairsArgs& p) {
+void avx512bf16_pack_pairs(const PackPairsArgs& p, int64_t g0, int64_t g1) {
   const int64_t pairs = (p.cols + 1) / 2;
   const __m512 scale = _mm512_set1_ps(p.scale);
-  const __m512i lanes = _mm512_mullo_epi32(
-      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-      _mm512_set1_epi32(static_cast<int>(p.ld)));
-  for (int64_t g = 0; g < p.groups; ++g) {
+  for (int64_t g = g0; g < g1; ++g) {
     const int64_t valid = p.rows - g * 16;
-    const __mmask16 rows = words_mask(valid);
-    const float* base = p.s + (valid > 0 ? g * 16 * p.ld : 0);
-    for (int64_t k = 0; k < pairs; ++k) {
-      const __m512 zero = _mm512_setzero_ps();
-      const __m512 even = _mm512_mask_i32gather_ps(zero, rows, lanes, base + 2 * k, 4);
-      const __mmask16 odd_rows = 2 * k + 1 < p.cols ? rows : 0;
-      const __m512 odd = _mm512_mask_i32gather_ps(zero, odd_rows, lanes, base + 2 * k + 1, 4);
-      const __m512i w = _mm512_or_si512(
-          f32_to_bf16_lanes(_mm512_mul_ps(even, scale)),
-          _mm512_slli_epi32(f32_to_bf16_lanes(_mm512_mul_ps(odd, scale)), 16));
-      _mm512_storeu_si512(p.out + g * p.g_stride + k * p.p_stride, w);
+    for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
+      // 16 rows x 16 pair-words (32 values of each row, contiguous), then transposed
+      __m512i w[16];
+      for (int i = 0; i < 16; ++i) {
+        if (i >= valid) {
+          w[i] = _mm512_setzero_si512();
+          continue;
+        }
+        const float* row = p.s + (g * 16 + i) * p.ld + 2 * p0;
+        const int64_t left = p.cols - 2 * p0;
+        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left), row), scale);
+        const __m512 hi =
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left - 16), row + 16), scale);
+        w[i] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+      }
+      transpose16(w);
+      for (int64_t q = 0; q < 16 && p0 + q < pairs; ++q) {
+        _mm512_storeu_si512(p.out + g * p.g_stride + (p0 + q) * p.p_stride, w[q]);
+      }
     }
   }
 }
