@@ -158,30 +158,37 @@ void tile_rows(const LoraEpilogue& l, int rows, int64_t m, int64_t n0, float* ou
 
 }  // namespace
 
-void avx512bf16_pack_pairs(const PackPairsArgs& p, int64_t g0, int64_t g1) {
-  const int64_t pairs = (p.cols + 1) / 2;
+void avx512bf16_pack_pairs(const PackPairsArgs& p, int64_t b0, int64_t b1) {
+  const int64_t pairs = (p.cols + 1) / 2, chunks = (pairs + 15) / 16;
   const __m512 scale = _mm512_set1_ps(p.scale);
-  for (int64_t g = g0; g < g1; ++g) {
-    const int64_t valid = p.rows - g * 16;
-    for (int64_t p0 = 0; p0 < pairs; p0 += 16) {
-      // 16 rows x 16 pair-words (32 values of each row, contiguous), then transposed
-      __m512i w[16];
-      for (int i = 0; i < 16; ++i) {
-        if (i >= valid) {
-          w[i] = _mm512_setzero_si512();
-          continue;
-        }
-        const float* row = p.s + (g * 16 + i) * p.ld + 2 * p0;
-        const int64_t left = p.cols - 2 * p0;
-        const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left), row), scale);
-        const __m512 hi =
-            _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left - 16), row + 16), scale);
-        w[i] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t g = blk / chunks, p0 = blk % chunks * 16, valid = p.rows - g * 16;
+    if (blk + 1 < b1) {  // a and b arrive cold: ask for the next block's lines now
+      const int64_t gn = (blk + 1) / chunks, pn = (blk + 1) % chunks * 32;
+      const int64_t rows_n = p.rows - gn * 16 < 16 ? p.rows - gn * 16 : 16;
+      for (int64_t i = 0; i < rows_n; ++i) {
+        const char* row = reinterpret_cast<const char*>(p.s + (gn * 16 + i) * p.ld + pn);
+        _mm_prefetch(row, _MM_HINT_T0);
+        if (p.cols - pn > 16) _mm_prefetch(row + 64, _MM_HINT_T0);
       }
-      transpose16(w);
-      for (int64_t q = 0; q < 16 && p0 + q < pairs; ++q) {
-        _mm512_storeu_si512(p.out + g * p.g_stride + (p0 + q) * p.p_stride, w[q]);
+    }
+    // 16 rows x 16 pair-words (32 values of each row, contiguous), then transposed
+    __m512i w[16];
+    for (int i = 0; i < 16; ++i) {
+      if (i >= valid) {
+        w[i] = _mm512_setzero_si512();
+        continue;
       }
+      const float* row = p.s + (g * 16 + i) * p.ld + 2 * p0;
+      const int64_t left = p.cols - 2 * p0;
+      const __m512 lo = _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left), row), scale);
+      const __m512 hi =
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(words_mask(left - 16), row + 16), scale);
+      w[i] = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+    }
+    transpose16(w);
+    for (int64_t q = 0; q < 16 && p0 + q < pairs; ++q) {
+      _mm512_storeu_si512(p.out + g * p.g_stride + (p0 + q) * p.p_stride, w[q]);
     }
   }
 }

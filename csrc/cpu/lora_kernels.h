@@ -40,8 +40,9 @@ void avx512bf16_lora_project(const LoraProjectArgs& p, int64_t m0, int64_t m1);
 // A float matrix s [R, C] (row stride ld) times `scale` as bf16 pairs along its rows, the
 // words w[row, p] = (s[row, 2p], s[row, 2p + 1]) (round to nearest even, denormals
 // flushed, zero past C), stored transposed in vectors of 16 rows: out[g * g_stride +
-// p * p_stride + lane] = w[16 g + lane, p] for groups g in [g0, g1) (zero past R) and
-// p < ceil(C / 2). a^T's panels and the epilogue's bt are both such a layout.
+// p * p_stride + lane] = w[16 g + lane, p] for g < groups (zero past R) and p < ceil(C /
+// 2). a^T's panels and the epilogue's bt are both such a layout. Work comes in blocks of
+// 16 rows x 16 words, numbered g * ceil(ceil(C / 2) / 16) + p / 16: blocks [b0, b1).
 struct PackPairsArgs {
   const float* s;
   int64_t rows, cols, ld;
@@ -50,7 +51,7 @@ struct PackPairsArgs {
   int64_t groups, g_stride, p_stride;
 };
 
-void avx512bf16_pack_pairs(const PackPairsArgs& p, int64_t g0, int64_t g1);
+void avx512bf16_pack_pairs(const PackPairsArgs& p, int64_t b0, int64_t b1);
 
 // The epilogue's adapter on bf16 pairs (AVX512-BF16): out[i * groups * 16 + c] = sum_j
 // t[m + i, j] * bt[j, n0 + c] for `rows` (1..16) rows and `groups` (1..4) groups of 16
