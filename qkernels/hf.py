@@ -57,6 +57,9 @@ class QKernelsConfig(QuantizationConfigMixin):
     epilogue (qkernels.fusion), as qkernels.swap does.
     `fuse_norms` (w8a8): norms quantize their output for the Linears reading it
     (qkernels.fusion.fuse_norms), as qkernels.swap does.
+    `embeddings`: nn.Embedding tables load as Int8Embedding (per-row int8; the float
+    table is never held), as qkernels.swap(..., embeddings=True); an input embedding
+    tied to the output layer stays float (both read the one saved tensor).
     `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
     task heads (lm_head, classifier, score) and transformers' default (the output
     embeddings, tied and last modules). `modules`: the
@@ -68,6 +71,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         act_bits: int = 8,
         fuse_activations: bool = True,
         fuse_norms: bool = True,
+        embeddings: bool = False,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
         **kwargs,
@@ -86,8 +90,32 @@ class QKernelsConfig(QuantizationConfigMixin):
         self.act_bits = act_bits
         self.fuse_activations = fuse_activations
         self.fuse_norms = fuse_norms
+        self.embeddings = embeddings
         self.modules_to_not_convert = modules_to_not_convert
         self.modules = dict(modules or {})
+
+
+def _embeddings_on_load(model: nn.Module, skip: list[str]) -> dict[str, dict]:
+    """Plan entries turning the model's nn.Embedding tables into Int8Embedding, except an
+    input embedding tied to the output layer (the saved file holds that tensor once, for
+    both) and those Int8Embedding refuses (max_norm, sparse gradients)."""
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    tied = None
+    if getattr(model.config, "tie_word_embeddings", False) and model.get_output_embeddings():
+        tied = model.get_input_embeddings()
+    plan = {}
+    for name, m in model.named_modules():
+        if type(m) is not nn.Embedding or m is tied or m.max_norm is not None or m.sparse:
+            continue
+        if should_convert_module(name, skip):
+            plan[name] = {
+                "type": "Int8Embedding",
+                "num_embeddings": m.num_embeddings,
+                "embedding_dim": m.embedding_dim,
+                "padding_idx": m.padding_idx,
+            }
+    return plan
 
 
 def _int8_matrices(model: nn.Module, plan: dict) -> dict[str, torch.Size]:
@@ -144,6 +172,8 @@ class QKernelsHfQuantizer(HfQuantizer):
                     "static_act": False,
                     "act_bits": cfg.act_bits,
                 }
+        if cfg.embeddings:
+            plan.update(_embeddings_on_load(model, skip))
         if cfg.fuse_activations:
             plan_fusions(model, plan)
         if cfg.fuse_norms:

@@ -149,10 +149,12 @@ def swap(
     that equal or end with an entry), and the parameters of modules_to_save (fnmatch
     patterns, e.g. a classification head) stay trainable.
 
-    embeddings=True (int8 methods) also turns every matching nn.Embedding into an
-    Int8Embedding. A swapped embedding or output layer that was tied to the other keeps
-    its own tensors (the other keeps the float weight), and the model's config says
-    tie_word_embeddings=False so that a saved model is not re-tied on load.
+    embeddings=True (int8 methods and LoRA, whose frozen base is int8) also turns every
+    matching nn.Embedding into an Int8Embedding (for LoRA: every one not excluded and not
+    in modules_to_save; target_modules name the adapters' Linears). A swapped embedding or
+    output layer that was tied to the other keeps its own tensors (the other keeps the
+    float weight), and the model's config says tie_word_embeddings=False so that a saved
+    model is not re-tied on load.
 
     fuse_activations (int8 methods): where a Hugging Face block applies an activation
     right after a swapped Linear (qkernels.fusion.FUSABLE_BLOCKS), it runs in that
@@ -163,6 +165,7 @@ def swap(
     (qkernels.fusion.fuse_norms; bit-identical to each Linear quantizing on its own).
     """
     make = _replacement(method, **opts)
+    modules_to_save = list(modules_to_save)
     include = list(include) if include is not None else None
     exclude = list(exclude)
     if target_modules is not None and method != "lora":
@@ -176,10 +179,8 @@ def swap(
         )
 
     def skip_reason(name: str) -> str | None:
-        if _matches(name, exclude):
-            return "excluded"
-        if include is not None and not _matches(name, include):
-            return "not included"
+        if reason := _excluded(name, include, exclude):
+            return reason
         if target_modules is not None and not _peft_match(name, target_modules):
             return "not a target module"
         return None
@@ -188,11 +189,19 @@ def swap(
         unfuse_activations(model, lambda name: skip_reason(name) is None)
     report = _replace_all(model, SwapReport(method), wanted, make, skip_reason)
     if embeddings:
-        if method not in ("w8a8", "w8a16"):
-            raise ValueError(f"qkernels.swap: embeddings=True needs an int8 method, not {method!r}")
-        _replace_all(
-            model, report, lambda m: type(m) is nn.Embedding, Int8Embedding.from_float, skip_reason
-        )
+        if method not in ("w8a8", "w8a16", "lora"):
+            raise ValueError(
+                f"qkernels.swap: embeddings=True needs an int8 method or lora, not {method!r}"
+            )
+
+        def embedding_skip(name: str) -> str | None:
+            if method != "lora":
+                return skip_reason(name)
+            if _matches(name, modules_to_save):  # a trained embedding stays float
+                return "in modules_to_save"
+            return _excluded(name, include, exclude)
+
+        _replace_all(model, report, _is_table, Int8Embedding.from_float, embedding_skip)
     if fuse_activations and method in ("w8a8", "w8a16"):
         report.fused = fuse_into_epilogues(model)
         _record_plan(model)
@@ -201,9 +210,21 @@ def swap(
         _record_plan(model)
     _untie_in_config(model)
     if method == "lora":
-        _freeze_all_but_adapters(model, list(modules_to_save))
+        _freeze_all_but_adapters(model, modules_to_save)
     trim_heap()  # the replaced modules' float weights and the quantizer's temporaries
     return report
+
+
+def _is_table(module: nn.Module) -> bool:
+    return type(module) is nn.Embedding
+
+
+def _excluded(name: str, include: list[str] | None, exclude: list[str]) -> str | None:
+    if _matches(name, exclude):
+        return "excluded"
+    if include is not None and not _matches(name, include):
+        return "not included"
+    return None
 
 
 def _untie_in_config(model: nn.Module) -> None:

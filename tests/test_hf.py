@@ -102,6 +102,36 @@ def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, 
         torch.testing.assert_close(out(reloaded.eval(), IDS), expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_embeddings_quantize_on_load_as_swap_does(float_dirs, tmp_path, arch):
+    """QKernelsConfig(embeddings=True): the tables load as Int8Embedding, bit-identical to
+    swap(..., embeddings=True); an input embedding tied to the output layer (GPT-2's wte,
+    which the saved file holds once for both) stays float; the saved model reloads."""
+    cls, auto, _ = ARCHS[arch]()
+    model = auto.from_pretrained(
+        float_dirs / arch, quantization_config=QKernelsConfig("w8a8", embeddings=True)
+    ).eval()
+    swapped = cls.from_pretrained(float_dirs / arch).eval()
+    heads = ["lm_head", "classifier", "score"]
+    tied = swapped.config.tie_word_embeddings and swapped.get_output_embeddings() is not None
+    if tied:
+        heads += [n for n, m in swapped.named_modules() if m is swapped.get_input_embeddings()]
+    qkernels.swap(swapped, "w8a8", exclude=heads, embeddings=True)
+
+    def tables(m):
+        kinds = {n: type(x).__name__ for n, x in m.named_modules()}
+        return {n: k for n, k in kinds.items() if "Embedding" in k}
+
+    assert tables(model) == tables(swapped) and "Int8Embedding" in tables(model).values()
+    assert (type(model.get_input_embeddings()) is torch.nn.Embedding) == tied
+    expected = out(swapped, IDS)
+    torch.testing.assert_close(out(model, IDS), expected, rtol=0, atol=0)
+    model.save_pretrained(tmp_path / "q")
+    reloaded = auto.from_pretrained(tmp_path / "q").eval()
+    assert tables(reloaded) == tables(model)
+    torch.testing.assert_close(out(reloaded, IDS), expected, rtol=0, atol=0)
+
+
 def test_act_bits_in_the_config_reaches_every_module_and_the_saved_model(float_dirs, tmp_path):
     _, auto, _ = llama()
     config = QKernelsConfig("w8a8", act_bits=7)

@@ -36,7 +36,7 @@ def test_padding_idx_and_errors():
         Int8Embedding.from_float(nn.Embedding(10, 4, max_norm=1.0))
     with pytest.raises(ValueError, match="padding_idx must be within"):
         Int8Embedding(10, 4, padding_idx=10)
-    with pytest.raises(ValueError, match="embeddings=True needs an int8 method"):
+    with pytest.raises(ValueError, match="embeddings=True needs an int8 method or lora"):
         qkernels.swap(nn.Sequential(nn.Embedding(4, 4)), "qat", embeddings=True)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import qkernels
-from qkernels.nn import LoRAInt8Linear
+from qkernels.nn import Int8Embedding, LoRAInt8Linear
 from qkernels.swap import trainable_parameters
 
 transformers = pytest.importorskip("transformers")
@@ -57,6 +57,36 @@ def test_bert_targets_freeze_and_train():
     assert all(model.get_submodule(n).lora_B.abs().sum() > 0 for n in names)
     for k, v in frozen.items():
         torch.testing.assert_close(model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_embeddings_freeze_in_int8_except_modules_to_save_and_excluded():
+    """embeddings=True under LoRA: every frozen table in int8 (target_modules name the
+    adapters' Linears, not the tables); one in modules_to_save trains in float, an
+    excluded one stays float and frozen; gradients reach the adapters through them."""
+    model = tiny_bert()
+    report = qkernels.swap(
+        model,
+        "lora",
+        r=4,
+        target_modules=["query", "value"],
+        embeddings=True,
+        exclude=["*token_type_embeddings"],
+        modules_to_save=["classifier", "*position_embeddings"],
+    )
+    emb = model.bert.embeddings
+    assert type(emb.word_embeddings) is Int8Embedding
+    assert type(emb.position_embeddings) is torch.nn.Embedding
+    assert type(emb.token_type_embeddings) is torch.nn.Embedding
+    assert ("bert.embeddings.word_embeddings", "Embedding", "Int8Embedding") in report.replaced
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "bert.embeddings.position_embeddings.weight" in trainable
+    assert "bert.embeddings.token_type_embeddings.weight" not in trainable
+    trained = ("classifier", "bert.embeddings.position_embeddings")
+    assert all("lora_" in n or n.startswith(trained) for n in trainable)
+    model.train()
+    model(torch.randint(0, 100, (2, 9))).logits.square().sum().backward()
+    query = model.bert.encoder.layer[0].attention.self.query
+    assert query.lora_A.grad is not None and emb.position_embeddings.weight.grad is not None
 
 
 def test_gpt2_conv1d_regex_targets_and_w8a16_base():
