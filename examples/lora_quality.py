@@ -3,14 +3,17 @@ example's batch, length and steps): full fp32 fine-tuning, PEFT LoRA on the fp32
 and qkernels LoRA on the frozen int8 base (w8a8), scored before and after merging into
 int8 (one run) — the same loop, data, schedule and seed for all; the two LoRA runs share
 r, alpha, lr and target modules (every Linear but the head, which both train in full).
+With several seeds (init, batch order) every config runs once per seed; the targets are
+judged on the means: one seed's accuracy on 302 examples moves by points between seeds.
 
-    .venv/bin/python examples/lora_quality.py [--steps 300] [--json out.json]
+    .venv/bin/python examples/lora_quality.py [--steps 300] [--seeds 0 1 2] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from classify_csv import make_csv
@@ -42,6 +45,14 @@ def peft_lora(cfg: FinetuneConfig, rank: int, alpha: float) -> dict:
     return {"after": measure(job)}
 
 
+CONFIGS = (
+    "fp32 full fine-tuning",
+    "PEFT LoRA, fp32 base",
+    "qkernels LoRA, int8 base",
+    "qkernels LoRA, merged int8",
+)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -49,6 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--alpha", type=float, default=32.0)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--output", default="runs/lora_quality")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     out = Path(args.output)
@@ -63,34 +75,50 @@ def main(argv: list[str] | None = None) -> dict:
         max_length=128,
     )
     lora = dict(common, method="lora", rank=args.rank, alpha=args.alpha, lr=args.lora_lr)
-    fp32 = finetune(FinetuneConfig(method="fp32", lr=5e-5, output=str(out / "fp32"), **common))
-    peft = peft_lora(FinetuneConfig(output=str(out / "peft"), **lora), args.rank, args.alpha)
-    qk = finetune(FinetuneConfig(output=str(out / "qk"), merge=True, **lora))
-    accuracy = {
-        "fp32 full fine-tuning": fp32["after"]["metric"],
-        "PEFT LoRA, fp32 base": peft["after"]["metric"],
-        "qkernels LoRA, int8 base": qk["unmerged_metric"],
-        "qkernels LoRA, merged int8": qk["after"]["metric"],
-    }
+    per_seed: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    merge_errors = []
+    for seed in args.seeds:
+        run = out / f"seed{seed}"
+        fp32 = finetune(
+            FinetuneConfig(method="fp32", lr=5e-5, output=str(run / "fp32"), seed=seed, **common)
+        )
+        peft = peft_lora(
+            FinetuneConfig(output=str(run / "peft"), seed=seed, **lora), args.rank, args.alpha
+        )
+        qk = finetune(FinetuneConfig(output=str(run / "qk"), merge=True, seed=seed, **lora))
+        scores = (
+            fp32["after"]["metric"],
+            peft["after"]["metric"],
+            qk["unmerged_metric"],
+            qk["after"]["metric"],
+        )
+        for name, score in zip(CONFIGS, scores, strict=True):
+            per_seed[name].append(score)
+        merge_errors.append(qk.get("merge_error"))
+    accuracy = {name: statistics.mean(scores) for name, scores in per_seed.items()}
     ref = accuracy["PEFT LoRA, fp32 base"]
-    print(f"\n{'':<28} {'accuracy':>9} {'vs PEFT fp32 (points)':>22}")
+    print(f"\n{'':<28} {'mean accuracy':>13} {'min-max':>15} {'vs PEFT fp32 (points)':>22}")
     for name, acc in accuracy.items():
-        print(f"{name:<28} {acc:>9.4f} {100 * (acc - ref):>+22.2f}")
+        span = f"{min(per_seed[name]):.4f}-{max(per_seed[name]):.4f}"
+        print(f"{name:<28} {acc:>13.4f} {span:>15} {100 * (acc - ref):>+22.2f}")
     valid = len(read_labelled(valid_csv))
+    seeds = ", ".join(map(str, args.seeds))
     result = {
         "steps": args.steps,
         "rank": args.rank,
         "alpha": args.alpha,
+        "seeds": args.seeds,
         "accuracy": accuracy,
+        "accuracy_per_seed": per_seed,
         "environment": environment(),
         "valid_examples": valid,
-        "merge_error": qk.get("merge_error"),
+        "merge_error": merge_errors,
         "note": (
-            f"examples/lora_quality.py, one seed (0): MiniLM classification on the classify_csv "
-            f"data (batch 16, max_length 128, {args.steps} steps); fp32 full fine-tuning lr "
-            f"5e-5; both LoRA runs r={args.rank}, alpha={args.alpha:g}, lr {args.lora_lr:g}, "
-            f"every Linear but the head (trained in full); one validation example is "
-            f"{100 / valid:.2f} points"
+            f"examples/lora_quality.py, seeds {seeds} (accuracy: their mean): MiniLM "
+            f"classification on the classify_csv data (batch 16, max_length 128, {args.steps} "
+            f"steps); fp32 full fine-tuning lr 5e-5; both LoRA runs r={args.rank}, "
+            f"alpha={args.alpha:g}, lr {args.lora_lr:g}, every Linear but the head (trained in "
+            f"full); one validation example is {100 / valid:.2f} points"
         ),
     }
     if args.json:
