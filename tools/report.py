@@ -115,17 +115,19 @@ def lora_section(path: Path) -> list[str]:
         "",
         source(path, data),
         "",
-        "| config | step ms | peak RSS MB | trainable params |",
-        "| --- | ---: | ---: | ---: |",
+        "| config | step ms | peak RSS MB | peak live MB | trainable params |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in data["training_step"]:
         if r["step_ms"] is None:
-            lines.append(f"| {r['config']} | - | - | - ({r.get('note', '')}) |")
+            lines.append(f"| {r['config']} | - | - | - | - ({r.get('note', '')}) |")
             continue
+        live = r.get("peak_live_mb")  # recorded since 2026-12-07
         lines.append(
             f"| {r['config']} | {r['step_ms']:.0f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['trainable_params']:,} |"
+            f"{'-' if live is None else f'{live:.0f}'} | {r['trainable_params']:,} |"
         )
+    lines += ["", *(f"- {k}: {v:.2f}x" for k, v in data.get("step_summary", {}).items())]
     return [*lines, ""]
 
 
@@ -138,10 +140,13 @@ def lora_quality_section(path: Path) -> list[str]:
         "",
         f"{data['note']}.",
         "",
-        "| run | validation accuracy |",
-        "| --- | ---: |",
+        "| run | validation accuracy | per seed |",
+        "| --- | ---: | --- |",
     ]
-    lines += [f"| {name} | {acc:.4f} |" for name, acc in data["accuracy"].items()]
+    per_seed = data.get("accuracy_per_seed", {})
+    for name, acc in data["accuracy"].items():
+        seeds = ", ".join(f"{a:.4f}" for a in per_seed.get(name, []))
+        lines.append(f"| {name} | {acc:.4f} | {seeds} |")
     return [*lines, ""]
 
 

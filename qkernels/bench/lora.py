@@ -4,7 +4,11 @@ int8 base runs (base op + two adapter matmuls), in one process, rounds interleav
 weights rotated past the last-level cache. (b) A training step of a BERT-base-sized
 model (4 layers) with LoRA on qkernels' int8 base against PEFT LoRA on fp32 and bf16
 bases, full fp32 fine-tuning and bitsandbytes int8 + PEFT where it runs: each config in
-a child process, so its peak RSS (the kernel's VmHWM of its address space) is its own."""
+a child process, so its peak RSS (the kernel's VmHWM of its address space) is its own.
+Peak live memory is counted apart from the allocator: the model's parameters and buffers
+and the optimizer's state, plus the peak of the bytes held by tensors through one more
+step, summed from the profiler's allocation events (RSS also counts what glibc keeps of
+freed blocks: its fragmentation decides half of the difference between the configs)."""
 
 from __future__ import annotations
 
@@ -153,13 +157,19 @@ def format_op_table(rows: list[OpRow]) -> str:
 
 # ---- (b) the training step, one child process per config ----
 
+OURS, WHOLE, PEFT = "qkernels lora w8a8", "qkernels lora w8a8 + int8 embeddings", "peft lora fp32"
+CHECKPOINTING = ", checkpointing"  # config suffix: HF gradient checkpointing (non-reentrant)
 STEP_CONFIGS = (
-    "qkernels lora w8a8",
+    OURS,
+    WHOLE,
     "qkernels lora w8a16",
-    "peft lora fp32",
+    PEFT,
     "peft lora bf16",
     "full fp32",
     "bitsandbytes int8 + peft",
+    # QLoRA's setting: activations recomputed per layer, so the weights weigh more
+    WHOLE + CHECKPOINTING,
+    PEFT + CHECKPOINTING,
 )
 FULL_MODEL = dict(hidden=768, layers=4, heads=12, ffn=3072, batch=8, seq=128, steps=4)
 CI_MODEL = dict(hidden=64, layers=2, heads=2, ffn=128, batch=2, seq=16, steps=2)
@@ -173,6 +183,7 @@ class StepRow:
     spread_ms: float | None
     peak_rss_mb: float | None
     model_rss_mb: float | None  # peak RSS minus the RSS before the model was built
+    peak_live_mb: float | None  # parameters, buffers, optimizer state + a step's peak tensors
     frozen_weight_mb: float | None  # every frozen weight (+ scales) as stored
     frozen_linear_mb: float | None  # the frozen Linear weights (+ scales) only
     trainable_params: int | None
@@ -195,6 +206,25 @@ def _rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
+def _tensor_mb(tensors) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def step_peak_tensor_mb(step: Callable[[], None]) -> float:
+    """The peak of the bytes tensors allocate and free during `step()` (the CPU allocator's
+    events in the profiler, summed in time order), in MiB."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    live = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
+
+
 def save_step_model(shape: dict, path: str) -> None:
     """The BERT-sized model every config loads (seeded), as a Hugging Face directory."""
     import transformers
@@ -215,8 +245,11 @@ def save_step_model(shape: dict, path: str) -> None:
 def _build(config: str, path: str):
     """Each config loads the saved model as its users would: qkernels straight into
     int8 (QKernelsConfig, so the fp32 weights are never held, as bitsandbytes' 8-bit
-    loading), the others in fp32."""
+    loading; "+ int8 embeddings": the embedding tables too, so the whole frozen base is
+    int8), the others in fp32."""
     import transformers
+
+    config = config.removesuffix(CHECKPOINTING)
 
     cls = transformers.BertForSequenceClassification
     dtype = torch.float32
@@ -224,8 +257,11 @@ def _build(config: str, path: str):
         import qkernels
         from qkernels.hf import QKernelsConfig
 
-        base = config.rsplit(" ", 1)[1]
-        model = cls.from_pretrained(path, quantization_config=QKernelsConfig(base))
+        base = config.split()[2]
+        embeddings = config.endswith("+ int8 embeddings")
+        model = cls.from_pretrained(
+            path, quantization_config=QKernelsConfig(base, embeddings=embeddings)
+        )
         torch.manual_seed(0)
         qkernels.swap(
             model,
@@ -258,9 +294,12 @@ def _build(config: str, path: str):
 def _frozen_weight_mb(model, linear_only: bool = False) -> float:
     """Frozen parameters and weight buffers (int8 weights, scales), in MiB; linear_only:
     those of Linear layers (what the int8 base replaces), not embeddings or norms."""
+    from qkernels.nn import Int8Embedding
+
     total = 0
     for module in model.modules():
-        if linear_only and not (isinstance(module, nn.Linear) or hasattr(module, "weight_scale")):
+        linear = hasattr(module, "weight_scale") and not isinstance(module, Int8Embedding)
+        if linear_only and not (isinstance(module, nn.Linear) or linear):
             continue
         for n, t in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
             frozen = not t.requires_grad if isinstance(t, nn.Parameter) else "weight" in n
@@ -282,33 +321,43 @@ def run_step_child(config: str, shape: dict, path: str) -> StepRow:
     before = _rss_mb()
     model, dtype = _build(config, path)
     model.train()
+    if config.endswith(CHECKPOINTING):
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     ids = torch.randint(0, 1000, (shape["batch"], shape["seq"]))
     labels = torch.randint(0, 2, (shape["batch"],))
-    times = []
-    for step in range(shape["steps"] + 1):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             loss = model(input_ids=ids, labels=labels).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step:  # the first step allocates the optimizer state
+
+    times = []
+    for i in range(shape["steps"] + 1):
+        t0 = time.perf_counter()
+        step()
+        if i:  # the first step allocates the optimizer state
             times.append((time.perf_counter() - t0) * 1e3)
+    peak_rss = _rss_mb()  # before the profiled step, whose event records take memory
+    state = [*model.parameters(), *model.buffers()]
+    state += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
     return StepRow(
         config,
         statistics.median(times),
         max(times) - min(times),
-        _rss_mb(),
-        _rss_mb() - before,
+        peak_rss,
+        peak_rss - before,
+        _tensor_mb(state) + step_peak_tensor_mb(step),
         _frozen_weight_mb(model),
         _frozen_weight_mb(model, linear_only=True),
         sum(p.numel() for p in params),
     )
 
 
-CI_STEP_CONFIGS = ("qkernels lora w8a8", "peft lora fp32")  # each child costs ~10 s
+CI_STEP_CONFIGS = (OURS, PEFT, WHOLE + CHECKPOINTING)  # each child costs ~10 s
 
 
 def run_lora_step_suite(
@@ -336,46 +385,56 @@ def _run_child(config: str, shape: dict, path: str) -> StepRow:
     if proc.returncode == 0:
         return StepRow(**json.loads(proc.stdout.strip().splitlines()[-1]))
     reason = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
-    return StepRow(config, None, None, None, None, None, None, None, note=reason)
+    return StepRow(config, None, None, None, None, None, None, None, None, note=reason)
+
+
+# (ratio's name, numerator config, denominator config, StepRow field)
+SUMMARY = [
+    *(
+        (f"step: {peer} / {OURS}", peer, OURS, "step_ms")
+        for peer in (PEFT, "peft lora bf16", "full fp32")
+    ),
+    ("frozen weights: qkernels / peft fp32", OURS, PEFT, "frozen_weight_mb"),
+    ("frozen weights, int8 embeddings too: qkernels / peft fp32", WHOLE, PEFT, "frozen_weight_mb"),
+    ("frozen Linear weights: qkernels / peft fp32", OURS, PEFT, "frozen_linear_mb"),
+    ("model RSS: qkernels / peft fp32", OURS, PEFT, "model_rss_mb"),
+    ("peak RSS: qkernels / peft fp32", OURS, PEFT, "peak_rss_mb"),
+    ("peak live: qkernels / peft fp32", OURS, PEFT, "peak_live_mb"),
+    ("peak live, int8 embeddings too: qkernels / peft fp32", WHOLE, PEFT, "peak_live_mb"),
+    (
+        "step, checkpointing: peft lora fp32 / qkernels",
+        PEFT + CHECKPOINTING,
+        WHOLE + CHECKPOINTING,
+        "step_ms",
+    ),
+    (
+        "peak live, checkpointing: qkernels / peft fp32",
+        WHOLE + CHECKPOINTING,
+        PEFT + CHECKPOINTING,
+        "peak_live_mb",
+    ),
+]
 
 
 def step_summary(rows: list[StepRow]) -> dict:
-    """Ratios against qkernels LoRA w8a8; a ratio whose denominator is 0 (a tiny model's
-    RSS growth can be) is left out rather than made up."""
-    t = {r.config: r for r in rows if r.step_ms}
-    ours = t.get("qkernels lora w8a8")
+    """The SUMMARY ratios whose configs both ran; a ratio whose denominator is 0 (a tiny
+    model's RSS growth can be) is left out rather than made up."""
+    t = {r.config: asdict(r) for r in rows if r.step_ms}
     out = {}
-
-    def put(name: str, num: float | None, den: float | None) -> None:
-        if num is not None and den:
-            out[name] = round(num / den, 3)
-
-    if ours:
-        for peer in ("peft lora fp32", "peft lora bf16", "full fp32"):
-            if peer in t:
-                put(f"step: {peer} / qkernels lora w8a8", t[peer].step_ms, ours.step_ms)
-        fp32 = t.get("peft lora fp32")
-        if fp32:
-            put(
-                "frozen weights: qkernels / peft fp32", ours.frozen_weight_mb, fp32.frozen_weight_mb
-            )
-            put(
-                "frozen Linear weights: qkernels / peft fp32",
-                ours.frozen_linear_mb,
-                fp32.frozen_linear_mb,
-            )
-            put("model RSS: qkernels / peft fp32", ours.model_rss_mb, fp32.model_rss_mb)
-            put("peak RSS: qkernels / peft fp32", ours.peak_rss_mb, fp32.peak_rss_mb)
+    for name, num, den, field in SUMMARY:
+        if num in t and den in t and t[num][field] is not None and t[den][field]:
+            out[name] = round(t[num][field] / t[den][field], 3)
     return out
 
 
 def format_step_table(rows: list[StepRow]) -> str:
     cols = [
-        ("config", "config", "<26"),
+        ("config", "config", "<46"),
         ("step ms", "step_ms", ">9.1f"),
         ("spread", "spread_ms", ">8.1f"),
         ("peak RSS MB", "peak_rss_mb", ">12.0f"),
         ("model RSS MB", "model_rss_mb", ">13.0f"),
+        ("peak live MB", "peak_live_mb", ">13.0f"),
         ("frozen W MB", "frozen_weight_mb", ">12.1f"),
         ("of Linear", "frozen_linear_mb", ">10.1f"),
         ("trainable", "trainable_params", ">10"),
@@ -386,6 +445,8 @@ def format_step_table(rows: list[StepRow]) -> str:
     lines += [f"  {k}: {v:.2f}x" for k, v in summary.items()]
     lines.append(
         "(peak RSS: VmHWM of each config's own child process; model RSS: "
-        "that minus the RSS once its libraries were imported, before the model was loaded)"
+        "that minus the RSS once its libraries were imported, before the model was loaded; "
+        "peak live: parameters, buffers and optimizer state plus the peak bytes of tensors "
+        "through a step, from the profiler's allocation events)"
     )
     return "\n".join(lines)
