@@ -45,6 +45,12 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(s, p) for p in patterns for s in suffixes)
 
 
+def _within(name: str, patterns: Iterable[str]) -> bool:
+    """The module or one of the modules holding it matches (as `_matches`)."""
+    parts = name.split(".")
+    return any(_matches(".".join(parts[:i]), patterns) for i in range(1, len(parts) + 1))
+
+
 @dataclass
 class SwapReport:
     method: str
@@ -147,7 +153,8 @@ def swap(
     were never held) keeps its int8 weights and its mode; `base` applies to float ones.
     target_modules selects with PEFT's rule (a regex string on the full name, or names
     that equal or end with an entry), and the parameters of modules_to_save (fnmatch
-    patterns, e.g. a classification head) stay trainable.
+    patterns, e.g. a classification head) stay trainable: as in PEFT, those modules and
+    what they hold get no adapter, even where target_modules matches them.
 
     embeddings=True (int8 methods and LoRA, whose frozen base is int8) also turns every
     matching nn.Embedding into an Int8Embedding (for LoRA: every one not excluded and not
@@ -181,6 +188,9 @@ def swap(
     def skip_reason(name: str) -> str | None:
         if reason := _excluded(name, include, exclude):
             return reason
+        # as PEFT: a module to save trains in full, so no adapter goes on it or inside it
+        if method == "lora" and _within(name, modules_to_save):
+            return "in modules_to_save"
         if target_modules is not None and not _peft_match(name, target_modules):
             return "not a target module"
         return None
@@ -197,7 +207,7 @@ def swap(
         def embedding_skip(name: str) -> str | None:
             if method != "lora":
                 return skip_reason(name)
-            if _matches(name, modules_to_save):  # a trained embedding stays float
+            if _within(name, modules_to_save):  # a trained embedding stays float
                 return "in modules_to_save"
             return _excluded(name, include, exclude)
 

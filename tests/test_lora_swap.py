@@ -150,3 +150,41 @@ def test_lora_on_a_model_quantized_while_loading_keeps_its_int8_weights(tmp_path
     loaded(input_ids=ids, labels=torch.tensor([0, 2])).loss.backward()
     grads = {n for n, p in loaded.named_parameters() if p.grad is not None}
     assert grads and all(".lora_" in n or n.startswith("classifier.") for n in grads)
+
+
+@pytest.mark.parametrize("base", ["w8a8", "w8a16"])
+def test_gradient_checkpointing_gives_the_same_adapter_gradients(base):
+    """HF's gradient checkpointing (QLoRA's memory setting) recomputes each layer's forward
+    in the backward: the fused op runs twice and its gradients must not change."""
+    model = tiny_bert()
+    qkernels.swap(model, "lora", r=4, alpha=8, base=base, modules_to_save=["classifier"])
+    assert not isinstance(model.classifier, LoRAInt8Linear)  # PEFT's rule: trained in full
+    for m in model.modules():
+        if isinstance(m, LoRAInt8Linear):
+            torch.nn.init.normal_(m.lora_B, std=0.1)  # a trained adapter: B != 0
+    checkpointed = copy.deepcopy(model)
+    checkpointed.gradient_checkpointing_enable(
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+    )
+    ids, labels = torch.randint(0, 100, (3, 11)), torch.tensor([0, 2, 1])
+    grads = []
+    for m in (model, checkpointed):
+        m.train()
+        torch.manual_seed(0)  # the same dropout masks (checkpointing replays its RNG state)
+        m(ids, labels=labels).loss.backward()
+        grads.append({n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and any("lora_A" in n for n in grads[0])
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, rtol=0, atol=0, msg=n)
+
+
+def test_modules_to_save_and_what_they_hold_get_no_adapter():
+    """PEFT never puts an adapter on (or inside) a module to save, even where
+    target_modules matches it: it trains in full, float."""
+    model = tiny_bert()
+    report = qkernels.swap(model, "lora", r=4, modules_to_save=["pooler", "classifier"])
+    skipped = dict(report.skipped)
+    assert skipped["bert.pooler.dense"] == skipped["classifier"] == "in modules_to_save"
+    assert type(model.bert.pooler.dense) is torch.nn.Linear
+    assert model.bert.pooler.dense.weight.requires_grad and model.classifier.weight.requires_grad
+    assert isinstance(model.bert.encoder.layer[0].attention.self.query, LoRAInt8Linear)
