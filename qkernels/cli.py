@@ -196,6 +196,7 @@ def bench(args: argparse.Namespace) -> None:
         steps = lora.run_lora_step_suite(
             lora.CI_MODEL if ci else lora.FULL_MODEL,
             lora.CI_STEP_CONFIGS if ci else lora.STEP_CONFIGS,
+            rounds=1 if ci else lora.FULL_ROUNDS,
         )
         text = lora.format_op_table(rows) + "\n\n" + lora.format_step_table(steps)
         emit(

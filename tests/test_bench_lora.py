@@ -34,3 +34,13 @@ def test_step_summary_takes_ratios_only_where_both_configs_ran():
     assert "step: peft lora bf16 / qkernels lora w8a8" not in out
     assert not any("checkpointing" in k for k in out)  # the peer's checkpointed run is missing
     assert "model RSS: qkernels / peft fp32" not in out
+
+
+def test_rounds_merge_to_medians_and_the_range_of_their_steps():
+    rows = [_row(lora.OURS, ms, live) for ms, live in ((300.0, 10.0), (250.0, 30.0), (280.0, 20.0))]
+    rows.append(_row(lora.OURS, None, None))  # a failed process does not count
+    merged = lora._merge_rounds(rows)
+    assert (merged.step_ms, merged.peak_live_mb, merged.spread_ms) == (280.0, 20.0, 50.0)
+    assert merged.trainable_params == 1000 and merged.note == "median of 3 processes"
+    failed = _row(lora.PEFT, None, None)
+    assert lora._merge_rounds([failed]) is failed
