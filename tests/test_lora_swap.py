@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import qkernels
+from qkernels.bench.lora import enable_checkpointing
 from qkernels.nn import Int8Embedding, LoRAInt8Linear
 from qkernels.swap import trainable_parameters
 
@@ -163,16 +164,18 @@ def test_gradient_checkpointing_gives_the_same_adapter_gradients(base):
         if isinstance(m, LoRAInt8Linear):
             torch.nn.init.normal_(m.lora_B, std=0.1)  # a trained adapter: B != 0
     checkpointed = copy.deepcopy(model)
-    checkpointed.gradient_checkpointing_enable(
-        gradient_checkpointing_kwargs={"use_reentrant": False}
-    )
+    enable_checkpointing(checkpointed)
     ids, labels = torch.randint(0, 100, (3, 11)), torch.tensor([0, 2, 1])
-    grads = []
+    grads, calls = [], []
     for m in (model, checkpointed):
         m.train()
+        query = m.bert.encoder.layer[0].attention.self.query
+        calls.append(0)
+        query.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
         torch.manual_seed(0)  # the same dropout masks (checkpointing replays its RNG state)
         m(ids, labels=labels).loss.backward()
         grads.append({n: p.grad for n, p in m.named_parameters() if p.requires_grad})
+    assert calls == [1, 2]  # the checkpointed layer ran again in the backward
     assert grads[0].keys() == grads[1].keys() and any("lora_A" in n for n in grads[0])
     for n, g in grads[0].items():
         torch.testing.assert_close(grads[1][n], g, rtol=0, atol=0, msg=n)

@@ -292,6 +292,15 @@ def _build(config: str, path: str):
     return model, dtype
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Hugging Face's per-layer activation checkpointing, non-reentrant (transformers 5
+    renamed gradient_checkpointing_enable, which now warns)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _frozen_weight_mb(model, linear_only: bool = False) -> float:
     """Frozen parameters and weight buffers (int8 weights, scales), in MiB; linear_only:
     those of Linear layers (what the int8 base replaces), not embeddings or norms."""
@@ -323,7 +332,7 @@ def run_step_child(config: str, shape: dict, path: str) -> StepRow:
     model, dtype = _build(config, path)
     model.train()
     if config.endswith(CHECKPOINTING):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     ids = torch.randint(0, 1000, (shape["batch"], shape["seq"]))
