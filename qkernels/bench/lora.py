@@ -7,8 +7,8 @@ bases, full fp32 fine-tuning and bitsandbytes int8 + PEFT where it runs: each co
 a child process, so its peak RSS (the kernel's VmHWM of its address space) is its own.
 Peak live memory is counted apart from the allocator: the model's parameters and buffers
 and the optimizer's state, plus the peak of the bytes held by tensors through one more
-step, summed from the profiler's allocation events (RSS also counts what glibc keeps of
-freed blocks: its fragmentation decides half of the difference between the configs)."""
+step, summed from the profiler's allocation events (RSS also counts the freed blocks
+glibc keeps, and how many depends on the order of the allocations)."""
 
 from __future__ import annotations
 
