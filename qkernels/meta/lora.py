@@ -8,6 +8,7 @@ w_scale's is an error, never a silent None (as for linear_w8a8)."""
 from __future__ import annotations
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from qkernels._common import FLOAT_DTYPES, check, check_same_device, describe
 from qkernels._library import lib
@@ -69,7 +70,10 @@ def lora_backward_fake(grad, x, wq, w_scale, a, b, scaling):
         ),
     )
     check_same_device(op, x, grad=grad)
-    return torch.empty_like(x), torch.empty_like(a), torch.empty_like(b)
+    # dx in grad's dtype (the op's output dtype, so x's): x may be the bf16 copy that
+    # the autograd keeps of a float32 input (`saved_input`)
+    dx = torch.empty(x.shape, dtype=grad.dtype, device=x.device)
+    return dx, torch.empty_like(a), torch.empty_like(b)
 
 
 def dx_in_bf16() -> bool:
@@ -99,16 +103,33 @@ def lora_backward_by_matmuls(grad, x, wq, w_scale, a, b, scaling: float):
     else:
         dx = g2d @ wq.float().mul_(w_scale.reshape(-1, 1))
     dx.addmm_(gb, a.float(), alpha=scaling)
-    return dx.reshape(x.shape).to(x.dtype), da, db
+    return dx.reshape(x.shape).to(grad.dtype), da, db
+
+
+# Rows of a reduced-precision x converted to float32 at a time (~2 MB): the backward
+# starts while every activation is still held, so a whole float32 copy of x (12.6 MB for
+# BERT-base's FFN down at 1024 tokens) would add to the training step's peak.
+_FLOAT_BLOCK = 1 << 19
 
 
 def _adapter_grads(g2d, x, a, b, scaling: float):
     """(gb, da, db): gb = grad @ b [M, r], da = scaling * gb^T x, db = scaling * grad^T
     (x a^T), in float32, da / db in the adapter's dtypes."""
-    x2d, af = x.reshape(-1, x.shape[-1]).float(), a.float()
+    k = x.shape[-1]
+    x2d, af = x.reshape(-1, k), a.float()
     gb = g2d @ b.float()
-    da = scaling * (gb.T @ x2d)
-    db = scaling * (g2d.T @ (x2d @ af.T))
+    if x2d.dtype == torch.float32:
+        da, t = gb.T @ x2d, x2d @ af.T
+    else:
+        da = torch.zeros(af.shape, device=x.device)
+        t = torch.empty(x2d.shape[0], af.shape[0], device=x.device)
+        step = max(1, _FLOAT_BLOCK // k)
+        for i in range(0, x2d.shape[0], step):
+            block = x2d[i : i + step].float()
+            da.addmm_(gb[i : i + step].T, block)
+            torch.mm(block, af.T, out=t[i : i + step])
+    da.mul_(scaling)
+    db = scaling * (g2d.T @ t)
     return gb, da.to(a.dtype), db.to(b.dtype)
 
 
@@ -120,9 +141,35 @@ def _lora_backward_kernel(grad, x, wq, w_scale, a, b, scaling):
 lib.impl("lora_backward", _lora_backward_kernel, "CPU")
 
 
+def adapter_in_bf16(x: torch.Tensor) -> bool:
+    """The forward's adapter reads x rounded to bf16: float32 x on a CPU whose LoRA
+    kernels run the adapter in bf16 pairs (`dx_in_bf16`'s condition)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and dx_in_bf16()
+
+
+# One bf16 copy per input, shared by the ops that read it (BERT's Q, K and V): keyed
+# weakly on the input, so a copy lives while its input or a backward holding it does;
+# the version guards against an in-place write between two of those ops.
+_bf16_copies = WeakIdKeyDictionary()
+
+
+def saved_input(x: torch.Tensor) -> torch.Tensor:
+    """x as the backward keeps it: only da and db read it (dx needs none of x's values).
+    Where the forward's adapter rounded x to bf16, the bf16 copy — half the bytes, and
+    the very operand whose gradient da is — else x itself."""
+    if not adapter_in_bf16(x):
+        return x
+    cached = _bf16_copies.get(x)
+    if cached is not None and cached[0] == x._version:
+        return cached[1]
+    copy = x.detach().to(torch.bfloat16)
+    _bf16_copies[x] = (x._version, copy)
+    return copy
+
+
 def _setup(ctx, inputs, output):
     x, wq, w_scale, bias, a, b, scaling = inputs
-    ctx.save_for_backward(x, wq, w_scale, a, b)
+    ctx.save_for_backward(saved_input(x), wq, w_scale, a, b)
     ctx.scaling = scaling
     ctx.bias_dtype = None if bias is None else bias.dtype
 

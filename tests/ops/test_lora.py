@@ -138,6 +138,14 @@ def test_gradients_match_autograd(backend, op, dtype):
     out = getattr(torch.ops.qkernels, op)(xg, wq.to(dev), ws.to(dev), bg, ag, bbg, scaling)
     out.backward(grad.to(dev))
     assert rel_err(xg.grad.cpu(), x3.grad) < dx_tol and xg.grad.dtype == dtype
+    if backend.lora_adapter_in_bf16 and dtype == torch.float32:
+        # the autograd keeps x rounded to bf16, as the forward's adapter read it: da and db
+        # are the gradients of that forward (x as bf16), not of the float32 one
+        xr = x.bfloat16().float()
+        a4, b4 = (t.detach().clone().requires_grad_() for t in (a, b))
+        (scaling * (xr @ a4.T) @ b4.T).backward(grad)
+        assert rel_err(ag.grad.cpu(), a2.grad) > tol  # the rounding is visible at this tol
+        a2, bb2 = a4, b4
     assert rel_err(ag.grad.cpu(), a2.grad) < tol
     assert rel_err(bbg.grad.cpu(), bb2.grad) < tol
     assert rel_err(bg.grad.cpu(), b2.grad) < tol
@@ -149,6 +157,53 @@ def test_frozen_base_scale_gradient_is_a_clear_error():
     out = ops.lora_w8a8(torch.randn(3, 40), wq, ws, bias, a.requires_grad_(), b, 1.0)
     with pytest.raises(ValueError, match=r"qkernels\.lora_w8a8: w_scale gets no gradient"):
         out.sum().backward()
+
+
+def test_backward_keeps_one_bf16_copy_of_a_shared_input(monkeypatch):
+    """Where the adapter runs in bf16 the autograd keeps x as bf16 (half the bytes): one
+    copy for all the ops that read the same x (Q, K, V), a fresh one after an in-place
+    write; with QKERNELS_CPU_BF16=0 it keeps x itself."""
+    from qkernels.meta.lora import adapter_in_bf16
+
+    x = torch.randn(6, 40)
+    layers = [layer(24, 40, 4) for _ in range(3)]
+
+    def saved_x(op="lora_w8a8"):
+        outs = []
+        for wq, ws, bias, a, b in layers:
+            y = getattr(ops, op)(x, wq, ws, bias, a.requires_grad_(), b.requires_grad_(), 1.0)
+            outs.append(y.grad_fn.saved_tensors[0])
+        return outs
+
+    if not adapter_in_bf16(x):
+        pytest.skip("the CPU adapter runs in float32 here")
+    q, k, v = saved_x()
+    assert q.dtype == torch.bfloat16 and torch.equal(q, x.bfloat16())
+    assert q.data_ptr() == k.data_ptr() == v.data_ptr()
+    assert saved_x("lora_w8a16")[0].data_ptr() == q.data_ptr()
+    x.mul_(2)
+    fresh = saved_x()[0]
+    assert fresh.data_ptr() != q.data_ptr() and torch.equal(fresh, x.bfloat16())
+    monkeypatch.setenv("QKERNELS_CPU_BF16", "0")
+    assert saved_x()[0] is x
+
+
+def test_reduced_precision_x_is_converted_in_blocks(monkeypatch):
+    """lora_backward on a bf16 x (the saved copy) with a float32 grad: dx float32, and the
+    adapter's gradients those of float32 math on the same values, whether x is converted
+    in one block or several (with a tail)."""
+    import qkernels.meta.lora as lora
+
+    wq, ws, _, a, b = layer(24, 40, 8)
+    x, grad = torch.randn(2, 37, 40).bfloat16(), torch.randn(2, 37, 24)
+    whole = lora.lora_backward_by_matmuls(grad, x, wq, ws, a, b, 0.5)
+    expected = lora.lora_backward_by_matmuls(grad, x.float(), wq, ws, a, b, 0.5)
+    monkeypatch.setattr(lora, "_FLOAT_BLOCK", 40 * 10)  # 10 rows a block: 8 blocks
+    blocks = lora.lora_backward_by_matmuls(grad, x, wq, ws, a, b, 0.5)
+    assert whole[0].dtype == blocks[0].dtype == torch.float32
+    for got in (whole, blocks):
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("op", ["lora_w8a8", "lora_w8a16"])
@@ -178,6 +233,7 @@ def samples():
         yield op, (x.detach().bfloat16(), ops.pack_weight(wq), ws, None, a, b, 2.0)
     grad = torch.randn(5, 24)
     yield torch.ops.qkernels.lora_backward, (grad, x.detach(), wq, ws, a, b, 0.5)
+    yield torch.ops.qkernels.lora_backward, (grad, x.detach().bfloat16(), wq, ws, a, b, 0.5)
 
 
 @pytest.mark.parametrize("op,args", list(samples()), ids=lambda v: getattr(v, "__name__", ""))
