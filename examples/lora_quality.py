@@ -7,6 +7,11 @@ With several seeds (init, batch order) every config runs once per seed; the targ
 judged on the means: one seed's accuracy on 302 examples moves by points between seeds.
 
     .venv/bin/python examples/lora_quality.py [--steps 300] [--seeds 0 1 2] [--json out.json]
+        [--peers-from earlier.json]
+
+--peers-from takes the fp32 and PEFT accuracies from an earlier result of the same
+steps, rank, alpha, lr and seeds (neither runs a qkernels kernel) and trains only the
+qkernels configs: a third of the time, when only qkernels changed.
 """
 
 from __future__ import annotations
@@ -62,7 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", default="runs/lora_quality")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", default=None)
+    parser.add_argument("--peers-from", default=None, help="earlier JSON: fp32 / PEFT scores")
     args = parser.parse_args(argv)
+    peers = _peer_scores(args) if args.peers_from else None
     out = Path(args.output)
     train_csv, valid_csv = make_csv(out / "data")
     common = dict(
@@ -79,19 +86,20 @@ def main(argv: list[str] | None = None) -> dict:
     merge_errors = []
     for seed in args.seeds:
         run = out / f"seed{seed}"
-        fp32 = finetune(
-            FinetuneConfig(method="fp32", lr=5e-5, output=str(run / "fp32"), seed=seed, **common)
-        )
-        peft = peft_lora(
-            FinetuneConfig(output=str(run / "peft"), seed=seed, **lora), args.rank, args.alpha
-        )
+        if peers is not None:
+            fp32_score, peft_score = peers[seed]
+        else:
+            fp32 = finetune(
+                FinetuneConfig(
+                    method="fp32", lr=5e-5, output=str(run / "fp32"), seed=seed, **common
+                )
+            )
+            peft = peft_lora(
+                FinetuneConfig(output=str(run / "peft"), seed=seed, **lora), args.rank, args.alpha
+            )
+            fp32_score, peft_score = fp32["after"]["metric"], peft["after"]["metric"]
         qk = finetune(FinetuneConfig(output=str(run / "qk"), merge=True, seed=seed, **lora))
-        scores = (
-            fp32["after"]["metric"],
-            peft["after"]["metric"],
-            qk["unmerged_metric"],
-            qk["after"]["metric"],
-        )
+        scores = (fp32_score, peft_score, qk["unmerged_metric"], qk["after"]["metric"])
         for name, score in zip(CONFIGS, scores, strict=True):
             per_seed[name].append(score)
         merge_errors.append(qk.get("merge_error"))
@@ -118,12 +126,31 @@ def main(argv: list[str] | None = None) -> dict:
             f"classification on the classify_csv data (batch 16, max_length 128, {args.steps} "
             f"steps); fp32 full fine-tuning lr 5e-5; both LoRA runs r={args.rank}, "
             f"alpha={args.alpha:g}, lr {args.lora_lr:g}, every Linear but the head (trained in "
-            f"full); one validation example is {100 / valid:.2f} points"
+            f"full); one validation example is {100 / valid:.2f} points; the qkernels base int8 "
+            f"throughout (embedding tables too: the fine-tuning default)"
+            + (f"; fp32 and PEFT scores from {args.peers_from}" if peers is not None else "")
         ),
     }
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return result
+
+
+def _peer_scores(args) -> dict[int, tuple[float, float]]:
+    """seed -> (fp32, PEFT) accuracy from an earlier run with the same settings."""
+    earlier = json.loads(Path(args.peers_from).read_text())
+    settings = (earlier["steps"], earlier["rank"], earlier["alpha"])
+    same = settings == (args.steps, args.rank, args.alpha)
+    same = same and f"lr {args.lora_lr:g}" in earlier["note"]
+    missing = sorted(set(args.seeds) - set(earlier["seeds"]))
+    if not same or missing:
+        raise SystemExit(
+            f"--peers-from {args.peers_from}: other steps / rank / alpha / lr, or no seeds "
+            f"{missing} there"
+        )
+    per_seed = earlier["accuracy_per_seed"]
+    index = {seed: i for i, seed in enumerate(earlier["seeds"])}
+    return {s: (per_seed[CONFIGS[0]][index[s]], per_seed[CONFIGS[1]][index[s]]) for s in args.seeds}
 
 
 if __name__ == "__main__":

@@ -248,6 +248,7 @@ def finetune_cmd(args: argparse.Namespace) -> None:
         lora_dropout=args.lora_dropout,
         target_modules=args.target_modules.split(",") if args.target_modules else None,
         merge=args.merge,
+        float_embeddings=args.float_embeddings,
         fsdp=args.fsdp,
         valid_fraction=args.valid_fraction,
         calib_batches=args.calib_batches,
@@ -468,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.add_argument(
         "--merge", action="store_true", help="lora: save the merged int8 model (W + scaling BA)"
+    )
+    f.add_argument(
+        "--float-embeddings",
+        action="store_true",
+        help="lora: keep the frozen embedding tables float (default: int8, as the Linears)",
     )
     f.add_argument(
         "--fsdp",

@@ -67,6 +67,7 @@ class FinetuneConfig:
     lora_dropout: float = 0.0
     target_modules: list[str] | None = None  # lora: PEFT-style names; None: every Linear
     merge: bool = False  # lora: save the merged int8 model instead of base + adapters
+    float_embeddings: bool = False  # lora: keep the frozen embedding tables float (not int8)
     fsdp: bool = False  # under torchrun: FSDP2 instead of DDP
     valid_fraction: float = 0.1  # without --valid: this much of --train held out
     calib_batches: int = 8
@@ -409,6 +410,8 @@ def prepare(cfg: FinetuneConfig, model: nn.Module, train: Dataset, tokenizer, te
             alpha=cfg.alpha,
             dropout=cfg.lora_dropout,
             base=cfg.base,
+            # None: int8 tables wherever that saves memory (not one tied to lm_head)
+            embeddings=False if cfg.float_embeddings else None,
         )
     act = "minmax" if cfg.method == "ptq" else cfg.act
     report = qkernels.swap(model, "qat", act=act, weight_lsq=cfg.weight_lsq)

@@ -136,7 +136,7 @@ def swap(
     exclude: Iterable[str] = ("lm_head",),
     target_modules: str | Iterable[str] | None = None,
     modules_to_save: Iterable[str] = (),
-    embeddings: bool = False,
+    embeddings: bool | None = False,
     fuse_activations: bool = True,
     fuse_norms: bool = True,
     **opts,
@@ -161,7 +161,11 @@ def swap(
     in modules_to_save; target_modules name the adapters' Linears). A swapped embedding or
     output layer that was tied to the other keeps its own tensors (the other keeps the
     float weight), and the model's config says tie_word_embeddings=False so that a saved
-    model is not re-tied on load.
+    model is not re-tied on load. None (what `qkernels finetune --method lora` passes):
+    True for "lora", whose frozen base is then int8 throughout (PEFT on fp32 keeps ~4x
+    the bytes of every frozen table), but for an input table whose weight a float output
+    layer shares (an int8 copy would be held beside it) and tables with max_norm or
+    sparse gradients; False for the other methods.
 
     fuse_activations (int8 methods): where a Hugging Face block applies an activation
     right after a swapped Linear (qkernels.fusion.FUSABLE_BLOCKS), it runs in that
@@ -198,6 +202,10 @@ def swap(
     if method == "lora":  # the fused lora ops apply no activation: put the module back
         unfuse_activations(model, lambda name: skip_reason(name) is None)
     report = _replace_all(model, SwapReport(method), wanted, make, skip_reason)
+    auto, shared_table = embeddings is None, None
+    if auto:
+        embeddings = method == "lora"
+        shared_table = _table_shared_with_float_output(model)
     if embeddings:
         if method not in ("w8a8", "w8a16", "lora"):
             raise ValueError(
@@ -209,6 +217,12 @@ def swap(
                 return skip_reason(name)
             if _within(name, modules_to_save):  # a trained embedding stays float
                 return "in modules_to_save"
+            if auto:
+                table = model.get_submodule(name)
+                if table is shared_table:
+                    return "weight shared with a float output layer"
+                if table.max_norm is not None or table.sparse:  # Int8Embedding refuses them
+                    return "max_norm or sparse"
             return _excluded(name, include, exclude)
 
         _replace_all(model, report, _is_table, Int8Embedding.from_float, embedding_skip)
@@ -223,6 +237,15 @@ def swap(
         _freeze_all_but_adapters(model, modules_to_save)
     trim_heap()  # the replaced modules' float weights and the quantizer's temporaries
     return report
+
+
+def _table_shared_with_float_output(model: nn.Module) -> nn.Module | None:
+    """The input embedding whose weight a (float) output layer still shares, if any."""
+    if not hasattr(model, "get_input_embeddings") or not hasattr(model, "get_output_embeddings"):
+        return None
+    table, out = model.get_input_embeddings(), model.get_output_embeddings()
+    shared = table is not None and getattr(out, "weight", None) is getattr(table, "weight", 0)
+    return table if shared else None
 
 
 def _is_table(module: nn.Module) -> bool:

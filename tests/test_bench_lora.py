@@ -25,7 +25,7 @@ def test_step_summary_takes_ratios_only_where_both_configs_ran():
     rows = [
         _row(lora.OURS, 100.0, 300.0, rss=40.0),
         _row(lora.PEFT, 250.0, 400.0),  # its RSS grew by 0: no ratio over it
-        _row(lora.WHOLE + lora.CHECKPOINTING, 120.0, 150.0),
+        _row(lora.OURS + lora.CHECKPOINTING, 120.0, 150.0),
         _row("peft lora bf16", None, None),  # failed: no ratio
     ]
     out = lora.step_summary(rows)

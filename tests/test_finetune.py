@@ -71,8 +71,8 @@ def test_causal_lm_methods(tiny, tmp_path, method):
     )
     assert r["metric_name"] == "perplexity" and r["after"]["metric"] > 1
     assert (tmp_path / "report.json").exists() and (tmp_path / "model" / "config.json").exists()
-    if method != "fp32":
-        assert r["replaced"] == 8  # 4 Conv1D per GPT-2 block
+    if method != "fp32":  # 4 Conv1D per GPT-2 block; LoRA's int8 base: wpe too (wte is tied)
+        assert r["replaced"] == 8 + (method == "lora")
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -119,7 +119,7 @@ def test_distill_methods(tiny, tmp_path, method):
 @pytest.mark.parametrize("base", ["w8a8", "w8a16"])
 def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base):
     import qkernels
-    from qkernels.nn import LoRAInt8Linear
+    from qkernels.nn import Int8Embedding, LoRAInt8Linear
 
     kw = dict(
         model=str(tiny / "bert"),
@@ -134,18 +134,20 @@ def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base)
         lr=1e-2,
     )
     r = run(tiny, tmp_path, **kw)
-    assert r["replaced"] == 4  # query and value of 2 layers
+    assert r["replaced"] == 4 + 3  # query and value of 2 layers; the 3 embedding tables
     hidden, labels = 32, 2
     assert r["trainable_params"] == 4 * 2 * 4 * hidden + hidden * labels + labels
     model = qkernels.load(tmp_path / "model")
     layer = model.bert.encoder.layer[0].attention.self
     assert isinstance(layer.query, LoRAInt8Linear) and layer.query.mode == base
     assert layer.query.lora_B.abs().sum() > 0  # trained
+    # The frozen base is int8 throughout by default, embedding tables included.
+    assert type(model.bert.embeddings.word_embeddings) is Int8Embedding
     # The adapters alone, in PEFT's format, rebuild the trained model on the int8 base.
     fresh = transformers.AutoModelForSequenceClassification.from_pretrained(
         tiny / "bert", num_labels=2
     )
-    qkernels.swap(fresh, base, include=["query", "value"])
+    qkernels.swap(fresh, base, include=["query", "value", "*_embeddings"], embeddings=True)
     qkernels.load_adapters(fresh, tmp_path / "adapters")
     ids = torch.randint(0, 100, (2, 7))
     with torch.no_grad():
@@ -156,6 +158,10 @@ def test_lora_trains_adapters_and_head_reports_and_reloads(tiny, tmp_path, base)
     assert abs(merged["after"]["metric"] - r["after"]["metric"]) <= 0.1
     assert merged["unmerged_metric"] == r["after"]["metric"]  # the same run, before merging
     assert "LoRAInt8Linear" not in (tmp_path / "merged" / "model" / "config.json").read_text()
+    floats = run(tiny, tmp_path / "float", float_embeddings=True, **kw)
+    assert floats["replaced"] == 4
+    model = qkernels.load(tmp_path / "float" / "model")
+    assert type(model.bert.embeddings.word_embeddings) is torch.nn.Embedding
 
 
 def test_saved_model_reloads_identically(tiny, tmp_path):

@@ -90,6 +90,28 @@ def test_embeddings_freeze_in_int8_except_modules_to_save_and_excluded():
     assert query.lora_A.grad is not None and emb.position_embeddings.weight.grad is not None
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_embeddings_auto_quantizes_every_table_but_one_a_float_head_shares(tied):
+    """embeddings=None (the fine-tuning CLI's LoRA default): GPT-2's wte stays float
+    while the excluded float lm_head shares its weight (an int8 copy would be held
+    beside it; the tie survives), every other table goes int8; untied, wte goes too."""
+    model = tiny_gpt2()
+    if not tied:
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    report = qkernels.swap(model, "lora", r=2, target_modules=["c_attn"], embeddings=None)
+    assert type(model.transformer.wpe) is Int8Embedding
+    if tied:
+        assert type(model.transformer.wte) is torch.nn.Embedding
+        assert model.lm_head.weight is model.transformer.wte.weight
+        assert ("transformer.wte", "weight shared with a float output layer") in report.skipped
+        assert model.config.tie_word_embeddings
+    else:
+        assert type(model.transformer.wte) is Int8Embedding
+    other = qkernels.swap(tiny_gpt2(), "w8a8", embeddings=None)  # None: int8 tables for LoRA only
+    assert other.replaced and all(to != "Int8Embedding" for _, _, to in other.replaced)
+
+
 def test_gpt2_conv1d_regex_targets_and_w8a16_base():
     model = tiny_gpt2()
     report = qkernels.swap(model, "lora", r=2, base="w8a16", target_modules=r".*\.attn\.c_attn")
