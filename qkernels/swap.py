@@ -241,9 +241,10 @@ def swap(
 
 def _table_shared_with_float_output(model: nn.Module) -> nn.Module | None:
     """The input embedding whose weight a (float) output layer still shares, if any."""
-    if not hasattr(model, "get_input_embeddings") or not hasattr(model, "get_output_embeddings"):
+    try:
+        table, out = model.get_input_embeddings(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):  # not a Hugging Face model, or no tables
         return None
-    table, out = model.get_input_embeddings(), model.get_output_embeddings()
     shared = table is not None and getattr(out, "weight", None) is getattr(table, "weight", 0)
     return table if shared else None
 
