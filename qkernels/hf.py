@@ -38,6 +38,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 from qkernels._memory import release_file_pages, trim_heap
 from qkernels.fusion import connect_handoffs, plan_fusions, plan_norms
 from qkernels.nn._packed import PackedWeights
+from qkernels.nn.int8_embedding import Int8Embedding
 from qkernels.nn.int8_linear import check_act_bits, is_linear_like
 from qkernels.plan import _build, model_class, swap_plan
 
@@ -106,7 +107,7 @@ def _embeddings_on_load(model: nn.Module, skip: list[str]) -> dict[str, dict]:
         tied = model.get_input_embeddings()
     plan = {}
     for name, m in model.named_modules():
-        if type(m) is not nn.Embedding or m is tied or m.max_norm is not None or m.sparse:
+        if type(m) is not nn.Embedding or m is tied or not Int8Embedding.can_freeze(m):
             continue
         if should_convert_module(name, skip):
             plan[name] = {

@@ -221,7 +221,7 @@ def swap(
                 table = model.get_submodule(name)
                 if table is shared_table:
                     return "weight shared with a float output layer"
-                if table.max_norm is not None or table.sparse:  # Int8Embedding refuses them
+                if not Int8Embedding.can_freeze(table):
                     return "max_norm or sparse"
             return _excluded(name, include, exclude)
 

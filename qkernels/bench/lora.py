@@ -158,7 +158,8 @@ def format_op_table(rows: list[OpRow]) -> str:
 # ---- (b) the training step, one child process per config ----
 
 OURS, PEFT = "qkernels lora w8a8", "peft lora fp32"
-FLOAT_TABLES = OURS + ", float embeddings"  # the Linears int8, the embedding tables fp32
+FLOAT_EMBEDDINGS = ", float embeddings"  # config suffix: the Linears int8, the tables fp32
+FLOAT_TABLES = OURS + FLOAT_EMBEDDINGS
 CHECKPOINTING = ", checkpointing"  # config suffix: HF gradient checkpointing (non-reentrant)
 STEP_CONFIGS = (
     OURS,
@@ -260,7 +261,7 @@ def _build(config: str, path: str):
         from qkernels.hf import QKernelsConfig
 
         base = config.split()[2].rstrip(",")
-        embeddings = not config.endswith(FLOAT_TABLES.removeprefix(OURS))
+        embeddings = not config.endswith(FLOAT_EMBEDDINGS)
         model = cls.from_pretrained(
             path, quantization_config=QKernelsConfig(base, embeddings=embeddings)
         )

@@ -39,9 +39,14 @@ class Int8Embedding(nn.Module):
             "weight_scale", torch.ones(num_embeddings, dtype=torch.float32, device=device)
         )
 
+    @staticmethod
+    def can_freeze(module: nn.Embedding) -> bool:
+        """False for the tables from_float refuses: max_norm or sparse gradients."""
+        return module.max_norm is None and not module.sparse
+
     @classmethod
     def from_float(cls, module: nn.Embedding) -> Int8Embedding:
-        if module.max_norm is not None or module.sparse:
+        if not cls.can_freeze(module):
             raise ValueError(
                 "Int8Embedding: an nn.Embedding with max_norm (it renormalizes its rows on "
                 "lookup) or sparse gradients cannot be frozen to int8"
