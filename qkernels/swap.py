@@ -138,7 +138,7 @@ def swap(
     modules_to_save: Iterable[str] = (),
     embeddings: bool | None = False,
     fuse_activations: bool = True,
-    fuse_norms: bool = True,
+    fuse_norms: bool = False,
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -171,9 +171,11 @@ def swap(
     right after a swapped Linear (qkernels.fusion.FUSABLE_BLOCKS), it runs in that
     Linear's GEMM epilogue instead.
 
-    fuse_norms (w8a8): LayerNorms and Llama-style RMSNorms quantize their output per token
-    in the same pass and hand it to the dynamic w8a8 Linears reading it
-    (qkernels.fusion.fuse_norms; bit-identical to each Linear quantizing on its own).
+    fuse_norms (w8a8, opt-in): LayerNorms and Llama-style RMSNorms quantize their output
+    per token in the same pass and hand it to the dynamic w8a8 Linears reading it
+    (qkernels.fusion.fuse_norms; bit-identical to each Linear quantizing on its own while
+    nothing writes to the norm's output behind torch's version counter: `.data`, numpy
+    and DLPack views). Off by default: its gain on a whole model is within the noise.
     """
     make = _replacement(method, **opts)
     modules_to_save = list(modules_to_save)

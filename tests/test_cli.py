@@ -108,7 +108,7 @@ def test_model_suite_profiles_by_op_class(tmp_path, capsys):
     assert 0.9 < rows["qkernels w8a8 7-bit act"]["min_cosine"] <= 1
     assert rows["fp32"]["min_pooled_cosine"] > 0.99999
     assert 0.9 < rows["qkernels w8a8"]["min_pooled_cosine"] <= 1
-    assert "qkernels w8a8 / qkernels w8a8 torch norms " in out
+    assert "qkernels w8a8 norm handoff / qkernels w8a8 " in out
 
 
 def test_report_regenerates_the_readme_results_from_json(tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
-"""Norm handoff (qkernels.fusion.fuse_norms, qkernels.nn.norm_handoff): norms quantize
-their output once for the w8a8 Linears that read it. The Linears' results are bit for bit
-what they compute quantizing on their own; anything the handoff cannot vouch for (another
-tensor, an in-place change, autograd, torch.compile) takes the plain path."""
+"""Norm handoff (qkernels.fusion.fuse_norms, qkernels.nn.norm_handoff; opt-in): norms
+quantize their output once for the w8a8 Linears that read it. The Linears' results are
+bit for bit what they compute quantizing on their own; anything the handoff cannot vouch
+for (another tensor, an in-place change, autograd, inference_mode, torch.compile, a
+Linear edited since) takes the plain path, and the norm's output is the same in every
+grad mode."""
 
 import copy
 
@@ -12,7 +14,7 @@ from torch import nn
 import qkernels
 from qkernels import ops
 from qkernels.nn import HandoffLayerNorm, HandoffRMSNorm, Int8Linear, QuantizedHandoff
-from tests.test_fusion import MODELS, bert, output
+from tests.test_fusion import IDS, MODELS, bert, output
 
 transformers = pytest.importorskip("transformers")
 
@@ -54,7 +56,8 @@ TAKERS_PER_LAYER = {"bert": 3, "gpt2": 1, "llama": 4}
 def test_swap_hands_norm_outputs_to_the_linears_bit_exactly(arch, monkeypatch):
     make, _, _ = MODELS[arch]
     model = make()
-    report = qkernels.swap(model, "w8a8", exclude=("lm_head",))
+    assert not qkernels.swap(make(), "w8a8").norms  # opt-in
+    report = qkernels.swap(model, "w8a8", exclude=("lm_head",), fuse_norms=True)
     assert report.norms and len(handoff_norms(model)) == len(report.norms)
     assert "norms quantize for the next GEMMs" in str(report)
     assert count_handoffs(model, monkeypatch) == 2 * TAKERS_PER_LAYER[arch]  # 2 layers
@@ -71,9 +74,9 @@ def test_swap_hands_norm_outputs_to_the_linears_bit_exactly(arch, monkeypatch):
 
 def test_w8a16_and_act_bits_models():
     model = bert()
-    assert qkernels.swap(model, "w8a16").norms == []  # nothing quantizes activations
+    assert qkernels.swap(model, "w8a16", fuse_norms=True).norms == []  # no activations quantized
     model = bert()
-    qkernels.swap(model, "w8a8", act_bits=7)
+    qkernels.swap(model, "w8a8", act_bits=7, fuse_norms=True)
     handoff = handoff_norms(model)[0].handoff
     assert handoff.bits == 7
     own = quantizing_itself(model)
@@ -98,7 +101,7 @@ def test_modified_norm_output_is_requantized():
     torch.manual_seed(0)
     norm, linear = nn.LayerNorm(32), nn.Linear(32, 8)
     model = nn.Sequential(norm, nn.Identity(), linear).eval()
-    qkernels.swap(model, "w8a8")
+    qkernels.swap(model, "w8a8", fuse_norms=True)
     x = torch.randn(4, 32)
     with torch.no_grad():
         y = model[0](x)
@@ -108,16 +111,28 @@ def test_modified_norm_output_is_requantized():
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
-def test_autograd_and_compile_take_the_plain_path():
+def test_autograd_gets_the_same_outputs_and_torchs_gradients():
     torch.manual_seed(0)
     model = nn.Sequential(nn.LayerNorm(32), nn.Linear(32, 8))
-    qkernels.swap(model, "w8a8")
+    with torch.no_grad():
+        model[0].weight.normal_(1, 0.1)
+        model[0].bias.normal_(0, 0.1)
+    reference = copy.deepcopy(model[0])
+    qkernels.swap(model, "w8a8", fuse_norms=True)
     norm = model[0]
     assert isinstance(norm, HandoffLayerNorm) and model[1].handoff is norm.handoff
     x = torch.randn(4, 32, requires_grad=True)
-    model(x).sum().backward()  # LayerNorm parameters train: torch's LayerNorm ran
-    assert norm.weight.grad is not None and x.grad is not None
-    assert norm.handoff._entry is None
+    y = norm(x)  # LayerNorm parameters train: the kernel's values, torch's backward
+    assert norm.handoff._entry is None  # nothing published while autograd records
+    with torch.no_grad():
+        torch.testing.assert_close(y, norm(x), rtol=0, atol=0)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    x2 = x.detach().requires_grad_()
+    reference(x2).backward(grad)
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm.weight.grad, reference.weight.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(norm.bias.grad, reference.bias.grad, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         eager = model(x)
         assert norm.handoff._entry is not None
@@ -125,10 +140,59 @@ def test_autograd_and_compile_take_the_plain_path():
     torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-5)
 
 
+def test_inference_mode_runs_and_publishes_nothing():
+    model = bert()
+    qkernels.swap(model, "w8a8", fuse_norms=True)
+    with torch.no_grad():
+        expected = model(IDS).last_hidden_state
+    handoff = handoff_norms(model)[0].handoff
+    handoff._entry = None
+    with torch.inference_mode():  # inference tensors have no version counter to trust
+        got = model(IDS).last_hidden_state
+    assert handoff._entry is None
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: setattr(m, "act_bits", 7),
+        lambda m: setattr(m, "mode", "w8a16"),
+        lambda m: setattr(m, "activation", "relu"),
+    ],
+    ids=["act_bits", "mode", "activation"],
+)
+def test_a_linear_edited_after_swap_quantizes_itself(edit, monkeypatch):
+    model = bert()
+    qkernels.swap(model, "w8a8", fuse_norms=True)
+    query = model.encoder.layer[0].attention.self.query
+    edit(query)
+    own = quantizing_itself(model)
+    assert count_handoffs(model, monkeypatch) == 2 * TAKERS_PER_LAYER["bert"] - 1
+    torch.testing.assert_close(output(model), output(own), rtol=0, atol=0)
+
+
+def test_writes_behind_the_version_counter_are_safe_by_default():
+    """`y.data.mul_` and numpy views change a norm's output without a version bump: the
+    handoff would read stale rows, so it is opt-in and the default model re-quantizes."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LayerNorm(32), nn.Linear(32, 8)).eval()
+    qkernels.swap(model, "w8a8")
+    assert not handoff_norms(model)
+    x = torch.randn(4, 32)
+    with torch.no_grad():
+        y = model[0](x)
+        y.data.mul_(2)
+        y.numpy()[0] += 1
+        got = model[1](y)
+        expected = ops.linear_w8a8(y, model[1].weight, model[1].weight_scale, model[1].bias)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_models(dtype):
     model = bert().to(dtype)
-    qkernels.swap(model, "w8a8")
+    qkernels.swap(model, "w8a8", fuse_norms=True)
     own = quantizing_itself(model)
     out = output(model)
     assert out.dtype == dtype
@@ -157,7 +221,7 @@ def test_rms_norm_plain_path_is_llamas():
 def test_saved_models_load_with_their_handoffs(arch, tmp_path, monkeypatch):
     make, _, _ = MODELS[arch]
     model = make()
-    qkernels.swap(model, "w8a8", exclude=("lm_head",))
+    qkernels.swap(model, "w8a8", exclude=("lm_head",), fuse_norms=True)
     expected = output(model)
     qkernels.save(model, tmp_path / "q")
     reloaded = qkernels.load(tmp_path / "q").eval()
@@ -166,18 +230,18 @@ def test_saved_models_load_with_their_handoffs(arch, tmp_path, monkeypatch):
     torch.testing.assert_close(output(reloaded), expected, rtol=0, atol=0)
 
 
-def test_quantize_on_load_hands_off_unless_asked_not_to(tmp_path, monkeypatch):
+def test_quantize_on_load_hands_off_when_asked_to(tmp_path, monkeypatch):
     from qkernels.hf import QKernelsConfig
 
     bert().save_pretrained(tmp_path / "f")
     swapped = bert()
-    qkernels.swap(swapped, "w8a8")
+    qkernels.swap(swapped, "w8a8", fuse_norms=True)
     loaded = transformers.BertModel.from_pretrained(
-        tmp_path / "f", quantization_config=QKernelsConfig("w8a8")
+        tmp_path / "f", quantization_config=QKernelsConfig("w8a8", fuse_norms=True)
     ).eval()
     assert count_handoffs(loaded, monkeypatch) == 6
     torch.testing.assert_close(output(loaded), output(swapped), rtol=0, atol=0)
     plain = transformers.BertModel.from_pretrained(
-        tmp_path / "f", quantization_config=QKernelsConfig("w8a8", fuse_norms=False)
+        tmp_path / "f", quantization_config=QKernelsConfig("w8a8")
     ).eval()
     assert not handoff_norms(plain)

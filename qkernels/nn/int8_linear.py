@@ -176,8 +176,15 @@ class Int8Linear(PackedWeights):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         handoff = self.handoff
-        # The activation may have been fused since the handoff was given: checked here.
-        if handoff is not None and self.activation == "none":
+        # The activation, mode or activation bits may have changed since the handoff was
+        # given: checked here, on every call (the rows are the handoff's bits, dynamic).
+        if (
+            handoff is not None
+            and self.activation == "none"
+            and self.mode == "w8a8"
+            and not self.static_act
+            and self.act_bits == handoff.bits
+        ):
             rows = handoff.take(x)
             if rows is not None and not (x.requires_grad and torch.is_grad_enabled()):
                 return self._int8_mm(x, *rows)

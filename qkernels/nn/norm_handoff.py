@@ -5,9 +5,17 @@ intermediate layer; Llama: q/k/v and gate/up) that each quantize it per token ag
 A HandoffLayerNorm / HandoffRMSNorm computes the norm, its int8 rows and their scales in
 one pass (`ops.norm_quantize`) and publishes them in the model's QuantizedHandoff; an
 Int8Linear holding the same handoff runs `int8_mm` on those rows when its input *is*
-that output (the same tensor object, not modified since): bit for bit what
-`linear_w8a8` computes on it, without the quantization pass. Any other input, inputs on
-another device, autograd and torch.compile take the plain path.
+that output (the same tensor object, its version counter unchanged): bit for bit what
+`linear_w8a8` computes on it, without the quantization pass.
+
+Opt-in (`fuse_norms=True`), because the handoff trusts the version counter: a write
+that bypasses it (`y.data.mul_`, a numpy or DLPack view of y) leaves stale rows that a
+Linear would read. Under inference_mode (no version counters), with autograd, on other
+devices and under torch.compile nothing is published and each Linear quantizes itself.
+
+The norm's output does not depend on the mode: on CPU the kernel computes it whether or
+not autograd records (the backward is torch's norm backward, recomputed), so a model
+gives bit-identical outputs in grad mode, under no_grad and under inference_mode.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import weakref
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from qkernels import ops  # noqa: F401  (registers the ops' fake kernels)
 from qkernels._common import FLOAT_DTYPES
@@ -37,6 +46,9 @@ class QuantizedHandoff:
         self._entry: tuple | None = None
 
     def publish(self, y: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> None:
+        if y.is_inference():  # no version counter to vouch for the rows later
+            self._entry = None
+            return
         # Shaped as int8_mm takes them once here, not in each reader.
         rows = (q.view(-1, q.shape[-1]), scale.view(-1))
         self._entry = (weakref.ref(y), y._version, rows)
@@ -44,7 +56,7 @@ class QuantizedHandoff:
     def take(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(int8 rows [M, K], scales [M]) of `x` if x is the published output, unchanged."""
         entry = self._entry
-        if entry is None or entry[0]() is not x or x._version != entry[1]:
+        if entry is None or entry[0]() is not x or x.is_inference() or x._version != entry[1]:
             return None
         return entry[2]
 
@@ -52,21 +64,56 @@ class QuantizedHandoff:
 def _kernel_applies(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None
 ) -> bool:
-    """norm_quantize runs for CPU inference on float inputs whose dtype the parameters
-    share (mixed dtypes promote differently in each module's own forward). Called on every
-    forward: the cheap tests first, autograd's only with grad enabled."""
+    """norm_quantize computes the norm on CPU for float inputs whose dtype the parameters
+    share (mixed dtypes promote differently in each module's own forward), in every
+    grad mode. Called on every forward: cheap tests only."""
     dtype = x.dtype
     if x.device.type != "cpu" or dtype not in FLOAT_DTYPES or torch.compiler.is_compiling():
         return False
-    if (weight is not None and weight.dtype != dtype) or (bias is not None and bias.dtype != dtype):
-        return False
-    if not torch.is_grad_enabled():
-        return True
-    return not (
-        x.requires_grad
-        or (weight is not None and weight.requires_grad)
-        or (bias is not None and bias.requires_grad)
-    )
+    return (weight is None or weight.dtype == dtype) and (bias is None or bias.dtype == dtype)
+
+
+def _records_autograd(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class _KernelNorm(torch.autograd.Function):
+    """The kernel's norm output with torch's norm gradients: the forward values are the
+    kernel's in every grad mode; the backward recomputes the module's plain forward."""
+
+    @staticmethod
+    def forward(ctx, module, x, weight, bias, eps, rms):  # noqa: ANN001
+        ctx.module = module
+        ctx.save_for_backward(x, weight, bias)
+        return _norm_quantize(x, weight, bias, eps, rms, 8)[0]
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001
+        x, weight, bias = ctx.saved_tensors
+        inputs = [
+            t.detach().requires_grad_(t.requires_grad) if t is not None else None
+            for t in (x, weight, bias)
+        ]
+        with torch.enable_grad():
+            y = ctx.module.plain_forward(*inputs)
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, grad))
+        out = [next(grads) if t is not None and t.requires_grad else None for t in inputs]
+        return None, *out, None, None
+
+
+def _norm(module, x, weight, bias, eps: float, rms: bool) -> torch.Tensor:  # noqa: ANN001
+    """The norm of x by the kernel, publishing its int8 rows where nothing records
+    autograd; torch's plain forward where the module has no handoff (no Linear takes its
+    rows) or the kernel does not apply. Either way the same in every grad mode."""
+    handoff = module.handoff
+    if handoff is None or not _kernel_applies(x, weight, bias):
+        return module.plain_forward(x, weight, bias)
+    if _records_autograd(x, weight, bias):
+        return _KernelNorm.apply(module, x, weight, bias, eps, rms)
+    y, q, scale = _norm_quantize(x, weight, bias, eps, rms, handoff.bits)
+    handoff.publish(y, q, scale)
+    return y
 
 
 class HandoffLayerNorm(nn.LayerNorm):
@@ -104,13 +151,11 @@ class HandoffLayerNorm(nn.LayerNorm):
             "bias": self.bias is not None,
         }
 
+    def plain_forward(self, x, weight, bias) -> torch.Tensor:  # noqa: ANN001
+        return F.layer_norm(x, self.normalized_shape, weight, bias, self.eps)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        handoff, weight, bias = self.handoff, self.weight, self.bias
-        if handoff is None or not _kernel_applies(x, weight, bias):
-            return super().forward(x)
-        y, q, scale = _norm_quantize(x, weight, bias, self.eps, False, handoff.bits)
-        handoff.publish(y, q, scale)
-        return y
+        return _norm(self, x, self.weight, self.bias, self.eps, False)
 
 
 class HandoffRMSNorm(nn.Module):
@@ -137,15 +182,13 @@ class HandoffRMSNorm(nn.Module):
         """Constructor arguments that rebuild this module empty (for qkernels.load)."""
         return {"hidden_size": self.weight.shape[0], "eps": self.variance_epsilon}
 
+    def plain_forward(self, x, weight, bias=None) -> torch.Tensor:  # noqa: ANN001
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return weight * h.to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        handoff, weight = self.handoff, self.weight
-        if handoff is None or not _kernel_applies(x, weight, None):
-            h = x.to(torch.float32)
-            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-            return weight * h.to(x.dtype)
-        y, q, scale = _norm_quantize(x, weight, None, self.variance_epsilon, True, handoff.bits)
-        handoff.publish(y, q, scale)
-        return y
+        return _norm(self, x, self.weight, None, self.variance_epsilon, True)
 
     def extra_repr(self) -> str:
         return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
