@@ -40,7 +40,15 @@ from qkernels.fusion import connect_handoffs, plan_fusions, plan_norms
 from qkernels.nn._packed import PackedWeights
 from qkernels.nn.int8_embedding import Int8Embedding
 from qkernels.nn.int8_linear import check_act_bits, is_linear_like
-from qkernels.plan import _build, model_class, swap_plan
+from qkernels.plan import (
+    FLOAT_CODES,
+    SavedTensor,
+    build_planned,
+    check_saved,
+    model_class,
+    read_header,
+    swap_plan,
+)
 
 METHOD = "qkernels"
 ON_LOAD_METHODS = ("w8a8", "w8a16")
@@ -49,6 +57,7 @@ DEFAULT_FLOAT_HEADS = ("lm_head", "classifier", "score")
 # empty int8 `<name>.weight` for each, so that a float model cannot load around the
 # missing weight (transformers would initialise it at random, with only a warning).
 NO_WEIGHT = ("LowRankLinear", "Int8LowRankLinear")
+SENTINEL = SavedTensor("I8", [0])
 
 
 class QKernelsConfig(QuantizationConfigMixin):
@@ -56,8 +65,8 @@ class QKernelsConfig(QuantizationConfigMixin):
     `act_bits` (w8a8): per-token activation bits, 8 or fewer (see Int8Linear).
     `fuse_activations`: activations right after a quantized Linear run in its GEMM
     epilogue (qkernels.fusion), as qkernels.swap does.
-    `fuse_norms` (w8a8): norms quantize their output for the Linears reading it
-    (qkernels.fusion.fuse_norms), as qkernels.swap does.
+    `fuse_norms` (w8a8, opt-in): norms quantize their output for the Linears reading it
+    (qkernels.fusion.fuse_norms), as qkernels.swap(..., fuse_norms=True) does.
     `embeddings`: nn.Embedding tables load as Int8Embedding (per-row int8; the float
     table is never held), as qkernels.swap(..., embeddings=True); an input embedding
     tied to the output layer stays float (both read the one saved tensor).
@@ -71,7 +80,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         method: str = "w8a8",
         act_bits: int = 8,
         fuse_activations: bool = True,
-        fuse_norms: bool = True,
+        fuse_norms: bool = False,
         embeddings: bool = False,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
@@ -181,13 +190,37 @@ class QKernelsHfQuantizer(HfQuantizer):
             plan_norms(model, plan)
         return plan
 
-    def _process_model_before_weight_loading(self, model, **kwargs):
+    def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
         cfg = self.quantization_config
         plan = cfg.modules if self.pre_quantized else self._plan_on_load(model)
+        header = _checkpoint_header(checkpoint_files)
+        where = "the checkpoint" if not checkpoint_files else ", ".join(map(str, checkpoint_files))
+        if not isinstance(plan, dict):
+            raise ValueError(
+                f"qkernels: quantization_config 'modules' must be an object, got {plan!r}"
+            )
+        built = []
         for name, spec in plan.items():
             parent, _, child = name.rpartition(".")
+            try:
+                owner = model.get_submodule(parent) if parent else model
+                getattr(owner, child)
+            except AttributeError:
+                raise ValueError(
+                    f"qkernels: quantization_config names module {name!r}, which the model "
+                    "does not have"
+                ) from None
             with torch.device("meta"):
-                setattr(model.get_submodule(parent) if parent else model, child, _build(spec))
+                new = build_planned(name, spec, "config.json quantization_config")
+            if header is not None:
+                if self.pre_quantized:
+                    added = {"weight": SENTINEL} if spec.get("type") in NO_WEIGHT else None
+                    check_saved(name, new, header, where, flattened=True, added=added)
+                else:
+                    self._check_float_source(model, name, new, header, where)
+            built.append((owner, child, new))
+        for owner, child, new in built:
+            setattr(owner, child, new)
         cfg.modules = plan
         self.matrices = _int8_matrices(model, plan)
         self.sentinels = [name for name, spec in plan.items() if spec.get("type") in NO_WEIGHT]
@@ -196,6 +229,26 @@ class QKernelsHfQuantizer(HfQuantizer):
                 "weight", torch.empty(0, dtype=torch.int8, device="meta")
             )
         return model
+
+    def _check_float_source(
+        self, model: nn.Module, name: str, module: nn.Module, header: dict, where: str
+    ) -> None:
+        """Quantize on load: the float weight (and bias) each planned module is made from
+        is in the checkpoint, floating point and of the float layer's shape (a missing
+        one would leave the module's int8 storage uninitialised)."""
+        for key, t in module.state_dict().items():
+            if key.endswith("scale") or t.dtype == torch.int8 and t.dim() < 2:
+                continue  # made from the float weight as it loads
+            full = f"{name}.{key}"
+            got = _saved(header, full, getattr(model, "base_model_prefix", ""))
+            shape = list(t.shape)[::-1] if full in self.transposed else list(t.shape)
+            if got is None:
+                raise ValueError(f"qkernels: {where} holds no {full!r} to quantize")
+            if got.dtype not in FLOAT_CODES or got.shape != shape:
+                raise ValueError(
+                    f"qkernels: {where}: {full!r} must be floating point of shape {shape} to "
+                    f"quantize, got {got.dtype} {got.shape}"
+                )
 
     def param_needs_quantization(self, model, param_name: str, **kwargs) -> bool:
         # Pre-quantized: the flattened int8 matrices (so the loader skips its shape check;
@@ -242,6 +295,33 @@ class QKernelsHfQuantizer(HfQuantizer):
     @property
     def is_trainable(self) -> bool:
         return True
+
+
+def _checkpoint_header(files: list[str] | None) -> dict[str, SavedTensor] | None:
+    """The tensors of a from_pretrained checkpoint (None for a state_dict passed in);
+    a pickle checkpoint is refused, as everywhere in qkernels."""
+    if not files:
+        return None
+    header = {}
+    for file in map(Path, files):
+        if file.suffix != ".safetensors":
+            raise ValueError(
+                f"qkernels: {file} is not safetensors; qkernels loads no pickle files. Convert "
+                "it first: load it with transformers and save_pretrained(dir, "
+                "safe_serialization=True) where you trust the file"
+            )
+        header.update(read_header(file))
+    return header
+
+
+def _saved(header: dict[str, SavedTensor], key: str, prefix: str) -> SavedTensor | None:
+    """The saved tensor of model key `key`: as is, or with the base model's prefix added
+    or dropped, as transformers maps a base model's checkpoint onto a task model."""
+    if key in header or not prefix:
+        return header.get(key)
+    if key.startswith(prefix + "."):
+        return header.get(key[len(prefix) + 1 :])
+    return header.get(f"{prefix}.{key}")
 
 
 def _quantize_op(quantizer: QKernelsHfQuantizer):

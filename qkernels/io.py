@@ -75,6 +75,21 @@ def load(path: str | Path, model: nn.Module | None = None) -> nn.Module:
 def _load_hf(path: Path) -> nn.Module:
     import transformers
 
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.glob("*.bin")) + sorted(
+            p.name for p in path.glob("*.pt*")
+        )
+        raise ValueError(
+            f"qkernels.load: {path} holds no safetensors weights"
+            + (
+                f" (only {pickles}: pickle files, which qkernels never loads; convert them "
+                "where you trust them: from_pretrained(...).save_pretrained(dir, "
+                "safe_serialization=True))"
+                if pickles
+                else ""
+            )
+        )
+
     # A clear error for a damaged file, before transformers.
     raw = _read_json(path / "config.json")
     quantization = raw.get("quantization_config")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from safetensors import safe_open
@@ -77,14 +78,70 @@ def swap_plan(model: nn.Module) -> dict[str, dict]:
     return plan
 
 
-def read_header(file: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from a safetensors header, reading no tensor data; a
-    damaged file is one clear error naming it."""
+class SavedTensor(NamedTuple):
+    """One tensor of a safetensors header: its dtype code ("I8", "F32", ...) and shape."""
+
+    dtype: str
+    shape: list[int]
+
+
+FLOAT_CODES = ("F16", "BF16", "F32", "F64")
+
+
+def read_header(file: Path) -> dict[str, SavedTensor]:
+    """Tensor name -> dtype and shape from a safetensors header, reading no tensor data;
+    a damaged file is one clear error naming it."""
     try:
         with safe_open(file, "pt") as f:
-            return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            return {
+                k: SavedTensor(str(f.get_slice(k).get_dtype()), list(f.get_slice(k).get_shape()))
+                for k in f.keys()  # noqa: SIM118
+            }
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one message
         raise ValueError(f"qkernels.load: {file} is not a readable safetensors file ({e})") from e
+
+
+def check_saved(
+    name: str,
+    module: nn.Module,
+    header: dict[str, SavedTensor],
+    source: str,
+    flattened: bool = False,
+    added: dict[str, SavedTensor] | None = None,
+) -> None:
+    """Every tensor of the planned module `name` (built empty, e.g. on meta) is in the
+    saved `header` as the module holds it — int8 where it holds int8, floating point
+    elsewhere, of its shape (int8 matrices as [numel] where `flattened`) — and the header
+    holds no other tensor under the module's name. One clear error naming `source` and
+    the key otherwise: torch and transformers would cast a float tensor into int8
+    storage, leave a missing one uninitialised, or only log the difference. `added`:
+    tensors the format puts under the module's name beyond its state_dict, exactly so."""
+    expected = module.state_dict()
+    for key, want in (added or {}).items():
+        full = f"{name}.{key}"
+        if header.get(full) != want:
+            raise ValueError(
+                f"qkernels.load: {source}: {full!r} must be {want.dtype} {want.shape}, got "
+                f"{header.get(full)}"
+            )
+    for key, t in expected.items():
+        full = f"{name}.{key}"
+        got = header.get(full)
+        if got is None:
+            raise ValueError(f"qkernels.load: {source} holds no {full!r}, which {name!r} needs")
+        int8 = t.dtype == torch.int8
+        shape = [t.numel()] if int8 and flattened and t.dim() >= 2 else list(t.shape)
+        dtype_ok = got.dtype == "I8" if int8 else got.dtype in FLOAT_CODES
+        if not dtype_ok or got.shape != shape:
+            raise ValueError(
+                f"qkernels.load: {source}: {full!r} must be {'int8' if int8 else 'floating point'}"
+                f" of shape {shape}, got {got.dtype} {got.shape}"
+            )
+    prefix = f"{name}."
+    known = set(expected) | set(added or {})
+    extra = sorted(k for k in header if k.startswith(prefix) and k[len(prefix) :] not in known)
+    if extra:
+        raise ValueError(f"qkernels.load: {source} holds {extra[:3]}, which {name!r} does not have")
 
 
 def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
@@ -94,37 +151,42 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"qkernels.load: {file} is not a readable safetensors file ({e})") from e
 
 
-def _build_checked(name: str, spec: object, header: dict[str, list[int]], source: str) -> nn.Module:
-    """Build one planned module, first on the meta device (nothing allocated) to check
-    the plan entry against the weights' shapes in the safetensors header."""
+def build_planned(name: str, spec: object, source: str) -> nn.Module:
+    """The empty module of one plan entry (on the current default device); a tampered
+    entry is one clear error naming `source` and the entry, whatever it holds."""
     where = f"qkernels.load: {source}: plan entry {name!r}"
     if not isinstance(spec, dict) or spec.get("type") not in MODULE_TYPES:
         kind = spec.get("type") if isinstance(spec, dict) else type(spec).__name__
         raise ValueError(f"{where} has unknown module type {kind!r}")
     try:
-        with torch.device("meta"):
-            probe = _build(spec)
-    except (TypeError, ValueError) as e:
+        return _build(spec)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
         raise ValueError(f"{where} does not build ({e})") from e
-    for key, t in probe.state_dict().items():
-        want = header.get(f"{name}.{key}")
-        if want is not None and want != list(t.shape):
-            raise ValueError(
-                f"{where} expects {name}.{key} of shape {list(t.shape)}; the weights hold {want}"
-            )
-    return _build(spec)
+
+
+def _build_checked(
+    name: str, spec: object, header: dict[str, SavedTensor], source: str
+) -> nn.Module:
+    """Build one planned module, first on the meta device (nothing allocated) to check
+    the plan entry against the saved tensors' dtypes and shapes."""
+    with torch.device("meta"):
+        probe = build_planned(name, spec, source)
+    check_saved(name, probe, header, source)
+    return build_planned(name, spec, source)
 
 
 def apply_plan(
     model: nn.Module,
     plan: dict[str, dict],
-    header: dict[str, list[int]] | None = None,
+    header: dict[str, SavedTensor],
     source: str = "the saved plan",
 ) -> nn.Module:
-    """Put empty qkernels modules where the plan says (weights come with load),
-    each checked against the saved weights' `header` (name -> shape) first."""
+    """Put empty qkernels modules where the plan says (weights come with load), each
+    checked against the saved weights' `header` first (check_saved); nothing in `model`
+    changes unless every entry passes."""
     if not isinstance(plan, dict):
         raise ValueError(f"qkernels.load: {source}: 'modules' must be an object")
+    built = []
     for name, spec in plan.items():
         parent_name, _, child = name.rpartition(".")
         try:
@@ -135,9 +197,12 @@ def apply_plan(
                 f"qkernels.load: the saved plan names module {name!r}, which "
                 f"this model does not have"
             ) from e
-        new = _build_checked(name, spec, header or {}, source)
-        device = next(old.parameters(), torch.empty(0)).device
-        setattr(parent, child, new.to(device))
+        if not isinstance(old, nn.Module):
+            raise ValueError(f"qkernels.load: the saved plan names {name!r}, not a module")
+        new = _build_checked(name, spec, header, source)
+        built.append((parent, child, new.to(next(old.parameters(), torch.empty(0)).device)))
+    for parent, child, new in built:
+        setattr(parent, child, new)
     connect_handoffs(model)
     return model
 
