@@ -195,6 +195,9 @@ class QKernelsHfQuantizer(HfQuantizer):
         plan = cfg.modules if self.pre_quantized else self._plan_on_load(model)
         header = _checkpoint_header(checkpoint_files)
         where = "the checkpoint" if not checkpoint_files else ", ".join(map(str, checkpoint_files))
+        config_file = (
+            f"{Path(checkpoint_files[0]).parent}/config.json" if checkpoint_files else "config.json"
+        )
         if not isinstance(plan, dict):
             raise ValueError(
                 f"qkernels: quantization_config 'modules' must be an object, got {plan!r}"
@@ -207,11 +210,11 @@ class QKernelsHfQuantizer(HfQuantizer):
                 getattr(owner, child)
             except AttributeError:
                 raise ValueError(
-                    f"qkernels: quantization_config names module {name!r}, which the model "
-                    "does not have"
+                    f"qkernels: {config_file}: quantization_config names module {name!r}, "
+                    "which the model does not have"
                 ) from None
             with torch.device("meta"):
-                new = build_planned(name, spec, "config.json quantization_config")
+                new = build_planned(name, spec, config_file)
             if header is not None:
                 if self.pre_quantized:
                     added = {"weight": SENTINEL} if spec.get("type") in NO_WEIGHT else None
