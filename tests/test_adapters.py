@@ -137,3 +137,152 @@ def test_bad_adapter_directories(tmp_path):
     qkernels.save_adapters(model, tmp_path / "other")
     with pytest.raises(ValueError, match="the model has no module 'bert.encoder.layer.0"):
         qkernels.load_adapters(tiny_gpt2(), tmp_path / "other")
+
+
+def _state(model) -> dict:
+    """Every module's type and every tensor of `model`: what a failed load must not change."""
+    types = {n: type(m) for n, m in model.named_modules()}
+    return {"types": types, **{k: v.clone() for k, v in model.state_dict().items()}}
+
+
+def _unchanged(model, before) -> None:
+    after = _state(model)
+    assert after["types"] == before["types"]
+    assert after.keys() == before.keys()
+    for k in before:
+        if k != "types":
+            torch.testing.assert_close(after[k], before[k], rtol=0, atol=0)
+
+
+@pytest.fixture
+def adapter_dir(tmp_path):
+    model = tiny_bert()
+    qkernels.swap(model, "lora", r=4, target_modules=["query", "value"])
+    randomize_adapters(model)
+    return qkernels.save_adapters(model, tmp_path / "a")
+
+
+HOSTILE_CONFIGS = {
+    "repetition bomb": ({"rank_pattern": {"(?:x{65535}){65535}": 2}}, "multiply past 1000"),
+    "nested repetitions": ({"alpha_pattern": {"((a{20}){20}){20}": 2.0}}, "multiply past"),
+    "huge count": ({"rank_pattern": {"a{4294967295}": 2}}, "multiply past"),
+    "long key": ({"rank_pattern": {"a" * 300: 2}}, "at most 256"),
+    "NaN alpha": ({"lora_alpha": float("nan")}, "lora_alpha must be a finite number"),
+    "infinite alpha": ({"lora_alpha": float("inf")}, "lora_alpha must be a finite number"),
+    "bool alpha": ({"lora_alpha": True}, "lora_alpha must be a finite number"),
+    "string use_rslora": ({"use_rslora": "false"}, "use_rslora must be true or false"),
+    "float r": ({"r": 4.0}, "r must be an int >= 1"),
+    "absurd r": ({"r": 10**12}, r"do not fit the module with r=1000000000000"),
+    "bad dropout": ({"lora_dropout": 2}, r"lora_dropout must be a number in \[0, 1\)"),
+    "NaN alpha_pattern": ({"alpha_pattern": {"query": float("nan")}}, "must be a finite number"),
+    "bad rank_pattern value": ({"rank_pattern": {"query": "4"}}, "must be an int >= 1"),
+    "bad regex": ({"rank_pattern": {"(": 4}}, "is not a regular expression"),
+    "rank_pattern not an object": ({"rank_pattern": [4]}, "rank_pattern must be an object"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CONFIGS))
+def test_hostile_adapter_configs_are_refused_quickly_leaving_the_model_untouched(adapter_dir, case):
+    import time
+
+    change, message = HOSTILE_CONFIGS[case]
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    (adapter_dir / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    model = tiny_bert()
+    qkernels.swap(model, "w8a8", exclude=["classifier"])
+    before = _state(model)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=message):
+        qkernels.load_adapters(model, adapter_dir)
+    assert time.monotonic() - start < 3  # the pattern budget is 1 s, the rest is loading
+    _unchanged(model, before)
+
+
+def test_a_load_failing_half_way_leaves_the_model_untouched(adapter_dir):
+    """The last layer's adapter has the wrong shape: the ones before it are not applied."""
+    from safetensors.torch import load_file, save_file
+
+    file = adapter_dir / "adapter_model.safetensors"
+    tensors = load_file(file)
+    last = sorted(k for k in tensors if "lora_B" in k)[-1]
+    tensors[last] = torch.zeros(tensors[last].shape[0] + 1, tensors[last].shape[1])
+    save_file(tensors, file, metadata={"format": "pt"})
+    for make in (lambda m: m, lambda m: qkernels.swap(m, "w8a8", exclude=["classifier"])):
+        model = tiny_bert()
+        make(model)
+        before = _state(model)
+        with pytest.raises(ValueError, match="do not fit the module"):
+            qkernels.load_adapters(model, adapter_dir)
+        _unchanged(model, before)
+
+
+def test_non_finite_or_integer_adapter_tensors_are_refused(adapter_dir):
+    from safetensors.torch import load_file, save_file
+
+    file = adapter_dir / "adapter_model.safetensors"
+    good = load_file(file)
+    key = sorted(k for k in good if "lora_A" in k)[0]
+    for bad, message in (
+        (torch.full_like(good[key], float("nan")), "NaN or infinite"),
+        (good[key].to(torch.int32), "must be floating point"),
+    ):
+        save_file({**good, key: bad}, file, metadata={"format": "pt"})
+        model = tiny_bert()
+        before = _state(model)
+        with pytest.raises(ValueError, match=message):
+            qkernels.load_adapters(model, adapter_dir)
+        _unchanged(model, before)
+
+
+def test_rank_and_alpha_patterns_follow_peft(tmp_path):
+    """PEFT's rule: a pattern key matches the end of the module name after a dot."""
+    peft_model = peft.get_peft_model(
+        tiny_bert(),
+        peft.LoraConfig(
+            r=4,
+            lora_alpha=8,
+            target_modules=["query", "value"],
+            rank_pattern={"layer.1.attention.self.query": 2},
+            alpha_pattern={"value": 3},
+        ),
+    ).eval()
+    randomize_adapters(peft_model)
+    peft_model.save_pretrained(tmp_path)
+    model = tiny_bert()
+    qkernels.load_adapters(model, tmp_path)
+    layers = model.bert.encoder.layer
+    assert layers[1].attention.self.query.r == 2 and layers[0].attention.self.query.r == 4
+    assert layers[0].attention.self.value.alpha == 3 and layers[0].attention.self.query.alpha == 8
+    ids = torch.randint(0, 100, (3, 11))
+    with torch.no_grad():
+        assert rel(model(ids).logits, peft_model(ids).logits) < BASE_REL_ERR
+
+
+@pytest.mark.parametrize("key", ["(.*.*.*.*)*Z", "(a|a|.)*(b|.*)*Z", "(?:.*.*.*.*)*(.)\\3{9}"])
+def test_backtracking_patterns_load_within_the_budget(adapter_dir, key):
+    """Keys that backtrack for hours with Python's re: bounded by the pattern budget
+    (the regex package needs far less here); they match nothing, so r and alpha stay."""
+    import time
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    change = {"rank_pattern": {key: 2}, "alpha_pattern": {key: 3.0}}
+    (adapter_dir / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    model = tiny_bert()
+    start = time.monotonic()
+    names = qkernels.load_adapters(model, adapter_dir)
+    assert time.monotonic() - start < 2
+    assert all(model.get_submodule(n).r == 4 for n in names)
+
+
+def test_a_load_past_the_pattern_budget_is_refused(adapter_dir, monkeypatch):
+    from qkernels import adapters
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    config["rank_pattern"] = {"query": 2}
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(adapters, "PATTERN_BUDGET_S", 0.0)
+    model = tiny_bert()
+    before = _state(model)
+    with pytest.raises(ValueError, match="rank_pattern key 'query' took longer than the 0 s"):
+        qkernels.load_adapters(model, adapter_dir)
+    _unchanged(model, before)
