@@ -39,27 +39,56 @@ def _require_file(path: str | Path, what: str) -> Path:
     return p
 
 
+def _jsonl_rows(p: Path, path: str | Path) -> list[dict]:
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"data file {str(path)!r} line {n} is not valid JSON ({e})") from e
+        if not isinstance(row, dict):
+            raise ValueError(
+                f"data file {str(path)!r} line {n} must be a JSON object with 'text' and "
+                f"'label', got {type(row).__name__}"
+            )
+        rows.append(row)
+    return rows
+
+
 def read_labelled(path: str | Path) -> list[tuple[str, str]]:
-    """(text, label) rows of a CSV or JSONL file with `text` and `label` columns."""
+    """(text, label) rows of a CSV or JSONL file with `text` and `label` columns; a file
+    that is not that is one clear error naming it (and the line)."""
     p = _require_file(path, "data")
-    if p.suffix == ".jsonl":
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    else:
-        with p.open(newline="") as f:
-            rows = list(csv.DictReader(f))
+    try:
+        if p.suffix == ".jsonl":
+            rows = _jsonl_rows(p, path)
+        else:
+            with p.open(newline="", encoding="utf-8") as f:
+                rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"data file {str(path)!r} is not readable CSV / JSONL text ({e})") from e
     if not rows:
         raise ValueError(f"data file {str(path)!r} has no rows")
-    missing = {"text", "label"} - set(rows[0])
-    if missing:
-        raise ValueError(
-            f"data file {str(path)!r} lacks column(s) {sorted(missing)}; it has {sorted(rows[0])}"
-        )
-    return [(str(r["text"]), str(r["label"])) for r in rows]
+    out = []
+    for n, row in enumerate(rows, 1):
+        missing = {"text", "label"} - {k for k, v in row.items() if v is not None}
+        if missing:
+            raise ValueError(
+                f"data file {str(path)!r} row {n} lacks column(s) {sorted(missing)}; it has "
+                f"{sorted(k for k in row if k is not None)}"
+            )
+        out.append((str(row["text"]), str(row["label"])))
+    return out
 
 
 def read_text(path: str | Path) -> list[str]:
     """Paragraphs (blank-line separated) of a plain text file."""
-    text = _require_file(path, "text").read_text()
+    try:
+        text = _require_file(path, "text").read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"text file {str(path)!r} is not UTF-8 text ({e})") from e
     paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", text)]
     paras = [p for p in paras if p]
     if not paras:
