@@ -120,6 +120,16 @@ void check_zero_point_values(const char* op, const at::Tensor& zp, int64_t qmin,
   }
 }
 
+// LSQ's learned zero point may leave [qmin, qmax] (it is clamped when used); it must
+// still be a number.
+void check_zero_point_finite(const char* op, const at::Tensor& zp) {
+  const at::Tensor z = zp.to(at::kDouble).contiguous();
+  const double* p = z.data_ptr<double>();
+  for (int64_t i = 0; i < z.numel(); ++i) {
+    QK_CHECK(std::isfinite(p[i]), op, "zero_point must be finite, got ", p[i], " at index ", i);
+  }
+}
+
 // Returns the number of params (1 = per tensor) and the wrapped axis.
 std::pair<int64_t, int64_t> check_channel_args(const char* op, const at::Tensor& x,
                                                const at::Tensor& scale, const at::Tensor& zp,
@@ -264,6 +274,7 @@ at::Tensor fake_quant_lsq(const at::Tensor& x, const at::Tensor& scale,
   check_range(op, qmin, qmax);
   const auto [n, a] = check_channel_args(op, x, scale, zero_point, axis);
   check_scale_values(op, scale);
+  check_zero_point_finite(op, zero_point);
   const at::Tensor xc = x.contiguous();
   return forward(op, xc, channel_layout(xc, n, a),
                  make_params(scale, lsq_zero_point(zero_point, qmin, qmax, false)),
@@ -277,6 +288,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quant_lsq_backward(
   check_range(op, qmin, qmax);
   const auto [n, a] = check_channel_args(op, x, scale, zero_point, axis);
   check_grad(op, grad, x);
+  check_zero_point_finite(op, zero_point);
   const at::Tensor xc = x.contiguous(), gc = grad.contiguous();
   const Layout l = channel_layout(xc, n, a);
   const QParams q = make_params(scale, lsq_zero_point(zero_point, qmin, qmax, n == 1));

@@ -302,6 +302,19 @@ BAD = [
         r"qkernels\.fake_quant_lsq: scale must be finite and > 0",
     ),
     (
+        lambda: ops.fake_quant_lsq(
+            torch.randn(4, 8), torch.ones(1), torch.tensor([float("nan")]), 0, -8, 7, 1.0
+        ),
+        r"qkernels\.fake_quant_lsq: zero_point must be finite, got nan at index 0",
+    ),
+    (
+        lambda: torch.ops.qkernels.fake_quant_lsq_backward(
+            torch.ones(4, 8), torch.randn(4, 8), torch.ones(8), torch.full((8,), float("inf")),
+            1, -8, 7, 1.0,
+        ),
+        r"qkernels\.fake_quant_lsq_backward: zero_point must be finite, got inf at index 0",
+    ),  # fmt: skip
+    (
         lambda: ops.fake_quant(
             torch.randn(4, 8), torch.rand(1, device="meta"), torch.zeros(1), 0, -8, 7
         ),
