@@ -5,6 +5,7 @@
 #include <atomic>
 #include <string>
 #include <utility>
+#include <cmath>
 #include <cstring>
 
 #include <ATen/Parallel.h>
@@ -485,7 +486,19 @@ at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n
   const W8A16BlockFn fn = kernels.block;
   parallel_tiles(m, packed.size(0) / kGroupCols, k, /*row_block=*/64,
                  [&](int64_t m0, int64_t m1, int64_t g0, int64_t g1) { fn(p, m0, m1, g0, g1); });
+  nan_where_scale_nonfinite(out, b_scale);
   return out;
+}
+
+// W8A16 means dequantize, then multiply: a non-finite scale makes every weight of its
+// channel +-inf or NaN (0 * inf), and the dot product NaN. The kernels scale the sum
+// instead (acc * inf = +-inf), so such channels are set to NaN here, as the reference
+// does. One pass over N scales; the fill runs only for a damaged scale.
+void nan_where_scale_nonfinite(at::Tensor& out, const at::Tensor& scale) {
+  const float* s = scale.data_ptr<float>();
+  bool any = false;
+  for (int64_t i = 0; i < scale.numel(); ++i) any |= !std::isfinite(s[i]);
+  if (any) out.masked_fill_(at::isfinite(scale).logical_not().view({1, -1}), NAN);
 }
 
 std::string describe(const at::Tensor& t) {

@@ -73,6 +73,8 @@ at::Tensor gemm_dequant(const char* op, const QuantizedRows& a, const at::Tensor
 
 // Weight-only GEMM of x2d [M, K] (any float dtype) with a packed weight, dequantized by
 // b_scale, plus bias and an optional adapter -> [M, n] out_dtype.
+// Output channels [m, n] of a non-finite W8A16 weight scale -> NaN (see int8_gemm.cpp).
+void nan_where_scale_nonfinite(at::Tensor& out, const at::Tensor& scale);
 at::Tensor w8a16_gemm(const at::Tensor& x2d, const at::Tensor& packed, int64_t n,
                       const at::Tensor& b_scale, const at::Tensor& bias,
                       at::ScalarType out_dtype, Isa isa, const LoraTensors* lora = nullptr,

@@ -112,7 +112,10 @@ __global__ void __launch_bounds__(kThreads)
     if (oc < n) {
       float sum = 0.0f;
       for (int s = 0; s < kSlices; ++s) sum += partial[s * kCols + c][r];
-      float y = sum * w_scale[oc];
+      // Dequantize-then-multiply semantics: a non-finite scale's channel is NaN (the
+      // sum times inf would be +-inf), as the reference and the CPU kernels give.
+      const float scale = w_scale[oc];
+      float y = isfinite(scale) ? sum * scale : __int_as_float(0x7fc00000);
       if (bias != nullptr) y = y + bias[oc];
       out[static_cast<int64_t>(r) * n + oc] = from_float<T>(y);
     }

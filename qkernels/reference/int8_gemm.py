@@ -90,7 +90,10 @@ def linear_w8a16(
 
 def _w8a16_fp32(x, wq, w_scale, bias):
     w = wq.float() * w_scale.reshape(-1, 1)
-    return F.linear(x.float(), w, None if bias is None else bias.float())
+    out = F.linear(x.float(), w, None if bias is None else bias.float())
+    # A non-finite scale: NaN for the whole channel (dequantizing gives 0 * inf = NaN for
+    # a zero weight and inf - inf in the sum; stated, not left to the signs of x).
+    return out.masked_fill(~torch.isfinite(w_scale.reshape(-1)), float("nan"))
 
 
 def linear_w8a8_act(

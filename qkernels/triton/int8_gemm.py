@@ -224,7 +224,10 @@ def _w8a16_kernel(
         if UPCAST:  # see upcast()
             x = x.to(tl.float32)
         acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
-    out = mul_rn(acc, tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)[None, :])
+    w_scale = tl.load(w_scale_ptr + offs_n, mask=offs_n < n, other=0.0)
+    # Dequantize-then-multiply semantics: a non-finite scale's channel is NaN (acc * inf
+    # would be +-inf), as the reference and the CPU kernels give.
+    out = tl.where(finite(w_scale)[None, :], mul_rn(acc, w_scale[None, :]), float("nan"))
     if SPLIT_K > 1:
         pptrs = partial_ptr + offs_m[:, None] * n + offs_n[None, :]
         omask = (offs_m[:, None] < m) & (offs_n[None, :] < n)

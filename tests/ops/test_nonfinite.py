@@ -227,3 +227,27 @@ def test_lstm_recurrent_size_past_exact_k_is_a_clear_error():
             None,
             False,
         )
+
+
+@pytest.mark.parametrize("rows", [1, 5, 33])
+@pytest.mark.parametrize("op", ["linear_w8a16", "linear_w8a16_act", "lora_w8a16"])
+def test_w8a16_nonfinite_weight_scale_makes_its_channel_nan(backend, op, rows):
+    """W8A16 is dequantize-then-multiply: a NaN or +-Inf weight scale makes its whole
+    output channel NaN (0 * inf, inf - inf), not the +-inf of scaling the sum; the other
+    channels are untouched."""
+    x = torch.randn(rows, 53)
+    wq = torch.randint(-127, 128, (24, 53), dtype=torch.int8)
+    ws, bias = torch.rand(24) + 0.1, torch.randn(24)
+    bad = [1, 17, 23]
+    ws[bad] = torch.tensor([INF, -INF, NAN])
+    args = (x, wq, ws, bias)
+    if op == "linear_w8a16_act":
+        args += ("gelu",)
+    elif op == "lora_w8a16":
+        args += (torch.randn(4, 53), torch.randn(24, 4), 0.5)
+    y = backend(op, *args)
+    assert y[:, bad].isnan().all()
+    good = [i for i in range(24) if i not in bad]
+    assert y[:, good].isfinite().all()
+    expected = getattr(ref, op)(*args)
+    assert expected[:, bad].isnan().all()
