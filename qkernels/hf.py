@@ -95,13 +95,35 @@ class QKernelsConfig(QuantizationConfigMixin):
                 f"got {method!r}; QAT, LoRA and low-rank models come from `qkernels finetune`"
             )
         check_act_bits("QKernelsConfig", act_bits, method)
+        for flag, value in (
+            ("fuse_activations", fuse_activations),
+            ("fuse_norms", fuse_norms),
+            ("embeddings", embeddings),
+        ):
+            if not isinstance(value, bool):  # a config.json "false" string is truthy
+                raise ValueError(f"QKernelsConfig: {flag} must be true or false, got {value!r}")
+        if modules_to_not_convert is not None and not (
+            isinstance(modules_to_not_convert, list | tuple)
+            and all(isinstance(m, str) for m in modules_to_not_convert)
+        ):
+            raise ValueError(
+                "QKernelsConfig: modules_to_not_convert must be a list of module names, got "
+                f"{modules_to_not_convert!r}"
+            )
+        if modules is not None and not isinstance(modules, dict):
+            raise ValueError(
+                f"QKernelsConfig: modules must be an object (the swap plan), got "
+                f"{type(modules).__name__}"
+            )
         self.quant_method = METHOD
         self.method = method
         self.act_bits = act_bits
         self.fuse_activations = fuse_activations
         self.fuse_norms = fuse_norms
         self.embeddings = embeddings
-        self.modules_to_not_convert = modules_to_not_convert
+        self.modules_to_not_convert = (
+            None if modules_to_not_convert is None else list(modules_to_not_convert)
+        )
         self.modules = dict(modules or {})
 
 

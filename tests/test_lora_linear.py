@@ -125,3 +125,8 @@ def test_gpt2_conv1d_base():
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=f"LoRAInt8Linear: {match}"):
         LoRAInt8Linear(8, 4, **kwargs)
+
+
+def test_an_absurd_rank_is_one_clear_error():
+    with pytest.raises(ValueError, match=r"LoRAInt8Linear: r=1000000000000 needs lora_A"):
+        LoRAInt8Linear(64, 32, r=10**12)

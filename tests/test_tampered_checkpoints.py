@@ -157,3 +157,23 @@ def test_pickle_checkpoints_are_refused(saved, tmp_path):
         transformers.BertForSequenceClassification.from_pretrained(
             d, quantization_config=QKernelsConfig("w8a8")
         )
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"fuse_norms": "false"}, "fuse_norms must be true or false"),
+        ({"embeddings": 1}, "embeddings must be true or false"),
+        ({"modules": ["a"]}, "modules must be an object"),
+        ({"modules_to_not_convert": "lm_head"}, "modules_to_not_convert must be a list"),
+        ({"method": "int3"}, "method must be one of"),
+        ({"act_bits": "8"}, r"act_bits must be an int in \[2, 8\]"),
+    ],
+)
+def test_tampered_quantization_configs_are_refused(saved, tmp_path, change, message):
+    d = _copy(saved / "int8", tmp_path / "d")
+    config = json.loads((d / "config.json").read_text())
+    config["quantization_config"].update(change)
+    (d / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        transformers.BertForSequenceClassification.from_pretrained(d)

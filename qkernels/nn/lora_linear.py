@@ -46,8 +46,15 @@ class LoRAInt8Linear(Int8Linear):
         self.r, self.alpha, self.use_rslora = r, float(alpha), use_rslora
         self.scaling = self.alpha / (math.sqrt(r) if use_rslora else r)
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device))
-        self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device))
+        try:
+            self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device))
+            self.lora_B = nn.Parameter(torch.zeros(out_features, r, device=device))
+        except (RuntimeError, MemoryError) as e:  # the allocator's own message names no r
+            gb = r * (in_features + out_features) * 4 / 1e9
+            raise ValueError(
+                f"LoRAInt8Linear: r={r} needs lora_A [{r}, {in_features}] and lora_B "
+                f"[{out_features}, {r}] ({gb:.3g} GB), which could not be allocated"
+            ) from e
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self) -> None:
