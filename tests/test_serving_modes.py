@@ -35,6 +35,8 @@ def _swap(method: str):
                         p.normal_(0, 0.05)
         elif method == "w8a8 handoff":
             qkernels.swap(model, "w8a8", fuse_norms=True)
+        elif method == "w8a8 embeddings":
+            qkernels.swap(model, "w8a8", embeddings=True)
         else:
             qkernels.swap(model, method)
         return model
@@ -42,7 +44,7 @@ def _swap(method: str):
     return make
 
 
-SWAPS = ["w8a8", "w8a16", "lora", "qat", "w8a8 handoff"]
+SWAPS = ["w8a8", "w8a16", "lora", "qat", "w8a8 handoff", "w8a8 embeddings"]
 
 
 def outputs_in_every_mode(model) -> dict[str, torch.Tensor]:
@@ -95,3 +97,16 @@ def test_generate_gives_the_same_tokens_in_every_grad_mode(arch, method):
             out = model.generate(IDS[:1, :5], max_new_tokens=8, do_sample=False, pad_token_id=0)
         tokens[mode] = out.tolist()
     assert tokens["no_grad"] == tokens["grad"] and tokens["inference_mode"] == tokens["grad"]
+
+
+def test_lora_trains_on_inputs_made_under_inference_mode():
+    """An input tensor made under inference_mode has no version counter: the LoRA
+    backward's shared bf16 copy of it must not need one."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16))
+    qkernels.swap(model, "lora", r=4, include=["0"])
+    with torch.inference_mode():
+        x = torch.randn(8, 32)
+    loss = model(x.clone()).sum() + model(x).sum()
+    loss.backward()
+    assert model[0].lora_B.grad is not None and model[0].lora_B.grad.abs().sum() > 0

@@ -149,7 +149,9 @@ def adapter_in_bf16(x: torch.Tensor) -> bool:
 
 # One bf16 copy per input, shared by the ops that read it (BERT's Q, K and V): keyed
 # weakly on the input, so a copy lives while its input or a backward holding it does;
-# the version guards against an in-place write between two of those ops.
+# the version guards against an in-place write between two of those ops (a write that
+# bypasses it, through `.data`, escapes this check as it escapes autograd's own check of
+# saved tensors).
 _bf16_copies = WeakIdKeyDictionary()
 
 
@@ -159,6 +161,8 @@ def saved_input(x: torch.Tensor) -> torch.Tensor:
     the very operand whose gradient da is — else x itself."""
     if not adapter_in_bf16(x):
         return x
+    if x.is_inference():  # made under inference_mode: no version counter, no sharing
+        return x.detach().to(torch.bfloat16)
     cached = _bf16_copies.get(x)
     if cached is not None and cached[0] == x._version:
         return cached[1]
