@@ -58,6 +58,8 @@ DEFAULT_FLOAT_HEADS = ("lm_head", "classifier", "score")
 # missing weight (transformers would initialise it at random, with only a warning).
 NO_WEIGHT = ("LowRankLinear", "Int8LowRankLinear")
 SENTINEL = SavedTensor("I8", [0])
+# Plan types holding trainable parameters (Trainer's is_qat_trainable).
+TRAINABLE = ("LoRAInt8Linear", "QATLinear", "QATLSTM", "LowRankLinear")
 
 
 class QKernelsConfig(QuantizationConfigMixin):
@@ -320,6 +322,15 @@ class QKernelsHfQuantizer(HfQuantizer):
     @property
     def is_trainable(self) -> bool:
         return True
+
+    @property
+    def is_qat_trainable(self) -> bool:
+        """What transformers' Trainer asks of a quantized model that is not a PEFT model:
+        True where the plan holds modules with trainable parameters (LoRA adapters, QAT
+        and low-rank layers); a purely int8 model stays refused, as every such model is."""
+        return any(
+            spec.get("type") in TRAINABLE for spec in self.quantization_config.modules.values()
+        )
 
 
 def _checkpoint_header(files: list[str] | None) -> dict[str, SavedTensor] | None:
