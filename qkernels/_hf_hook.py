@@ -1,6 +1,9 @@
-"""Register qkernels with transformers the moment transformers' quantizer registry is
-imported, without importing it: that import costs seconds (it pulls in torchao and more),
-and `import qkernels` must stay cheap. Yet `from_pretrained` always finds the method."""
+"""Register qkernels with transformers and PEFT the moment their registries are imported,
+without importing them: transformers' quantizer registry costs seconds (it pulls in
+torchao and more), and `import qkernels` must stay cheap. Yet `from_pretrained` always
+finds the "qkernels" method, and `get_peft_model` always finds qkernels' LoRA layer.
+
+Each target module -> the qkernels module that registers itself when imported."""
 
 from __future__ import annotations
 
@@ -9,14 +12,23 @@ import importlib.abc
 import importlib.util
 import sys
 
-TARGET = "transformers.quantizers.auto"
+TARGETS = {
+    "transformers.quantizers.auto": "qkernels.hf",
+    "peft.tuners.lora.model": "qkernels.peft_lora",
+}
 
 
 class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    def __init__(self, pending: dict[str, str]) -> None:
+        self.pending = pending
+
     def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
+        registrar = self.pending.pop(fullname, None)
+        if registrar is None:
             return None
-        sys.meta_path.remove(self)  # once; find_spec below must not find us again
+        if not self.pending:
+            sys.meta_path.remove(self)
+        # find_spec below must not find us again for this name: it is no longer pending.
         spec = importlib.util.find_spec(fullname)
         if spec is None or spec.loader is None:
             return spec
@@ -24,18 +36,22 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            importlib.import_module("qkernels.hf")  # registers itself on import
+            importlib.import_module(registrar)  # registers itself on import
 
         spec.loader.exec_module = exec_module
         return spec
 
 
 def install() -> None:
-    """Register now if the registry is loaded, else when it loads (nothing without
-    transformers)."""
-    if TARGET in sys.modules:
-        importlib.import_module("qkernels.hf")
-    elif importlib.util.find_spec("transformers") is not None and not any(
-        isinstance(f, _RegisterAfterImport) for f in sys.meta_path
-    ):
-        sys.meta_path.insert(0, _RegisterAfterImport())
+    """Register now where the target is loaded, else when it loads (nothing for a
+    package that is not installed)."""
+    if any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
+        return
+    pending = {}
+    for target, registrar in TARGETS.items():
+        if target in sys.modules:
+            importlib.import_module(registrar)
+        elif importlib.util.find_spec(target.partition(".")[0]) is not None:
+            pending[target] = registrar
+    if pending:
+        sys.meta_path.insert(0, _RegisterAfterImport(pending))

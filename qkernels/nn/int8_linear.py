@@ -199,6 +199,16 @@ class Int8Linear(PackedWeights):
         linear = ops.linear_w8a8 if w8a8 else ops.linear_w8a16
         return linear(x, self.weight, self.weight_scale, self.bias)
 
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output before its epilogue activation (what an adapter adds to
+        before the activation applies; qkernels.peft_lora)."""
+        if self.static_act:
+            return self._forward_static(x)
+        if self.act_bits != 8:
+            return self._forward_act_bits(x)
+        linear = ops.linear_w8a8 if self.mode == "w8a8" else ops.linear_w8a16
+        return linear(x, self.weight, self.weight_scale, self.bias)
+
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
         # Same levels as QATLinear's static fake-quant: round(x * (1 / s)), clamped.
         x2d = x.reshape(-1, self.in_features)
