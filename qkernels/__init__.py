@@ -26,6 +26,19 @@ __version__ = "0.1.0"
 
 _hf_hook.install()  # "qkernels" becomes a transformers quantization method (qkernels.hf)
 
+# Submodules that import transformers or PEFT load on first use, so `import qkernels`
+# stays cheap and `qkernels.hf.QKernelsConfig` still works without its own import.
+_LAZY_SUBMODULES = ("hf", "peft_lora")
+
+
+def __getattr__(name: str):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"qkernels.{name}")
+    raise AttributeError(f"module 'qkernels' has no attribute {name!r}")
+
+
 __all__ = [
     "EXTENSION_ERROR",
     "Int8Embedding",

@@ -286,11 +286,13 @@ def lstm_lm_cmd(args: argparse.Namespace) -> None:
 
 def quantize_cmd(args: argparse.Namespace) -> None:
     import qkernels
-    from qkernels.finetune import check_tokenizer, model_path
+    from qkernels.finetune import TOKENIZER_FILES, model_path
     from qkernels.plan import swap_plan
 
     path = model_path(args.model)
-    check_tokenizer(path)
+    has_tokenizer = not Path(path).is_dir() or any(
+        (Path(path) / name).exists() for name in TOKENIZER_FILES
+    )
     model = _load_any(path)
     # Fused activations and handoff norms are not quantized modules (they stand beside one)
     beside = ("FusedActivation", "HandoffLayerNorm", "HandoffRMSNorm")
@@ -303,7 +305,14 @@ def quantize_cmd(args: argparse.Namespace) -> None:
         )
     report = qkernels.swap(model, args.method, embeddings=args.embeddings)
     qkernels.save(model, args.output)
-    _copy_tokenizer(path, args.output)
+    if has_tokenizer:
+        _copy_tokenizer(path, args.output)
+    else:  # quantizing needs none; finetune and eval of the output will
+        print(
+            f"warning: {path} holds no tokenizer, so {args.output} has none either; copy it "
+            "there before `qkernels finetune` or `eval`",
+            file=sys.stderr,
+        )
     print(f"{report}\nsaved: {args.output}")
 
 
