@@ -20,7 +20,7 @@ from qkernels.nn import (
     LowRankLinear,
     QATLinear,
 )
-from qkernels.swap import SwapReport, convert, swap
+from qkernels.swap import ParameterSummary, SwapReport, convert, parameter_summary, swap
 
 __version__ = "0.1.0"
 
@@ -47,6 +47,7 @@ __all__ = [
     "Int8LSTM",
     "LoRAInt8Linear",
     "LowRankLinear",
+    "ParameterSummary",
     "QATLSTM",
     "QATLinear",
     "SwapReport",
@@ -56,6 +57,7 @@ __all__ = [
     "load",
     "load_adapters",
     "ops",
+    "parameter_summary",
     "save",
     "save_adapters",
     "set_backend",

@@ -114,3 +114,22 @@ _state = {"kept": False}  # whether keep_freed_memory has taken effect in this p
 def freed_memory_kept() -> bool:
     """Whether keep_freed_memory has taken effect in this process (benchmark records)."""
     return _state["kept"]
+
+
+def peak_memory() -> dict[str, int]:
+    """This process's peak resident memory so far (libraries and everything else
+    included; Linux's ru_maxrss is in KiB) and, where CUDA is in use, the caching
+    allocator's peak of allocated bytes on the current device."""
+    import resource
+
+    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated())
+    return out
+
+
+def format_peak_memory(peak: dict[str, int]) -> str:
+    text = f"peak memory: {peak['peak_rss_bytes'] / 1e6:,.0f} MB resident (whole process)"
+    if "cuda_peak_allocated_bytes" in peak:
+        text += f", {peak['cuda_peak_allocated_bytes'] / 1e6:,.0f} MB CUDA allocated"
+    return text

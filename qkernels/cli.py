@@ -320,6 +320,7 @@ METRICS = {"classification": "accuracy", "causal-lm": "perplexity"}
 
 
 def eval_cmd(args: argparse.Namespace) -> None:
+    from qkernels._memory import format_peak_memory, peak_memory
     from qkernels.finetune import (
         FinetuneConfig,
         check_tokenizer,
@@ -361,6 +362,7 @@ def eval_cmd(args: argparse.Namespace) -> None:
         "examples": len(valid.texts),
         "bytes": model_bytes(model),
         "latency_ms": latency_ms(model, next(eval_batches(valid, 32, tokenizer, max_length))),
+        "memory": peak_memory(),
     }
     if args.json:
         print(json.dumps(result, indent=1))
@@ -369,6 +371,7 @@ def eval_cmd(args: argparse.Namespace) -> None:
     print(f"{result['metric_name']:<10} {result['metric']:.4f}  ({result['examples']} examples)")
     print(f"{'size':<10} {result['bytes'] / 1e6:.2f} MB")
     print(f"{'latency':<10} {result['latency_ms']:.1f} ms (one batch of up to 32)")
+    print(format_peak_memory(result["memory"]))
 
 
 def _labelled_by_name(model, data_file: str):

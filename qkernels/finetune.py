@@ -18,6 +18,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,11 +30,12 @@ from torch import nn
 
 import qkernels
 from qkernels import data, distributed, timing
+from qkernels._memory import format_peak_memory, peak_memory
 from qkernels.bench import plots
 from qkernels.checkpoints import checkpoints, load_checkpoint, save_checkpoint
 from qkernels.nn import LoRAInt8Linear
 from qkernels.nn.qat_linear import ACT_MODES
-from qkernels.swap import SwapReport, _replace_all, trainable_parameters
+from qkernels.swap import ParameterSummary, SwapReport, _replace_all, parameter_summary
 
 TASKS = ("classification", "causal-lm", "distill")
 METHODS = ("fp32", "qat", "ptq", "w8a8", "w8a16", "lowrank", "lora")
@@ -523,6 +525,7 @@ def train(job: Job) -> tuple[list[dict], float | None, list[tuple[int, float]]]:
         disable=not cfg.progress or job.rank != 0,
     )
     seen, t0 = 0, time.perf_counter()
+    log = ProgressLog(steps, enabled=not cfg.progress and job.rank == 0)
     model_time = side_time = 0.0  # forward+backward+step; evaluation and checkpoints
     for step in bar:
         batch = batches(
@@ -546,9 +549,9 @@ def train(job: Job) -> tuple[list[dict], float | None, list[tuple[int, float]]]:
         seen += batch["input_ids"].shape[0] * job.world
         done = step + 1
         losses.append((done, loss.item()))
-        bar.set_postfix(
-            loss=f"{losses[-1][1]:.4f}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}"
-        )
+        samples_s = seen / (time.perf_counter() - t0)
+        bar.set_postfix(loss=f"{losses[-1][1]:.4f}", samples_s=f"{samples_s:.1f}")
+        log.step(done, losses[-1][1], samples_s)
         t_side = time.perf_counter()
         if cfg.eval_every and done % cfg.eval_every == 0 and done < steps:
             history.append({"step": done, "metric": measure(job)["metric"]})
@@ -564,6 +567,31 @@ def train(job: Job) -> tuple[list[dict], float | None, list[tuple[int, float]]]:
     # model's forward + backward + optimizer step.
     overhead = (time.perf_counter() - t0 - model_time - side_time) / max(model_time, 1e-9)
     return history, overhead, losses
+
+
+class ProgressLog:
+    """One line on stderr per tenth of the run and at least once a minute, when the
+    progress bar is off (`--no-progress`, logs): a long run is never silent."""
+
+    EVERY_S = 60.0
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.every = max(1, total // 10)
+        self.start = self.last = time.monotonic()
+
+    def step(self, done: int, loss: float, samples_s: float) -> None:
+        now = time.monotonic()
+        due = done % self.every == 0 or done == self.total or now - self.last >= self.EVERY_S
+        if not (self.enabled and due):
+            return
+        self.last = now
+        print(
+            f"step {done}/{self.total}  loss {loss:.4f}  {samples_s:.1f} samples/s  "
+            f"{now - self.start:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def merge_lora(model: nn.Module) -> float:
@@ -628,12 +656,12 @@ def finetune(cfg: FinetuneConfig) -> dict:
         qkernels.swap(plain, "w8a8")
         baseline_w8a8 = measure(job, plain)["metric"]
     report = prepare(cfg, job.model, job.train, job.tokenizer, job.teacher)
+    parameters = parameter_summary(job.model)  # what trains, before any conversion
     history, loop_overhead, losses = train(job)
     if cfg.method in ("qat", "ptq"):
         qkernels.convert(job.model)
     if cfg.method == "lowrank" and cfg.lowrank_int8:
         qkernels.convert(job.model, lowrank_to_int8=True)
-    trainable, total = trainable_parameters(job.model)
     unmerged = None
     if cfg.method == "lora" and cfg.merge:  # the merge's cost in the metric, same run
         job.model.eval()
@@ -669,8 +697,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
         "history": history,
         "losses": losses,
         "replaced": len(report.replaced) if report else 0,
-        "trainable_params": trainable,
-        "float_params": total,
+        "trainable_params": parameters.trainable,
+        "parameters": asdict(parameters),
+        "memory": peak_memory(),
         "loop_overhead": loop_overhead,
         "world_size": job.world,
     }
@@ -697,12 +726,10 @@ def format_report(r: dict) -> str:
         )
     if "plain_w8a8_metric" in r:
         lines.append(f"{'plain w8a8 (no QAT)':<22} {r['plain_w8a8_metric']:>20.4f}")
-    if r.get("trainable_params") is not None:
-        t, total = r["trainable_params"], r["float_params"]
-        lines.append(
-            f"trainable parameters: {t:,} of {total:,} float parameters "
-            f"({100 * t / max(total, 1):.2f}%; int8 weights are frozen buffers)"
-        )
+    if "parameters" in r:
+        lines.append(f"while training: {ParameterSummary(**r['parameters'])}")
+    if "memory" in r:
+        lines.append(format_peak_memory(r["memory"]))
     if "merge_error" in r:
         lines.append(
             f"merged adapters into int8: max relative weight error {r['merge_error']:.2e}; "

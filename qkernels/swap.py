@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from qkernels._memory import trim_heap
@@ -288,11 +289,44 @@ def _freeze_all_but_adapters(model: nn.Module, modules_to_save: list[str]) -> No
         param.requires_grad_(name.rpartition(".")[2] in LORA_PARAMS or name in saved)
 
 
-def trainable_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts; int8 weights are buffers, so the total
-    counts float parameters only, as PEFT's print_trainable_parameters does."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+@dataclass(frozen=True)
+class ParameterSummary:
+    """Every value a model holds. PEFT's print_trainable_parameters counts parameters
+    only; qkernels' int8 weights, their scales and an int8 layer's bias are buffers, so
+    they are counted here too (int8 weights as their int8 values, unpacked)."""
+
+    trainable: int  # parameters that train
+    frozen: int  # float parameters that do not
+    int8: int  # int8 weight values (frozen buffers)
+    buffers: int  # every other buffer: scales, int8 layers' biases, statistics
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen + self.int8 + self.buffers
+
+    def __str__(self) -> str:
+        return (
+            f"trainable params: {self.trainable:,} || all params: {self.total:,} || "
+            f"trainable%: {100 * self.trainable / max(self.total, 1):.4f} (frozen float "
+            f"{self.frozen:,}, int8 {self.int8:,}, other buffers {self.buffers:,})"
+        )
+
+
+def parameter_summary(model: nn.Module) -> ParameterSummary:
+    """What trains and what the model holds besides (a tied tensor counts once)."""
+    params = dict(model.named_parameters())
+    names = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    trainable = sum(p.numel() for p in params.values() if p.requires_grad)
+    frozen = sum(p.numel() for p in params.values() if not p.requires_grad)
+    int8 = buffers = 0
+    for key, t in model.state_dict().items():  # unpacks the CPU layouts
+        if key in names:
+            continue
+        if t.dtype == torch.int8:
+            int8 += t.numel()
+        else:
+            buffers += t.numel()
+    return ParameterSummary(trainable, frozen, int8, buffers)
 
 
 def _record_plan(model: nn.Module) -> None:

@@ -275,6 +275,20 @@ def test_sigkill_then_resume_is_identical(tiny, tmp_path):
     sigkill_and_resume(tiny, tmp_path, trials=1)  # make test-slow: 20
 
 
+def test_no_progress_runs_log_lines_and_report_parameters_and_memory(tiny, tmp_path):
+    r = cli(*finetune_cli_args(tiny, tmp_path / "o", steps=3))
+    assert r.returncode == 0, r.stderr
+    logged = [line for line in r.stderr.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in logged] == ["1/3", "2/3", "3/3"]
+    assert "loss" in logged[-1] and "samples/s" in logged[-1]
+    # QAT trains every float parameter: the summary is taken before the int8 conversion.
+    assert "while training: trainable params:" in r.stdout and "trainable%: 100" in r.stdout
+    assert "peak memory:" in r.stdout and "MB resident" in r.stdout
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["memory"]["peak_rss_bytes"] > 1e7
+    assert report["parameters"]["int8"] == 0 and report["parameters"]["trainable"] > 0
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_many_times(tiny, tmp_path):
     sigkill_and_resume(tiny, tmp_path, trials=20)
@@ -426,7 +440,8 @@ def test_cli_quantize_and_eval(tiny, tmp_path):
     assert r.returncode == 0, r.stderr
     r = cli("eval", str(out), "--task", "causal-lm", "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["metric"] > 1
+    result = json.loads(r.stdout)
+    assert result["metric"] > 1 and result["memory"]["peak_rss_bytes"] > 1e7
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 import qkernels
 from qkernels.bench.lora import enable_checkpointing
 from qkernels.nn import Int8Embedding, LoRAInt8Linear
-from qkernels.swap import trainable_parameters
+from qkernels.swap import parameter_summary
 
 transformers = pytest.importorskip("transformers")
 from hf_models import tiny_bert, tiny_gpt2  # noqa: E402
@@ -37,8 +37,13 @@ def test_bert_targets_freeze_and_train():
         "classifier.weight",
         "classifier.bias",
     }
-    n_train, n_total = trainable_parameters(model)
-    assert n_train == 4 * (4 * 64 + 64 * 4) + 64 * 3 + 3 and n_total > n_train
+    summary = parameter_summary(model)
+    assert summary.trainable == 4 * (4 * 64 + 64 * 4) + 64 * 3 + 3
+    # The four int8 bases (query, value: 64 x 64 each per layer) are counted, unpacked,
+    # with their scales and biases among the buffers.
+    assert summary.int8 == 4 * 64 * 64 and summary.buffers >= 4 * (64 + 64)
+    assert summary.total == summary.trainable + summary.frozen + summary.int8 + summary.buffers
+    assert "trainable params: 2,243 || all params:" in str(summary)
     # A fresh adapter (B = 0) is exactly the int8 base on the targets (with torch's
     # LayerNorms: the handoff's norm rounds differently, and LoRA layers take no handoff).
     qkernels.swap(reference, "w8a8", include=["query", "value"], fuse_norms=False)

@@ -89,7 +89,9 @@ def roofline_chart(rows: Sequence[dict], ceilings: dict, path: str | Path, title
     rows when none is cold) against its arithmetic intensity, under the measured
     ceilings: DRAM bandwidth x intensity, the fp32 GEMM rate and the int8 GEMM rate."""
     plt = _pyplot()
-    cold = [r for r in rows if r.get("weights", "cold") == "cold"] or list(rows)
+    cold = [r for r in rows if r.get("weights", "cold") == "cold"]
+    kind = "cold weights" if cold else "hot weights"
+    cold = cold or list(rows)
     fig, ax = plt.subplots(figsize=(7, 5))
     for impl in sorted({r["impl"] for r in cold}):
         pts = [(2 * r["m"] * r["k"] * r["n"] / _linear_bytes(r), r["gflops"]) for r in cold
@@ -104,10 +106,11 @@ def roofline_chart(rows: Sequence[dict], ceilings: dict, path: str | Path, title
         ax.plot(xs, [min(peak, bw * x) for x in xs], linestyle="--", label=f"{name} ceiling")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (ops / byte moved, cold weights)")
+    ax.set_xlabel(f"arithmetic intensity (ops / byte moved, {kind})")
     ax.set_ylabel("achieved GOP/s")
-    ax.set_title(f"{title}\nmeasured: {bw:.0f} GB/s, fp32 {ceilings['fp32_gflops']:.0f} "
-                 f"GFLOP/s, int8 {ceilings['int8_gops']:.0f} GOP/s", fontsize=9)  # fmt: skip
+    ax.set_title(f"{title}, {kind}: roofline\nmeasured: {bw:.0f} GB/s, fp32 "
+                 f"{ceilings['fp32_gflops']:.0f} GFLOP/s, int8 {ceilings['int8_gops']:.0f} GOP/s",
+                 fontsize=9)  # fmt: skip
     ax.legend(fontsize=7)
     return _save(fig, path)
 
@@ -128,7 +131,7 @@ def linear_charts(
     ]
     if ceilings:
         charts.append(roofline_chart(rows, ceilings, out / f"linear-roofline-{stamp}.png",
-                                     "Linear layers, cold weights: roofline"))  # fmt: skip
+                                     "Linear layers"))  # fmt: skip
     return charts
 
 
@@ -153,6 +156,9 @@ def training_curves(report: dict, path: str | Path) -> Path:
     history = report.get("history", [])
     steps = [0] + [h["step"] for h in history]
     metrics = [report["before"]["metric"]] + [h["metric"] for h in history]
+    if losses and "after" in report:  # the final evaluation, after the last step
+        steps.append(losses[-1][0])
+        metrics.append(report["after"]["metric"])
     metric_ax.plot(steps, metrics, marker="o")
     metric_ax.set_xlabel("step")
     metric_ax.set_ylabel(report["metric_name"])
