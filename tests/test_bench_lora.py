@@ -44,3 +44,17 @@ def test_rounds_merge_to_medians_and_the_range_of_their_steps():
     assert merged.trainable_params == 1000 and merged.note == "median of 3 processes"
     failed = _row(lora.PEFT, None, None)
     assert lora._merge_rounds([failed]) is failed
+
+
+def test_bitsandbytes_configs_train_on_cpu():
+    """bitsandbytes int8 + PEFT and NF4 + PEFT (QLoRA) load and take training steps here
+    (transformers' BitsAndBytesConfig, PEFT's prepare_model_for_kbit_training)."""
+    import pytest
+
+    pytest.importorskip("bitsandbytes")
+    rows = lora.run_lora_step_suite(
+        lora.CI_MODEL, configs=[lora.BNB_INT8, lora.BNB_NF4], rounds=1, progress=False
+    )
+    for row in rows:
+        assert row.step_ms is not None and row.step_ms > 0, row.note
+        assert row.trainable_params > 0 and row.frozen_weight_mb > 0

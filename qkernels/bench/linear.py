@@ -78,6 +78,35 @@ def _torchao_int8(compile_: bool):
     return build
 
 
+def _bnb_int8(lin: nn.Linear):
+    """bitsandbytes' LLM.int8 Linear with int8 weights (threshold 0: no fp16 outlier
+    columns, the int8 path throughout), quantized as it loads the float state_dict."""
+    import bitsandbytes as bnb
+
+    new = bnb.nn.Linear8bitLt(
+        lin.in_features, lin.out_features, bias=lin.bias is not None,
+        has_fp16_weights=False, threshold=0.0,
+    )  # fmt: skip
+    new.load_state_dict(lin.state_dict())
+    return new
+
+
+def _bnb_nf4(lin: nn.Linear):
+    """bitsandbytes' NF4 Linear4bit (QLoRA's base), fp32 compute; on CPU its weight is
+    quantized by Params4bit._quantize (what .to(device) does on a GPU)."""
+    import bitsandbytes as bnb
+
+    new = bnb.nn.Linear4bit(
+        lin.in_features, lin.out_features, bias=lin.bias is not None, quant_type="nf4",
+        compute_dtype=torch.float32, device="meta",
+    )  # fmt: skip
+    weight = bnb.nn.Params4bit(lin.weight.detach().clone(), requires_grad=False, quant_type="nf4")
+    new.weight = weight._quantize("cpu")
+    if lin.bias is not None:
+        new.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
+    return new
+
+
 def default_impls(compile_: bool = False) -> list[Impl]:
     impls = [
         Impl("fp32 nn.Linear", torch.float32, lambda lin: lin),
@@ -96,6 +125,13 @@ def default_impls(compile_: bool = False) -> list[Impl]:
             lambda lin: Int8Linear.from_float(lin, "w8a16"),
         ),
     ]
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        impls.append(Impl("bnb int8 Linear8bitLt", torch.float32, _bnb_int8))
+        impls.append(Impl("bnb nf4 Linear4bit", torch.float32, _bnb_nf4))
     try:
         import torchao  # noqa: F401
     except ImportError:
@@ -198,6 +234,8 @@ SUMMARY_PAIRS = [
     ("qkernels w8a8", "torchao int8 dyn compiled"),
     ("qkernels w8a16", "fp32 nn.Linear"),
     ("qkernels w8a16 (bf16 x)", "bf16 nn.Linear"),
+    ("qkernels w8a8", "bnb int8 Linear8bitLt"),
+    ("qkernels w8a16", "bnb nf4 Linear4bit"),
 ]
 
 

@@ -3,7 +3,7 @@ base alone (linear_w8a8) and against the unfused composition a PEFT-style adapte
 int8 base runs (base op + two adapter matmuls), in one process, rounds interleaved,
 weights rotated past the last-level cache. (b) A training step of a BERT-base-sized
 model (4 layers) with LoRA on qkernels' int8 base against PEFT LoRA on fp32 and bf16
-bases, full fp32 fine-tuning and bitsandbytes int8 + PEFT where it runs: each config in
+bases, full fp32 fine-tuning and bitsandbytes int8 / NF4 + PEFT (QLoRA): each config in
 a child process, so its peak RSS (the kernel's VmHWM of its address space) is its own.
 Peak live memory is counted apart from the allocator: the model's parameters and buffers
 and the optimizer's state, plus the peak of the bytes held by tensors through one more
@@ -158,6 +158,8 @@ def format_op_table(rows: list[OpRow]) -> str:
 # ---- (b) the training step, one child process per config ----
 
 OURS, PEFT = "qkernels lora w8a8", "peft lora fp32"
+# bitsandbytes through transformers' BitsAndBytesConfig + PEFT, as their docs load it
+BNB_INT8, BNB_NF4 = "bitsandbytes int8 + peft", "bitsandbytes nf4 + peft (qlora)"
 FLOAT_EMBEDDINGS = ", float embeddings"  # config suffix: the Linears int8, the tables fp32
 FLOAT_TABLES = OURS + FLOAT_EMBEDDINGS
 CHECKPOINTING = ", checkpointing"  # config suffix: HF gradient checkpointing (non-reentrant)
@@ -168,7 +170,8 @@ STEP_CONFIGS = (
     PEFT,
     "peft lora bf16",
     "full fp32",
-    "bitsandbytes int8 + peft",
+    BNB_INT8,
+    BNB_NF4,
     # QLoRA's setting: activations recomputed per layer, so the weights weigh more
     OURS + CHECKPOINTING,
     PEFT + CHECKPOINTING,
@@ -279,19 +282,40 @@ def _build(config: str, path: str):
         return model, dtype
     if config == "peft lora bf16":
         dtype = torch.bfloat16
-    model = cls.from_pretrained(path, dtype=dtype)
+    if config in (BNB_INT8, BNB_NF4):
+        model = _bitsandbytes_model(cls, path, nf4=config == BNB_NF4)
+    else:
+        model = cls.from_pretrained(path, dtype=dtype)
     if config.startswith(("peft", "bitsandbytes")):
         import peft
 
-        if config.startswith("bitsandbytes"):
-            import bitsandbytes  # noqa: F401  (raises where it is not installed)
-
-            raise RuntimeError("bitsandbytes has no CPU int8 training path in this build")
         lora = peft.LoraConfig(r=16, lora_alpha=32, target_modules=TARGETS)
         model = peft.get_peft_model(model, lora)
         for p in model.base_model.model.classifier.parameters():
             p.requires_grad_(True)
     return model, dtype
+
+
+def _bitsandbytes_model(cls, path: str, nf4: bool):
+    """The model loaded in 8-bit (LLM.int8) or 4-bit NF4 (QLoRA) by transformers'
+    BitsAndBytesConfig and prepared by PEFT's prepare_model_for_kbit_training, as both
+    libraries' docs do (no gradient checkpointing here: the ", checkpointing" configs
+    measure that apart)."""
+    import peft
+    from transformers import BitsAndBytesConfig
+
+    skip = ["classifier"]  # trained in full (modules_to_save), as in the other configs
+    if nf4:
+        quant = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.float32,
+            llm_int8_skip_modules=skip,
+        )
+    else:
+        quant = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    model = cls.from_pretrained(path, quantization_config=quant, device_map="cpu")
+    return peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 
 def enable_checkpointing(model: nn.Module) -> None:
@@ -327,8 +351,11 @@ def run_step_child(config: str, shape: dict, path: str) -> StepRow:
 
     if config.startswith("qkernels"):
         import qkernels.hf  # noqa: F401
-    elif config.startswith("peft"):
+    elif config.startswith(("peft", "bitsandbytes")):
         import peft  # noqa: F401
+
+        if config.startswith("bitsandbytes"):
+            import bitsandbytes  # noqa: F401
     torch.manual_seed(0)
     before = _rss_mb()
     model, dtype = _build(config, path)
@@ -425,7 +452,15 @@ def _run_child(config: str, shape: dict, path: str) -> StepRow:
 SUMMARY = [
     *(
         (f"step: {peer} / {OURS}", peer, OURS, "step_ms")
-        for peer in (PEFT, "peft lora bf16", "full fp32")
+        for peer in (PEFT, "peft lora bf16", "full fp32", BNB_INT8, BNB_NF4)
+    ),
+    *(
+        (f"peak live: qkernels / {peer}", OURS, peer, "peak_live_mb")
+        for peer in (BNB_INT8, BNB_NF4)
+    ),
+    *(
+        (f"frozen weights: qkernels / {peer}", OURS, peer, "frozen_weight_mb")
+        for peer in (BNB_INT8, BNB_NF4)
     ),
     ("frozen weights: qkernels / peft fp32", OURS, PEFT, "frozen_weight_mb"),
     (

@@ -70,6 +70,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _cpu_identity() -> dict:
+    """Vendor, family / model / stepping and logical CPUs: the model name alone ("Intel(R)
+    Xeon(R) Processor") does not tell two hosts of one kind apart."""
+    fields = {"vendor_id": "cpu_vendor", "cpu family": "cpu_family", "model": "cpu_model",
+              "stepping": "cpu_stepping"}  # fmt: skip
+    out = {"cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in fields and fields[key] not in out:
+                out[fields[key]] = value
+            if not key and len(out) > len(fields):  # the first processor's block ends
+                break
+    except OSError:
+        pass
+    return out
+
+
 def environment(gpu: bool = False) -> dict:
     """Where the numbers came from: date, versions, and the CPU or GPU that ran them."""
     from qkernels._memory import freed_memory_kept
@@ -88,6 +106,7 @@ def environment(gpu: bool = False) -> dict:
         env.update(
             device="cpu",
             cpu=_cpu_model(),
+            **_cpu_identity(),
             cpu_features=_C.cpu_features(),
             l3_bytes=last_level_cache_bytes(),
         )
