@@ -29,6 +29,7 @@ def newest(pattern: str) -> Path | None:
 def source(path: Path, data: dict) -> str:
     env = data.get("environment", {})
     isa = " ".join(f for f in env.get("cpu_features", "").split() if f.startswith("avx"))
+    isa = " ".join(filter(None, [isa, env.get("cpu_amx", "")]))
     malloc = (
         ", freed memory kept (keep_freed_memory)"
         if env.get("malloc") == "keep freed memory"
@@ -42,8 +43,12 @@ def source(path: Path, data: dict) -> str:
 
 
 def cpu_kind(path: Path) -> str:
-    """ "(CPU)", or "(CPU, AVX2 only)" for the results of an AVX2-only machine."""
-    return "(CPU, AVX2 only)" if "-avx2-" in path.name else "(CPU)"
+    """ "(CPU)", "(CPU, AVX2 only)" for an AVX2-only machine's results, "(CPU with AMX)"
+    for a machine whose AMX units torch's bf16 / fp32 GEMMs (oneDNN) use and qkernels'
+    kernels do not."""
+    if "-avx2-" in path.name:
+        return "(CPU, AVX2 only)"
+    return "(CPU with AMX)" if "-amx-" in path.name else "(CPU)"
 
 
 def geomean(values: list[float]) -> float:
@@ -289,6 +294,7 @@ def results_markdown() -> str:
     for pattern, section in (
         ("linear-cpu-2*.json", linear_section),  # the VNNI machine
         ("linear-cpu-avx2-2*.json", linear_section),  # an AVX2-only one
+        ("linear-cpu-amx-2*.json", linear_section),  # one with AMX
         ("model-*-cpu-2*.json", model_section),  # the VNNI machine
         ("model-*-cpu-avx2-2*.json", model_section),  # an AVX2-only one
         ("lora-cpu-*.json", lora_section),

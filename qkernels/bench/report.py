@@ -81,7 +81,9 @@ def _cpu_identity() -> dict:
             key, _, value = (part.strip() for part in line.partition(":"))
             if key in fields and fields[key] not in out:
                 out[fields[key]] = value
-            if not key and len(out) > len(fields):  # the first processor's block ends
+            if key == "flags" and "cpu_amx" not in out:  # torch's oneDNN GEMMs use AMX
+                out["cpu_amx"] = " ".join(f for f in value.split() if f.startswith("amx"))
+            if not key and len(out) > len(fields) + 1:  # the first processor's block ends
                 break
     except OSError:
         pass
