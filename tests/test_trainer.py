@@ -87,6 +87,25 @@ def test_trainer_fine_tunes_lora_on_a_quantize_on_load_model(tmp_path, base, che
     assert falls(losses)
     moved = changed(before, model)
     assert moved and all(".lora_A" in k or ".lora_B" in k for k in moved), moved
+    # The adapter, saved in PEFT's format, reloads to the same logits through qkernels
+    # and through PEFT itself, onto a fresh int8 load.
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(5))
+    model.eval()
+    with torch.no_grad():
+        expected = model(ids).logits
+    qkernels.save_adapters(model, tmp_path / "adapter")
+    fresh = transformers.LlamaForCausalLM.from_pretrained(
+        tmp_path / "float", quantization_config=QKernelsConfig(base)
+    ).eval()
+    qkernels.load_adapters(fresh, tmp_path / "adapter")
+    peft = pytest.importorskip("peft")
+    other = transformers.LlamaForCausalLM.from_pretrained(
+        tmp_path / "float", quantization_config=QKernelsConfig(base)
+    )
+    other = peft.PeftModel.from_pretrained(other, tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(ids).logits, expected, rtol=0, atol=0)
+        torch.testing.assert_close(other(ids).logits, expected, rtol=0, atol=0)
 
 
 def test_trainer_fine_tunes_a_swapped_lora_model_and_qat(tmp_path):
