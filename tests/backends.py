@@ -40,12 +40,13 @@ def _move(value, device: str):
 
 def lora_adapter_bound(x, a, b, scaling: float) -> torch.Tensor:
     """Elementwise bound on the error of scaling (x a^T) b^T computed with x, a, t = x a^T
-    and scaling b each rounded to bf16 (2^-9 relative) and summed in fp32: 2^-7 (|x| |a|^T)
+    and scaling b each rounded to bf16 (unit roundoff 2^-8: 8 significant bits) and summed in
+    fp32: 2^-6 (|x| |a|^T)
     |scaling b|^T, second-order and fp32-sum terms included (DESIGN.md, "LoRA on an int8
     base")."""
     k, r = a.shape[1], a.shape[0]
     reach = (x.double().abs() @ a.double().abs().T) @ (abs(scaling) * b.double().abs()).T
-    return reach * (2**-7 * (1 + 2**-6) + (k + r) * 2**-23)
+    return reach * (2**-6 * (1 + 2**-6) + (k + r) * 2**-23)
 
 
 class Backend:

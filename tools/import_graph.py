@@ -40,6 +40,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "qkernels.hf",
             "qkernels._hf_hook",
             "qkernels.adapters",
+            "qkernels.peft_lora",
             "qkernels.fusion",
             "qkernels.plan",
             "qkernels.data",
