@@ -324,6 +324,12 @@ class QKernelsHfQuantizer(HfQuantizer):
         return True
 
     @property
+    def is_compileable(self) -> bool:
+        """Every qkernels op has a fake kernel and compiles as one op (fullgraph; Triton
+        launches on CUDA): generate() with a static cache may compile the forward."""
+        return True
+
+    @property
     def is_qat_trainable(self) -> bool:
         """What transformers' Trainer asks of a quantized model that is not a PEFT model:
         True where the plan holds modules with trainable parameters (LoRA adapters, QAT
