@@ -140,6 +140,7 @@ def swap(
     embeddings: bool | None = False,
     fuse_activations: bool = True,
     fuse_norms: bool = False,
+    output_layer: str | None = None,
     **opts,
 ) -> SwapReport:
     """Replace matching nn.Linear / GPT-2 Conv1D (and, for "w8a8" and "qat",
@@ -177,6 +178,13 @@ def swap(
     (qkernels.fusion.fuse_norms; bit-identical to each Linear quantizing on its own while
     nothing writes to the norm's output behind torch's version counter: `.data`, numpy
     and DLPack views). Off by default: its gain on a whole model is within the noise.
+
+    output_layer ("w8a16" | "w8a8"): the model's output layer (Hugging Face's
+    get_output_embeddings(), e.g. lm_head) becomes an Int8Linear of that mode with one
+    scale per output row (vocabulary entry), whatever `exclude` says of it; an input table
+    it was tied to keeps the float weight (or, with embeddings=True, its own int8 table)
+    and the config unties them. For generation, where the float lm_head is read whole for
+    every token.
     """
     make = _replacement(method, **opts)
     modules_to_save = list(modules_to_save)
@@ -229,6 +237,8 @@ def swap(
             return _excluded(name, include, exclude)
 
         _replace_all(model, report, _is_table, Int8Embedding.from_float, embedding_skip)
+    if output_layer is not None:
+        _swap_output_layer(model, output_layer, report)
     if fuse_activations and method in ("w8a8", "w8a16"):
         report.fused = fuse_into_epilogues(model)
         _record_plan(model)
@@ -240,6 +250,29 @@ def swap(
         _freeze_all_but_adapters(model, modules_to_save)
     trim_heap()  # the replaced modules' float weights and the quantizer's temporaries
     return report
+
+
+def _swap_output_layer(model: nn.Module, mode: str, report: SwapReport) -> None:
+    """swap(..., output_layer=mode): the output layer as an Int8Linear of `mode`."""
+    if mode not in ("w8a8", "w8a16"):
+        raise ValueError(f"qkernels.swap: output_layer must be 'w8a16' or 'w8a8', got {mode!r}")
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if isinstance(head, Int8Linear):
+        return  # swapped already (exclude did not name it)
+    if head is None or not is_linear_like(head):
+        raise ValueError(
+            "qkernels.swap: output_layer needs a model whose get_output_embeddings() is a "
+            f"Linear, got {type(head).__name__}"
+        )
+    name = next(n for n, m in model.named_modules() if m is head)
+    parent_name, _, child = name.rpartition(".")
+    setattr(
+        model.get_submodule(parent_name) if parent_name else model,
+        child,
+        Int8Linear.from_float(head, mode=mode),
+    )
+    report.replaced.append((name, type(head).__name__, "Int8Linear"))
+    _record_plan(model)
 
 
 def _table_shared_with_float_output(model: nn.Module) -> nn.Module | None:

@@ -25,3 +25,12 @@ def test_lstm_lm_qat_quick(tmp_path):
     # Conversion after QAT adds no loss: the int8 model computes what QAT trained.
     assert abs(converted["perplexity"] / qat["perplexity"] - 1) < 1e-3
     assert (tmp_path / "r.json").exists()
+
+
+def test_int8_output_layer_quick(tmp_path):
+    rows = load("int8_output_layer").main(["--steps", "2", "--json", str(tmp_path / "r.json")])
+    by = {r["config"]: r for r in rows}
+    assert by["fp32"]["top1_agreement"] == 1.0
+    for name, r in by.items():
+        assert r["perplexity"] > 1 and 0.5 < r["top1_agreement"] <= 1, name
+    assert (tmp_path / "r.json").exists()

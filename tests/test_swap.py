@@ -67,3 +67,35 @@ def test_swap_real_minilm_embeddings_close():
     assert len(report.replaced) == 37
     q_emb = embed(model, tokenizer, sentences)
     assert cosine(q_emb, ref_emb).min() > 0.99
+
+
+def test_output_layer_in_int8_for_generation(tmp_path):
+    """swap(..., output_layer="w8a16"): the tied GPT-2 lm_head becomes a per-channel
+    w8a16 Int8Linear (the input table keeps the float weight, the config unties them),
+    survives save / load bit for bit, and generates; a model without an output layer,
+    or an unknown mode, is one clear error."""
+    from hf_models import tiny_bert, tiny_gpt2
+
+    from qkernels.nn import Int8Linear
+
+    model, float_model = tiny_gpt2(), tiny_gpt2()
+    report = qkernels.swap(model, "w8a8", output_layer="w8a16")
+    head = model.lm_head
+    assert type(head) is Int8Linear and head.mode == "w8a16"
+    assert ("lm_head", "Linear", "Int8Linear") in report.replaced
+    assert type(model.transformer.wte) is torch.nn.Embedding
+    assert model.config.tie_word_embeddings is False
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        got, want = model(ids).logits, float_model(ids).logits
+    assert ((got - want).norm() / want.norm()).item() < 5e-2
+    qkernels.save(model, tmp_path / "m")
+    loaded = qkernels.load(tmp_path / "m")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, got, rtol=0, atol=0)
+    out = loaded.generate(ids[:1, :4], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 8)
+    with pytest.raises(ValueError, match="output_layer must be 'w8a16' or 'w8a8'"):
+        qkernels.swap(tiny_gpt2(), "w8a8", output_layer="int4")
+    with pytest.raises(ValueError, match="get_output_embeddings\\(\\) is a Linear"):
+        qkernels.swap(tiny_bert(), "w8a8", output_layer="w8a16")
