@@ -106,6 +106,11 @@ def _number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _count(value: object) -> bool:
+    """An int >= 1 (a JSON true is no count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _check_config(config: dict, file: Path) -> None:
     def fail(msg: str) -> None:
         raise ValueError(f"qkernels.load_adapters: {file}: {msg}")
@@ -117,7 +122,7 @@ def _check_config(config: dict, file: Path) -> None:
             fail(f"{flag}=true is not supported (plain LoRA only)")
     if config.get("bias", "none") != "none":
         fail(f"bias must be 'none', got {config.get('bias')!r}")
-    if not (_number(config.get("r")) and isinstance(config["r"], int) and config["r"] >= 1):
+    if not _count(config.get("r")):
         fail(f"r must be an int >= 1, got {config.get('r')!r}")
     if not (_number(config.get("lora_alpha")) and math.isfinite(config["lora_alpha"])):
         fail(f"lora_alpha must be a finite number, got {config.get('lora_alpha')!r}")
@@ -127,7 +132,7 @@ def _check_config(config: dict, file: Path) -> None:
     if dropout is not None and not (_number(dropout) and 0.0 <= dropout < 1.0):
         fail(f"lora_dropout must be a number in [0, 1), got {dropout!r}")
     for field, ok, what in (
-        ("rank_pattern", lambda v: _number(v) and isinstance(v, int) and v >= 1, "an int >= 1"),
+        ("rank_pattern", _count, "an int >= 1"),
         ("alpha_pattern", lambda v: _number(v) and math.isfinite(v), "a finite number"),
     ):
         patterns = config.get(field)

@@ -286,13 +286,10 @@ def lstm_lm_cmd(args: argparse.Namespace) -> None:
 
 def quantize_cmd(args: argparse.Namespace) -> None:
     import qkernels
-    from qkernels.finetune import TOKENIZER_FILES, model_path
+    from qkernels.finetune import has_tokenizer, model_path
     from qkernels.plan import swap_plan
 
     path = model_path(args.model)
-    has_tokenizer = not Path(path).is_dir() or any(
-        (Path(path) / name).exists() for name in TOKENIZER_FILES
-    )
     model = _load_any(path)
     # Fused activations and handoff norms are not quantized modules (they stand beside one)
     beside = ("FusedActivation", "HandoffLayerNorm", "HandoffRMSNorm")
@@ -305,7 +302,7 @@ def quantize_cmd(args: argparse.Namespace) -> None:
         )
     report = qkernels.swap(model, args.method, embeddings=args.embeddings)
     qkernels.save(model, args.output)
-    if has_tokenizer:
+    if has_tokenizer(path):
         _copy_tokenizer(path, args.output)
     else:  # quantizing needs none; finetune and eval of the output will
         print(

@@ -151,11 +151,17 @@ TOKENIZER_FILES = (
 LOSS_TYPES = {"classification": "ForSequenceClassification", "causal-lm": "ForCausalLM"}
 
 
+def has_tokenizer(path: str | Path) -> bool:
+    """A model name (not a directory), or a directory holding tokenizer files."""
+    path = Path(path)
+    return not path.is_dir() or any((path / name).exists() for name in TOKENIZER_FILES)
+
+
 def check_tokenizer(path: str | Path) -> None:
     """A model directory must hold its tokenizer: transformers 5 silently builds an empty
     one otherwise, and the first batch fails far from the cause."""
     path = Path(path)
-    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+    if not has_tokenizer(path):
         raise ValueError(
             f"{path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
             "model's tokenizer there: AutoTokenizer.from_pretrained(<source>).save_pretrained"

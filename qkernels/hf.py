@@ -45,6 +45,7 @@ from qkernels.plan import (
     SavedTensor,
     build_planned,
     check_saved,
+    locate,
     model_class,
     read_header,
     swap_plan,
@@ -228,15 +229,7 @@ class QKernelsHfQuantizer(HfQuantizer):
             )
         built = []
         for name, spec in plan.items():
-            parent, _, child = name.rpartition(".")
-            try:
-                owner = model.get_submodule(parent) if parent else model
-                getattr(owner, child)
-            except AttributeError:
-                raise ValueError(
-                    f"qkernels: {config_file}: quantization_config names module {name!r}, "
-                    "which the model does not have"
-                ) from None
+            owner, child, _ = locate(model, name, config_file)
             with torch.device("meta"):
                 new = build_planned(name, spec, config_file)
             if header is not None:
@@ -264,7 +257,7 @@ class QKernelsHfQuantizer(HfQuantizer):
         is in the checkpoint, floating point and of the float layer's shape (a missing
         one would leave the module's int8 storage uninitialised)."""
         for key, t in module.state_dict().items():
-            if key.endswith("scale") or t.dtype == torch.int8 and t.dim() < 2:
+            if key.endswith("scale"):
                 continue  # made from the float weight as it loads
             full = f"{name}.{key}"
             got = _saved(header, full, getattr(model, "base_model_prefix", ""))

@@ -27,6 +27,7 @@ from torch import nn
 from qkernels import ops
 from qkernels._common import apply_activation
 from qkernels.nn import Int8Linear, LoRAInt8Linear
+from qkernels.nn.int8_linear import requantize
 
 
 class Int8LoraLinear(PeftLinear):
@@ -118,10 +119,8 @@ class Int8LoraLinear(PeftLinear):
             exact = exact + self.get_delta_weight(name).float()
         if safe_merge and not torch.isfinite(exact).all():
             raise ValueError(f"Int8LoraLinear: merging {adapter_names} gives non-finite weights")
-        q, scale = ops.quantize_rowwise(exact.contiguous())
-        err = (q.float() * scale.reshape(-1, 1) - exact).norm() / exact.norm().clamp_min(1e-30)
+        q, scale, self.merge_error = requantize(exact)
         base.load_int8(q, scale, base.bias)
-        self.merge_error = float(err)
         self.merged_adapters.extend(adapter_names)
 
     def unmerge(self) -> None:

@@ -93,9 +93,9 @@ def read_header(file: Path) -> dict[str, SavedTensor]:
     a damaged file is one clear error naming it."""
     try:
         with safe_open(file, "pt") as f:
+            slices = {k: f.get_slice(k) for k in f.keys()}  # noqa: SIM118
             return {
-                k: SavedTensor(str(f.get_slice(k).get_dtype()), list(f.get_slice(k).get_shape()))
-                for k in f.keys()  # noqa: SIM118
+                k: SavedTensor(str(s.get_dtype()), list(s.get_shape())) for k, s in slices.items()
             }
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one message
         raise ValueError(f"qkernels.load: {file} is not a readable safetensors file ({e})") from e
@@ -164,6 +164,23 @@ def build_planned(name: str, spec: object, source: str) -> nn.Module:
         raise ValueError(f"{where} does not build ({e})") from e
 
 
+def locate(model: nn.Module, name: str, source: str) -> tuple[nn.Module, str, nn.Module]:
+    """(parent, attribute, module) of the module a plan names; one clear error naming
+    `source` where the model has no such module."""
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        old = getattr(parent, child)
+    except AttributeError:
+        old = None
+    if not isinstance(old, nn.Module):
+        raise ValueError(
+            f"qkernels.load: {source}: the plan names module {name!r}, which this model "
+            "does not have"
+        )
+    return parent, child, old
+
+
 def _build_checked(
     name: str, spec: object, header: dict[str, SavedTensor], source: str
 ) -> nn.Module:
@@ -188,17 +205,7 @@ def apply_plan(
         raise ValueError(f"qkernels.load: {source}: 'modules' must be an object")
     built = []
     for name, spec in plan.items():
-        parent_name, _, child = name.rpartition(".")
-        try:
-            parent = model.get_submodule(parent_name) if parent_name else model
-            old = getattr(parent, child)
-        except AttributeError as e:
-            raise ValueError(
-                f"qkernels.load: the saved plan names module {name!r}, which "
-                f"this model does not have"
-            ) from e
-        if not isinstance(old, nn.Module):
-            raise ValueError(f"qkernels.load: the saved plan names {name!r}, not a module")
+        parent, child, old = locate(model, name, source)
         new = _build_checked(name, spec, header, source)
         built.append((parent, child, new.to(next(old.parameters(), torch.empty(0)).device)))
     for parent, child, new in built:

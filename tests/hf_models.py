@@ -30,3 +30,12 @@ def tiny_bert() -> transformers.BertForSequenceClassification:
         num_labels=3,
     )
     return transformers.BertForSequenceClassification(config).eval()
+
+
+def tiny_llama(vocab_size: int = 100) -> transformers.LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=vocab_size, max_position_embeddings=32,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config).eval()

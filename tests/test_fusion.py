@@ -11,6 +11,7 @@ from qkernels.fusion import FUSABLE_BLOCKS, fuse_activations
 from qkernels.nn import FusedActivation, Int8Linear, LoRAInt8Linear
 
 transformers = pytest.importorskip("transformers")
+from hf_models import tiny_llama  # noqa: E402
 
 
 def bert(hidden_act="gelu"):
@@ -32,12 +33,7 @@ def gpt2():
 
 
 def llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=100, max_position_embeddings=32,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_llama()
 
 
 # model, the fused Linear's name in layer 0, its activation

@@ -10,16 +10,13 @@ import qkernels
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
+from hf_models import tiny_llama  # noqa: E402
+
 from qkernels.hf import QKernelsConfig  # noqa: E402
 
 
 def llama():
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=64, max_position_embeddings=32,
-    )  # fmt: skip
-    return transformers.LlamaForCausalLM(config)
+    return tiny_llama(vocab_size=64)
 
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -31,6 +31,14 @@ def dense_weight(module: nn.Module) -> torch.Tensor:
     raise TypeError(f"expected nn.Linear or transformers Conv1D, got {type(module).__name__}")
 
 
+def requantize(exact: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A float [out, in] weight as int8 per output channel: (q, scale, relative Frobenius
+    error of dequant(q) against `exact`) — what merging an adapter into int8 costs."""
+    q, scale = ops.quantize_rowwise(exact.contiguous())
+    err = (q.float() * scale.reshape(-1, 1) - exact).norm() / exact.norm().clamp_min(1e-30)
+    return q, scale, float(err)
+
+
 def check_act_bits(owner: str, act_bits: int, mode: str, static_act: bool = False) -> None:
     """act_bits other than 8 exists for dynamic w8a8 only; a clear error elsewhere."""
     if isinstance(act_bits, bool) or not isinstance(act_bits, int) or not 2 <= act_bits <= 8:
@@ -188,16 +196,10 @@ class Int8Linear(PackedWeights):
             rows = handoff.take(x)
             if rows is not None and not (x.requires_grad and torch.is_grad_enabled()):
                 return self._int8_mm(x, *rows)
-        if self.static_act:
-            return apply_activation(self._forward_static(x), self.activation)
-        if self.act_bits != 8:
-            return apply_activation(self._forward_act_bits(x), self.activation)
-        w8a8 = self.mode == "w8a8"
-        if self.activation != "none":
-            linear_act = ops.linear_w8a8_act if w8a8 else ops.linear_w8a16_act
+        if self.activation != "none" and not self.static_act and self.act_bits == 8:
+            linear_act = ops.linear_w8a8_act if self.mode == "w8a8" else ops.linear_w8a16_act
             return linear_act(x, self.weight, self.weight_scale, self.bias, self.activation)
-        linear = ops.linear_w8a8 if w8a8 else ops.linear_w8a16
-        return linear(x, self.weight, self.weight_scale, self.bias)
+        return apply_activation(self.pre_activation(x), self.activation)
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's output before its epilogue activation (what an adapter adds to

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from qkernels import ops
-from qkernels.nn.int8_linear import Int8Linear
+from qkernels.nn.int8_linear import Int8Linear, requantize
 
 
 class LoRAInt8Linear(Int8Linear):
@@ -140,8 +140,7 @@ class LoRAInt8Linear(Int8Linear):
         merged module's `merge_error` is the relative Frobenius error of its weight
         against that float weight (what merging cost on top of the base's own int8
         rounding)."""
-        exact = self.merged_float_weight()
-        q, scale = ops.quantize_rowwise(exact.contiguous())
+        q, scale, err = requantize(self.merged_float_weight())
         merged = Int8Linear(
             self.in_features,
             self.out_features,
@@ -151,8 +150,7 @@ class LoRAInt8Linear(Int8Linear):
             dtype=None if self.bias is None else self.bias.dtype,
         )
         merged.load_int8(q, scale, self.bias)
-        err = (q.float() * scale.reshape(-1, 1) - exact).norm() / exact.norm().clamp_min(1e-30)
-        merged.merge_error = float(err)
+        merged.merge_error = err
         return merged
 
     def spec(self) -> dict:
