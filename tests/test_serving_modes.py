@@ -110,3 +110,33 @@ def test_lora_trains_on_inputs_made_under_inference_mode():
     loss = model(x.clone()).sum() + model(x).sum()
     loss.backward()
     assert model[0].lora_B.grad is not None and model[0].lora_B.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("method", ["w8a8", "w8a8 handoff", "lora", "w8a16"])
+def test_two_threads_calling_one_model_get_the_serial_outputs(method):
+    """Two serving threads share one model (and, with the handoff, its one published
+    entry): each call gives what it gives alone."""
+    import threading
+
+    make, _, _ = MODELS["bert"]
+    model = _swap(method)(make()).eval()
+    inputs = [IDS, IDS.flip(0)]
+    with torch.inference_mode():
+        serial = [model(x).last_hidden_state for x in inputs]
+    results: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+
+    def serve(i: int) -> None:
+        context = torch.inference_mode if i == 0 else torch.no_grad
+        with context():
+            for _ in range(20):
+                results[i].append(model(inputs[i]).last_hidden_state)
+
+    threads = [threading.Thread(target=serve, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in (0, 1):
+        assert len(results[i]) == 20
+        for out in results[i]:
+            torch.testing.assert_close(out, serial[i], rtol=0, atol=0)
