@@ -39,7 +39,7 @@ from qkernels._memory import release_file_pages, trim_heap
 from qkernels.fusion import connect_handoffs, plan_fusions, plan_norms
 from qkernels.nn._packed import PackedWeights
 from qkernels.nn.int8_embedding import Int8Embedding
-from qkernels.nn.int8_linear import check_act_bits, is_linear_like
+from qkernels.nn.int8_linear import Int8Linear, check_act_bits, is_linear_like
 from qkernels.plan import (
     FLOAT_CODES,
     SavedTensor,
@@ -53,6 +53,7 @@ from qkernels.plan import (
 
 METHOD = "qkernels"
 ON_LOAD_METHODS = ("w8a8", "w8a16")
+OUTPUT_LAYER_MODES = ("w8a16", "w8a8", None)
 DEFAULT_FLOAT_HEADS = ("lm_head", "classifier", "score")
 # Modules that replace a Linear but hold no `weight` (low-rank factors): the format adds an
 # empty int8 `<name>.weight` for each, so that a float model cannot load around the
@@ -73,6 +74,14 @@ class QKernelsConfig(QuantizationConfigMixin):
     `embeddings`: nn.Embedding tables load as Int8Embedding (per-row int8; the float
     table is never held), as qkernels.swap(..., embeddings=True); an input embedding
     tied to the output layer stays float (both read the one saved tensor).
+    `output_layer` ("w8a16" | "w8a8" | None): the output layer of a generating model
+    (get_output_embeddings(), e.g. lm_head) as an Int8Linear of that mode with one scale
+    per vocabulary row, as qkernels.swap(..., output_layer=...); None keeps it float, as
+    does naming it in `modules_to_not_convert`. A tied output layer is quantized from the
+    loaded table (the checkpoint holds it once) and the config unties the two. Default
+    "w8a16": measured on a GPT-2 trained here (examples/int8_output_layer.py) it moves
+    perplexity by 0.02% and leaves top-1 agreement with fp32 unchanged, while the float
+    head is the largest single read of a decode step (DESIGN.md, "Int8 output layer").
     `modules_to_not_convert`: module names (or name suffixes) left in float; None: the
     task heads (lm_head, classifier, score) and transformers' default (the output
     embeddings, tied and last modules). `modules`: the
@@ -87,6 +96,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         embeddings: bool = False,
         modules_to_not_convert: list[str] | None = None,
         modules: dict | None = None,
+        output_layer: str | None = "w8a16",
         **kwargs,
     ) -> None:
         kwargs.pop("quant_method", None)
@@ -98,6 +108,11 @@ class QKernelsConfig(QuantizationConfigMixin):
                 f"got {method!r}; QAT, LoRA and low-rank models come from `qkernels finetune`"
             )
         check_act_bits("QKernelsConfig", act_bits, method)
+        if output_layer not in OUTPUT_LAYER_MODES:
+            raise ValueError(
+                f"QKernelsConfig: output_layer must be one of {OUTPUT_LAYER_MODES}, got "
+                f"{output_layer!r}"
+            )
         for flag, value in (
             ("fuse_activations", fuse_activations),
             ("fuse_norms", fuse_norms),
@@ -124,6 +139,7 @@ class QKernelsConfig(QuantizationConfigMixin):
         self.fuse_activations = fuse_activations
         self.fuse_norms = fuse_norms
         self.embeddings = embeddings
+        self.output_layer = output_layer
         self.modules_to_not_convert = (
             None if modules_to_not_convert is None else list(modules_to_not_convert)
         )
@@ -144,13 +160,32 @@ def _embeddings_on_load(model: nn.Module, skip: list[str]) -> dict[str, dict]:
         if type(m) is not nn.Embedding or m is tied or not Int8Embedding.can_freeze(m):
             continue
         if should_convert_module(name, skip):
-            plan[name] = {
-                "type": "Int8Embedding",
-                "num_embeddings": m.num_embeddings,
-                "embedding_dim": m.embedding_dim,
-                "padding_idx": m.padding_idx,
-            }
+            plan[name] = _embedding_spec(m)
     return plan
+
+
+def _embedding_spec(table: nn.Embedding) -> dict:
+    return {
+        "type": "Int8Embedding",
+        "num_embeddings": table.num_embeddings,
+        "embedding_dim": table.embedding_dim,
+        "padding_idx": table.padding_idx,
+    }
+
+
+def _int8_linear_spec(module: nn.Module, mode: str, act_bits: int) -> dict:
+    """The plan entry of an Int8Linear replacing `module` (nn.Linear or GPT-2 Conv1D)."""
+    conv1d = not isinstance(module, nn.Linear)
+    k, n = module.weight.shape if conv1d else module.weight.shape[::-1]
+    return {
+        "type": "Int8Linear",
+        "in_features": int(k),
+        "out_features": int(n),
+        "bias": module.bias is not None,
+        "mode": mode,
+        "static_act": False,
+        "act_bits": act_bits,
+    }
 
 
 def _int8_matrices(model: nn.Module, plan: dict) -> dict[str, torch.Size]:
@@ -176,6 +211,7 @@ class QKernelsHfQuantizer(HfQuantizer):
         self.matrices: dict[str, torch.Size] = {}  # int8 matrices of the planned modules
         self.sentinels: list[str] = []  # NO_WEIGHT modules being loaded
         self.transposed: set[str] = set()  # Conv1D weights, stored [in, out]
+        self.output_after_load: str | None = None  # a tied output layer to quantize
 
     def _plan_on_load(self, model: nn.Module) -> dict:
         from transformers.quantizers.quantizers_utils import should_convert_module
@@ -194,26 +230,41 @@ class QKernelsHfQuantizer(HfQuantizer):
         plan = {}
         for name, module in model.named_modules():
             if name and is_linear_like(module) and should_convert_module(name, skip):
-                conv1d = not isinstance(module, nn.Linear)
-                k, n = module.weight.shape if conv1d else module.weight.shape[::-1]
-                if conv1d:
+                if not isinstance(module, nn.Linear):
                     self.transposed.add(f"{name}.weight")
-                plan[name] = {
-                    "type": "Int8Linear",
-                    "in_features": int(k),
-                    "out_features": int(n),
-                    "bias": module.bias is not None,
-                    "mode": cfg.method,
-                    "static_act": False,
-                    "act_bits": cfg.act_bits,
-                }
+                plan[name] = _int8_linear_spec(module, cfg.method, cfg.act_bits)
         if cfg.embeddings:
             plan.update(_embeddings_on_load(model, skip))
+        self.output_after_load = None
+        if (head := self._output_layer_on_load(model)) is not None:
+            name, module, tied = head
+            if tied:  # quantized from the loaded table (_process_model_after_weight_loading)
+                self.output_after_load = name
+            else:
+                plan[name] = _int8_linear_spec(module, cfg.output_layer, 8)
         if cfg.fuse_activations:
             plan_fusions(model, plan)
         if cfg.fuse_norms:
             plan_norms(model, plan)
         return plan
+
+    def _output_layer_on_load(self, model: nn.Module) -> tuple[str, nn.Module, bool] | None:
+        """(name, module, tied) of the output layer that `output_layer` quantizes, or None
+        (no such option, no Linear output layer, or the user keeps it float by name)."""
+        from transformers.quantizers.quantizers_utils import should_convert_module
+
+        cfg = self.quantization_config
+        if cfg.output_layer is None or not hasattr(model, "get_output_embeddings"):
+            return None
+        head = model.get_output_embeddings()
+        if head is None or not is_linear_like(head):
+            return None
+        name = next(n for n, m in model.named_modules() if m is head)
+        if not should_convert_module(name, cfg.modules_to_not_convert or []):
+            return None
+        text = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+        tied = getattr(text or model.config, "tie_word_embeddings", False)
+        return name, head, bool(tied)
 
     def _process_model_before_weight_loading(self, model, checkpoint_files=None, **kwargs):
         cfg = self.quantization_config
@@ -295,9 +346,31 @@ class QKernelsHfQuantizer(HfQuantizer):
             for sub in model.get_submodule(name).modules():
                 if isinstance(sub, PackedWeights):
                     sub._after_external_load()
+        if self.output_after_load is not None:
+            self._quantize_tied_output_layer(model, self.output_after_load)
         connect_handoffs(model)
         trim_heap()  # the loader's and the re-layout's temporaries
         return model
+
+    def _quantize_tied_output_layer(self, model: nn.Module, name: str) -> None:
+        """The tied output layer, now holding the loaded table, as an Int8Linear; the
+        input embedding keeps the float table (with `embeddings`, becomes an
+        Int8Embedding of its own) and the config unties the two, as after
+        swap(..., output_layer=..., embeddings=...)."""
+        from qkernels.swap import untie_in_config
+
+        cfg = self.quantization_config
+        owner, child, _ = locate(model, name, "config.json")
+        head = getattr(owner, child)
+        cfg.modules[name] = _int8_linear_spec(head, cfg.output_layer, 8)
+        setattr(owner, child, Int8Linear.from_float(head, mode=cfg.output_layer))
+        table = model.get_input_embeddings()
+        if cfg.embeddings and type(table) is nn.Embedding and Int8Embedding.can_freeze(table):
+            table_name = next(n for n, m in model.named_modules() if m is table)
+            cfg.modules[table_name] = _embedding_spec(table)
+            owner, child, _ = locate(model, table_name, "config.json")
+            setattr(owner, child, Int8Embedding.from_float(table))
+        untie_in_config(model)
 
     def get_state_dict_and_metadata(self, model):
         plan = self.quantization_config.modules

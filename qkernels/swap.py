@@ -245,7 +245,7 @@ def swap(
     if fuse_norms and method == "w8a8":
         report.norms = hand_off_norm_outputs(model)
         _record_plan(model)
-    _untie_in_config(model)
+    untie_in_config(model)
     if method == "lora":
         _freeze_all_but_adapters(model, modules_to_save)
     trim_heap()  # the replaced modules' float weights and the quantizer's temporaries
@@ -297,7 +297,7 @@ def _excluded(name: str, include: list[str] | None, exclude: list[str]) -> str |
     return None
 
 
-def _untie_in_config(model: nn.Module) -> None:
+def untie_in_config(model: nn.Module) -> None:
     """A swapped input or output embedding no longer shares its weight with the other
     one (each holds its own tensors now): the config must say so, or transformers
     re-ties them on save and load."""

@@ -17,6 +17,7 @@ import qkernels
 
 transformers = pytest.importorskip("transformers")
 from qkernels.hf import QKernelsConfig  # noqa: E402 - needs transformers
+from qkernels.nn import Int8Embedding  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -73,9 +74,15 @@ IDS = torch.randint(0, 100, (2, 11), generator=torch.Generator().manual_seed(1))
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("method", ["w8a8", "w8a16"])
 def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, method):
+    """QKernelsConfig(method) equals swap(method, output_layer="w8a16") bit for bit (the
+    default int8 output layer of a generating model; BERT's classifier stays float)."""
     cls, auto, _ = ARCHS[arch]()
     swapped = cls.from_pretrained(float_dirs / arch).eval()
-    report = qkernels.swap(swapped, method, exclude=("lm_head", "classifier", "score"))
+    heads = ("lm_head", "classifier", "score")
+    generating = swapped.get_output_embeddings() is not None
+    report = qkernels.swap(
+        swapped, method, exclude=heads, output_layer="w8a16" if generating else None
+    )
     model = auto.from_pretrained(
         float_dirs / arch, quantization_config=QKernelsConfig(method)
     ).eval()
@@ -90,6 +97,8 @@ def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, 
     assert config["quantization_config"]["quant_method"] == "qkernels"
     modules = config["quantization_config"]["modules"]
     assert sorted(n for n, spec in modules.items() if spec["type"] == "Int8Linear") == replaced
+    if generating:
+        assert modules["lm_head"]["mode"] == "w8a16" and not config["tie_word_embeddings"]
     fused = sorted(n for n, spec in modules.items() if spec["type"] == "FusedActivation")
     assert len(fused) == 2 and sorted(report.fused) == sorted(  # one MLP per layer
         n.rpartition(".")[0] + "." + modules[n]["into"] for n in fused
@@ -105,25 +114,25 @@ def test_quantize_on_load_round_trips_bit_identical(float_dirs, tmp_path, arch, 
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_embeddings_quantize_on_load_as_swap_does(float_dirs, tmp_path, arch):
     """QKernelsConfig(embeddings=True): the tables load as Int8Embedding, bit-identical to
-    swap(..., embeddings=True); an input embedding tied to the output layer (GPT-2's wte,
-    which the saved file holds once for both) stays float; the saved model reloads."""
+    swap(..., embeddings=True, output_layer="w8a16"); an input embedding tied to the output
+    layer (GPT-2's wte, which the saved file holds once for both) is quantized from the
+    loaded table, as the head is; the saved model reloads."""
     cls, auto, _ = ARCHS[arch]()
     model = auto.from_pretrained(
         float_dirs / arch, quantization_config=QKernelsConfig("w8a8", embeddings=True)
     ).eval()
     swapped = cls.from_pretrained(float_dirs / arch).eval()
     heads = ["lm_head", "classifier", "score"]
-    tied = swapped.config.tie_word_embeddings and swapped.get_output_embeddings() is not None
-    if tied:
-        heads += [n for n, m in swapped.named_modules() if m is swapped.get_input_embeddings()]
-    qkernels.swap(swapped, "w8a8", exclude=heads, embeddings=True)
+    generating = swapped.get_output_embeddings() is not None
+    output_layer = "w8a16" if generating else None
+    qkernels.swap(swapped, "w8a8", exclude=heads, embeddings=True, output_layer=output_layer)
 
     def tables(m):
         kinds = {n: type(x).__name__ for n, x in m.named_modules()}
         return {n: k for n, k in kinds.items() if "Embedding" in k}
 
     assert tables(model) == tables(swapped) and "Int8Embedding" in tables(model).values()
-    assert (type(model.get_input_embeddings()) is torch.nn.Embedding) == tied
+    assert type(model.get_input_embeddings()) is Int8Embedding
     expected = out(swapped, IDS)
     torch.testing.assert_close(out(model, IDS), expected, rtol=0, atol=0)
     model.save_pretrained(tmp_path / "q")
@@ -136,14 +145,58 @@ def test_act_bits_in_the_config_reaches_every_module_and_the_saved_model(float_d
     _, auto, _ = llama()
     config = QKernelsConfig("w8a8", act_bits=7)
     model = auto.from_pretrained(float_dirs / "llama", quantization_config=config).eval()
-    bits = {m.act_bits for m in model.modules() if type(m).__name__ == "Int8Linear"}
-    assert bits == {7}
+
+    def bits(m):  # of the w8a8 Linears (the default output layer is w8a16)
+        return {x.act_bits for x in m.modules() if getattr(x, "mode", None) == "w8a8"}
+
+    assert bits(model) == {7}
     model.save_pretrained(tmp_path / "q")
     reloaded = qkernels.load(tmp_path / "q").eval()
-    assert {m.act_bits for m in reloaded.modules() if type(m).__name__ == "Int8Linear"} == {7}
+    assert bits(reloaded) == {7}
     torch.testing.assert_close(out(reloaded, IDS), out(model, IDS), rtol=0, atol=0)
     with pytest.raises(ValueError, match="act_bits=7 needs mode='w8a8'"):
         QKernelsConfig("w8a16", act_bits=7)
+
+
+@pytest.mark.parametrize("arch,tied", [("gpt2", True), ("llama", False), ("llama", True)])
+@pytest.mark.parametrize("mode", ["w8a16", "w8a8", None])
+def test_output_layer_on_load(float_dirs, tmp_path, arch, tied, mode):
+    """QKernelsConfig(output_layer=...): a tied head (GPT-2's, a tied Llama's: the file
+    holds the table once) is quantized from the loaded table, an untied one as it loads;
+    both equal swap(..., output_layer=mode) bit for bit, the input table stays float, the
+    config unties them, and the saved model reloads bit for bit. None keeps it float."""
+    cls, auto, config = ARCHS[arch]()
+    source = float_dirs / arch
+    if tied != config.tie_word_embeddings:
+        config.tie_word_embeddings = tied
+        torch.manual_seed(0)
+        cls(config).save_pretrained(source := tmp_path / "float")
+    model = auto.from_pretrained(
+        source, quantization_config=QKernelsConfig("w8a8", output_layer=mode)
+    ).eval()
+    swapped = cls.from_pretrained(source).eval()
+    qkernels.swap(swapped, "w8a8", exclude=("lm_head",), output_layer=mode)
+    assert type(model.get_input_embeddings()) is torch.nn.Embedding
+    if mode is None:
+        assert type(model.lm_head) is torch.nn.Linear
+    else:
+        assert type(model.lm_head) is qkernels.Int8Linear and model.lm_head.mode == mode
+        assert not model.config.tie_word_embeddings
+    expected = out(swapped, IDS)
+    torch.testing.assert_close(out(model, IDS), expected, rtol=0, atol=0)
+    model.save_pretrained(tmp_path / "q")
+    for reloaded in (auto.from_pretrained(tmp_path / "q"), qkernels.load(tmp_path / "q")):
+        assert type(reloaded.lm_head) is type(model.lm_head)
+        torch.testing.assert_close(out(reloaded.eval(), IDS), expected, rtol=0, atol=0)
+
+
+def test_output_layer_named_float_or_bad(float_dirs):
+    _, auto, _ = llama()
+    config = QKernelsConfig("w8a8", modules_to_not_convert=["lm_head"])
+    model = auto.from_pretrained(float_dirs / "llama", quantization_config=config)
+    assert type(model.lm_head) is torch.nn.Linear
+    with pytest.raises(ValueError, match="output_layer must be one of"):
+        QKernelsConfig("w8a8", output_layer="int4")
 
 
 def test_modules_to_not_convert_stay_float(float_dirs):
