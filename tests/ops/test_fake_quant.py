@@ -309,8 +309,14 @@ BAD = [
     ),
     (
         lambda: torch.ops.qkernels.fake_quant_lsq_backward(
-            torch.ones(4, 8), torch.randn(4, 8), torch.ones(8), torch.full((8,), float("inf")),
-            1, -8, 7, 1.0,
+            torch.ones(4, 8),
+            torch.randn(4, 8),
+            torch.ones(8),
+            torch.full((8,), float("inf")),
+            1,
+            -8,
+            7,
+            1.0,
         ),
         r"qkernels\.fake_quant_lsq_backward: zero_point must be finite, got inf at index 0",
     ),  # fmt: skip
