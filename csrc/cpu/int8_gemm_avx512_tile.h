@@ -26,7 +26,9 @@ void gemm_tile(const Int8GemmArgs& p, int64_t m, int64_t g, int32_t* tile) {
   for (int64_t k = 0; k < p.k4; ++k) {
     __m512i bv[NB];
     unroll<NB>([&](auto j) {
-      bv[j] = _mm512_loadu_si512(bp + j * bstride + k * kGroupBytesPerK4);
+      const uint8_t* w = bp + j * bstride + k * kGroupBytesPerK4;
+      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes), _MM_HINT_T0);
+      bv[j] = _mm512_loadu_si512(w);
     });
     unroll<MR>([&](auto i) {
       const __m512i av = _mm512_set1_epi32(load_i32(ap + i * p.lda + k * kKStep));

@@ -50,39 +50,65 @@ __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int
   }
 }
 
-// MR rows (up to 16) x one group of 16 columns: the conversion of each weight
-// is shared by all MR rows, which is what makes decode-sized M cheap.
-template <int MR>
+// MR rows x NB groups of 16 columns: the conversion of each weight is shared by all MR
+// rows. Trap: one group alone leaves one accumulator per row, and each k step adds two
+// dependent vdpbf16ps to it, so one row ran at the instruction's latency (~22 GB/s of
+// weight on Zen 5, half the DRAM rate); at decode sizes NB groups give the core NB
+// independent chains (MR x NB accumulators, <= 16). Each group's stream is prefetched
+// kPrefetchBytes ahead (int8_gemm_kernels.h).
+template <int MR, int NB>
 void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
-  __m512 acc[MR];
-  unroll<MR>([&](auto i) { acc[i] = _mm512_setzero_ps(); });
-  const uint8_t* bp = p.b + g * p.k4 * kGroupBytesPerK4;
+  __m512 acc[MR][NB];
+  unroll<MR>([&](auto i) { unroll<NB>([&](auto j) { acc[i][j] = _mm512_setzero_ps(); }); });
+  const int64_t gstride = p.k4 * kGroupBytesPerK4;
+  const uint8_t* bp = p.b + g * gstride;
   const uint16_t* xp = static_cast<const uint16_t*>(p.x) + m * p.ldx;
   const __m512i flip = _mm512_set1_epi32(static_cast<int32_t>(0x80808080u));
   for (int64_t k = 0; k < p.k4; ++k) {
-    const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(bp + k * kGroupBytesPerK4), flip);
-    const __m512bh w01 = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<0>(v), byte_to_f32<1>(v)));
-    const __m512bh w23 = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<2>(v), byte_to_f32<3>(v)));
+    __m512bh w01[NB], w23[NB];
+    unroll<NB>([&](auto j) {
+      const uint8_t* w = bp + j * gstride + k * kGroupBytesPerK4;
+      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes), _MM_HINT_T0);
+      const __m512i v = _mm512_xor_si512(_mm512_loadu_si512(w), flip);
+      w01[j] = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<0>(v), byte_to_f32<1>(v)));
+      w23[j] = reinterpret_cast<__m512bh>(pair_bf16(byte_to_f32<2>(v), byte_to_f32<3>(v)));
+    });
     unroll<MR>([&](auto i) {
       const uint16_t* xr = xp + i * p.ldx + k * kKStep;
       const __m512bh x01 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(load_i32(xr)));
       const __m512bh x23 = reinterpret_cast<__m512bh>(_mm512_set1_epi32(load_i32(xr + 2)));
-      acc[i] = _mm512_dpbf16_ps(acc[i], w01, x01);
-      acc[i] = _mm512_dpbf16_ps(acc[i], w23, x23);
+      unroll<NB>([&](auto j) {
+        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], w01[j], x01);
+        acc[i][j] = _mm512_dpbf16_ps(acc[i][j], w23[j], x23);
+      });
     });
   }
   alignas(64) float tile[MR * 16];
   alignas(64) float lora[MR * 16];
-  unroll<MR>([&](auto i) { _mm512_store_ps(tile + i * 16, acc[i]); });
-  if (p.lora.t) lora_tile<MR>(p.lora, m, g * kGroupCols, 1, lora);
-  w8a16_epilogue(p, m, g, MR, tile, lora);
+  unroll<NB>([&](auto j) {
+    unroll<MR>([&](auto i) { _mm512_store_ps(tile + i * 16, acc[i][j]); });
+    if (p.lora.t) lora_tile<MR>(p.lora, m, (g + j) * kGroupCols, 1, lora);
+    w8a16_epilogue(p, m, g + j, MR, tile, lora);
+  });
 }
 
+// Groups [g0, g1) of MR rows, NB at a time, then the remainder one by one.
+template <int MR, int NB>
+void w8a16_groups(const W8A16Args& p, int64_t m, int64_t g0, int64_t g1) {
+  int64_t g = g0;
+  for (; g + NB <= g1; g += NB) w8a16_micro<MR, NB>(p, m, g);
+  for (; g < g1; ++g) w8a16_micro<MR, 1>(p, m, g);
+}
+
+// Up to 4 rows: 4 groups at a time; 5-8 rows: 2 (<= 16 accumulators); more: one group,
+// whose conversion the most rows then share (prefill sizes).
 template <int... MRs>
-void w8a16_rows(const W8A16Args& p, int64_t m, int64_t g, int64_t rows,
+void w8a16_rows(const W8A16Args& p, int64_t m, int64_t rows, int64_t g0, int64_t g1,
                 std::integer_sequence<int, MRs...>) {
-  // Expands to: if (rows == 1) w8a16_micro<1>(...); if (rows == 2) ...
-  ((rows == MRs + 1 ? w8a16_micro<MRs + 1>(p, m, g) : void()), ...);
+  // Expands to: if (rows == 1) w8a16_groups<1, 4>(...); if (rows == 2) ...
+  ((rows == MRs + 1 ? w8a16_groups<MRs + 1, (MRs < 4 ? 4 : MRs < 8 ? 2 : 1)>(p, m, g0, g1)
+                    : void()),
+   ...);
 }
 
 constexpr int64_t kMaxRows = 16;
@@ -91,11 +117,9 @@ constexpr int64_t kMaxRows = 16;
 
 void avx512bf16_w8a16_block(const W8A16Args& p, int64_t m0, int64_t m1, int64_t g0,
                             int64_t g1) {
-  for (int64_t g = g0; g < g1; ++g) {
-    for (int64_t m = m0; m < m1; m += kMaxRows) {
-      const int64_t rows = m1 - m < kMaxRows ? m1 - m : kMaxRows;
-      w8a16_rows(p, m, g, rows, std::make_integer_sequence<int, kMaxRows>{});
-    }
+  for (int64_t m = m0; m < m1; m += kMaxRows) {
+    const int64_t rows = m1 - m < kMaxRows ? m1 - m : kMaxRows;
+    w8a16_rows(p, m, rows, g0, g1, std::make_integer_sequence<int, kMaxRows>{});
   }
 }
 

@@ -132,6 +132,25 @@ def test_int8_mm_matches_reference(backend, m, k, n, with_bias, out_dtype):
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("op", ["linear_w8a16", "linear_w8a8"])
+def test_decode_row_counts_and_column_group_tails(op):
+    """Every row count the CPU kernels block differently (1-4 rows: four column groups
+    at a time, 5-8: two, 9-16: one; then blocks of 16) over 7 full groups and a partial
+    one: each row and each group of 16 columns against the reference."""
+    k, n = 100, 7 * 16 + 5
+    wq, w_scale = rand_int8(n, k, full_range=False), torch.rand(n) * 0.02
+    bias = torch.randn(n)
+    reference = getattr(ref, op)
+    tol = 2.5 * W8A16_REL_ERR[torch.float32] if op == "linear_w8a16" else 0.0  # per 16 values
+    for m in list(range(1, 19)) + [33]:
+        x = torch.randn(m, k)
+        out, expected = getattr(ops, op)(x, wq, w_scale, bias), reference(x, wq, w_scale, bias)
+        for row in range(m):
+            for g in range(0, n, 16):
+                got, want = out[row, g : g + 16], expected[row, g : g + 16]
+                assert rel_err(got, want) <= tol, (m, row, g)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", [(1, 64), (17, 100), (2, 9, 272), (1025, 768)])
 def test_linear_w8a8_matches_reference(backend, shape, dtype):
