@@ -84,7 +84,7 @@ def _resolved(op: str) -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from qkernels.bench import gpu, linear, lora, lstm, model, qat, report
+    from qkernels.bench import decode, gpu, linear, lora, lstm, model, qat, report
 
     ci = args.shapes == "ci"
     if args.shapes == "quick" and args.suite != "gpu":
@@ -113,7 +113,12 @@ def bench(args: argparse.Namespace) -> None:
             compile_=args.compile,
             min_run_time=args.min_run_time,
         )
-        extra = {"summary": linear.summarize(rows)}
+        decode_rows = decode.run_decode(
+            decode.CI_SHAPES if ci else decode.FULL_SHAPES,
+            decode.CI_ROWS if ci else decode.FULL_ROWS,
+            min_run_time=args.min_run_time,
+        )
+        extra = {"summary": linear.summarize(rows), "decode": [asdict(r) for r in decode_rows]}
         if args.plot:
             from qkernels.bench import plots
 
@@ -123,7 +128,8 @@ def bench(args: argparse.Namespace) -> None:
             )
             print("charts: " + ", ".join(map(str, charts)))
         path = f"benchmarks/results/linear-cpu-{stamp}.json"
-        emit(linear.format_table(rows), rows, path, **extra)
+        text = linear.format_table(rows) + "\n\n" + decode.format_decode_table(decode_rows)
+        emit(text, rows, path, **extra)
     if args.suite in ("lstm", "all"):
         rows = lstm.run_lstm_suite(lstm.CI_SHAPES if ci else lstm.FULL_SHAPES, args.min_run_time)
         emit(lstm.format_lstm_table(rows), rows, f"benchmarks/results/lstm-cpu-{stamp}.json")
