@@ -84,7 +84,7 @@ def _resolved(op: str) -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
-    from qkernels.bench import decode, gpu, linear, lora, lstm, model, qat, report
+    from qkernels.bench import decode, gpu, linear, llm, lora, lstm, model, qat, report
 
     ci = args.shapes == "ci"
     if args.shapes == "quick" and args.suite != "gpu":
@@ -195,6 +195,20 @@ def bench(args: argparse.Namespace) -> None:
             rows,
             f"benchmarks/results/model-{name}-cpu-{stamp}.json",
         )
+    if args.suite in ("llm", "all"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = llm.run_llm_suite(
+                Path(tmp), ci=ci, compile_=args.compile, runs=1 if ci else args.runs,
+                model=args.llm_model,
+            )  # fmt: skip
+        extra = {"summary": llm.summarize(rows)}
+        if args.plot:
+            from qkernels.bench import plots
+
+            print(f"chart: {plots.llm_chart(extra['summary'], args.plot, stamp)}")
+        emit(llm.format_llm_table(rows), rows, f"benchmarks/results/llm-cpu-{stamp}.json", **extra)
     if args.suite in ("lora", "all"):
         rows = lora.run_lora_op_suite(
             lora.CI_OP_CASES if ci else lora.FULL_OP_CASES, args.min_run_time
@@ -535,13 +549,32 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmark tables against peers (one process, ratios)", **fmt)
     b.add_argument(
         "--suite",
-        choices=["linear", "qat", "lstm", "lora", "model", "gpu", "gpu-stream", "gpu-model", "all"],
+        choices=[
+            "linear",
+            "qat",
+            "lstm",
+            "lora",
+            "model",
+            "llm",
+            "gpu",
+            "gpu-stream",
+            "gpu-model",
+            "all",
+        ],  # fmt: skip
         default="linear",
         help="which op group (gpu: the Triton / CUDA GEMM suite; gpu-stream: fake-quant "
         "against the copy bandwidth and Int8LSTM against cuDNN; gpu-model: Llama-shaped "
         "prefill / decode, BERT embedding throughput, a QAT training step; model: a whole HF "
-        "model profiled by op class, fp32 vs w8a8)",
+        "model profiled by op class, fp32 vs w8a8; llm: generation on the CPU, prefill / "
+        "decode tokens/s and peak RSS against HF fp32 / bf16 and llama.cpp Q8_0)",
     )
+    b.add_argument(
+        "--llm-model",
+        default=None,
+        help="llm suite: a Llama-architecture HF directory (default: a TinyLlama-shaped "
+        "model built from its config, random weights)",
+    )
+    b.add_argument("--runs", type=int, default=2, help="llm suite: processes per implementation")
     b.add_argument("--model", default="minilm", help="model suite: HF model directory")
     b.add_argument(
         "--shapes",
@@ -560,7 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="linear: torch.compile the torchao peer; model: also time both models compiled; "
-        "gpu-model: also decode with a static KV cache (compiled by transformers on a GPU)",
+        "gpu-model: also decode with a static KV cache (compiled by transformers on a GPU); "
+        "llm: also the compiled rows (static-cache generate under torch.compile)",
     )
     b.add_argument(
         "--peers",

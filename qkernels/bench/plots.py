@@ -167,6 +167,22 @@ def training_curves(report: dict, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def llm_chart(summary: Sequence[dict], out: str | Path, stamp: str) -> Path:
+    """Decode and prefill tokens/s per implementation (the llm suite's medians), bars."""
+    plt = _pyplot()
+    prefill = sorted(k for k in summary[0] if k.startswith("prefill") and "/" not in k)
+    keys = ["decode_tps", *prefill]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.2))
+    for ax, key in zip(axes if len(keys) > 1 else [axes], keys, strict=True):
+        names = [e["impl"] for e in summary]
+        ax.barh(names, [e[key] for e in summary], color="tab:blue")
+        ax.set_title(key.replace("_tps", " tokens/s"), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.invert_yaxis()
+    fig.suptitle("LLM generation on the CPU (one process per implementation)", fontsize=10)
+    return _save(fig, Path(out) / f"llm-{stamp}.png")
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
