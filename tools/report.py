@@ -78,8 +78,64 @@ def linear_section(path: Path) -> list[str]:
         cells = [f"{geomean(v):.2f}x" if v else "-" for v in (by["hot"], by["cold"])]
         spread = f"{min(every):.2f}x | {max(every):.2f}x"
         lines.append(f"| {pair} | {cells[0]} | {cells[1]} | {spread} |")
-    lines += ["", *(f"![{c.stem}](benchmarks/results/{c.name})" for c in charts), ""]
+    lines += ["", *decode_lines(data)]
+    lines += [*(f"![{c.stem}](benchmarks/results/{c.name})" for c in charts), ""]
     return lines
+
+
+def decode_lines(data: dict) -> list[str]:
+    """The linear suite's decode-sized rows: weight read rate against DRAM read bandwidth."""
+    rows = data.get("decode")
+    if not rows:
+        return []
+    lines = [
+        "Decode-sized GEMMs (cold weights): the packed weight's read rate as a share of this "
+        "machine's DRAM read bandwidth (torch.sum past the cache; GB/s in the JSON).",
+        "",
+        "| threads | impl | " + " | ".join(f"M={m}" for m in sorted({r["m"] for r in rows})) + " |",
+        "| --- | --- |" + " ---: |" * len({r["m"] for r in rows}),
+    ]
+    for threads in sorted({r["threads"] for r in rows}):
+        for impl in sorted({r["impl"] for r in rows}):
+            cells = []
+            for m in sorted({r["m"] for r in rows}):
+                shares = [r["of_read"] for r in rows
+                          if (r["threads"], r["impl"], r["m"]) == (threads, impl, m)]  # fmt: skip
+                read = next(r["read_gbs"] for r in rows if r["threads"] == threads)
+                cells.append(f"{min(shares):.0%}-{max(shares):.0%}" if shares else "-")
+            lines.append(f"| {threads} ({read:.0f} GB/s) | {impl} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def llm_section(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    chart = plots.llm_chart(data["summary"], RESULTS, path.stem[-10:])
+    prefills = sorted(k for k in data["summary"][0] if k.startswith("prefill") and "/" not in k)
+    head = " | ".join(f"{k.removesuffix('_tps').replace('prefill', 'prefill ')} tok/s (x llama.cpp)"
+                      for k in prefills)  # fmt: skip
+    lines = [
+        f"### LLM generation {cpu_kind(path)}",
+        "",
+        source(path, data) + " _TinyLlama-shaped Llama, random weights; one process per "
+        "implementation; medians over runs._",
+        "",
+        f"| impl | decode tok/s (x llama.cpp) | {head} | peak RSS MB (x llama.cpp) | "
+        "top-1 agreement with fp32 |",
+        "| --- | ---: |" + " ---: |" * len(prefills) + " ---: | ---: |",
+    ]
+
+    def cell(e: dict, key: str, fmt: str) -> str:
+        ratio = e.get(f"{key} / llama.cpp", float("nan"))
+        return f"{e[key]:{fmt}}" + (f" ({ratio:.2f}x)" if ratio == ratio else "")
+
+    for e in data["summary"]:
+        cells = [cell(e, "decode_tps", ".1f"), *(cell(e, k, ".0f") for k in prefills),
+                 cell(e, "peak_rss_mb", ".0f"), f"{e['top1_agreement']:.4f}"]  # fmt: skip
+        lines.append(f"| {e['impl']} | " + " | ".join(cells) + " |")
+    for r in data["rows"]:
+        if r.get("note"):
+            lines.append(f"| {r['impl']} | not run: {r['note']} |")
+    return [*lines, "", f"![{chart.stem}](benchmarks/results/{chart.name})", ""]
 
 
 def model_section(path: Path) -> list[str]:
@@ -297,6 +353,7 @@ def results_markdown() -> str:
         ("linear-cpu-amx-2*.json", linear_section),  # one with AMX
         ("model-*-cpu-2*.json", model_section),  # the VNNI machine
         ("model-*-cpu-avx2-2*.json", model_section),  # an AVX2-only one
+        ("llm-cpu-2*.json", llm_section),
         ("lora-cpu-*.json", lora_section),
         ("lora-quality-*.json", lora_quality_section),
     ):

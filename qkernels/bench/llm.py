@@ -72,32 +72,27 @@ def default_impls(compile_: bool) -> list[str]:
 
 
 def prepare_model(workdir: Path, sizes: dict, given: str | None) -> tuple[Path, list[int]]:
-    """The Hugging Face directory every implementation loads (config-built, random
-    weights, seed 0, fp32 safetensors; or `given`) with a SentencePiece tokenizer.model
-    when it has none, and the agreement text's ids."""
+    """The Hugging Face directory every implementation loads — `given` (never written
+    to), or a config-built one (random weights, seed 0, fp32 safetensors) with a
+    SentencePiece tokenizer.model made here — and the agreement text's ids."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    if given:
-        hf_dir = Path(given)
-    else:
-        hf_dir = workdir / "hf"
-        torch.manual_seed(0)
-        LlamaForCausalLM(LlamaConfig(**sizes)).save_pretrained(hf_dir)
-    return hf_dir, _agreement_ids(hf_dir, workdir)
-
-
-def _agreement_ids(hf_dir: Path, workdir: Path) -> list[int]:
-    """Ids of the Python docs' paragraphs: by the model's tokenizer where it has one,
-    else by a SentencePiece model trained on them here (written as tokenizer.model)."""
     from qkernels.data import pydoc_paragraphs
 
     text = "\n".join(pydoc_paragraphs())
-    try:
+    if given:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(hf_dir)(text)["input_ids"]
-    except Exception:  # noqa: BLE001 - no tokenizer there: make one below
-        pass
+        return Path(given), AutoTokenizer.from_pretrained(given)(text)["input_ids"]
+    hf_dir = workdir / "hf"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(**sizes)).save_pretrained(hf_dir)
+    return hf_dir, _sentencepiece_ids(text, hf_dir, workdir)
+
+
+def _sentencepiece_ids(text: str, hf_dir: Path, workdir: Path) -> list[int]:
+    """A SentencePiece model trained on `text` here, written as hf_dir's tokenizer.model
+    (llama.cpp's converter needs a tokenizer), and its ids of `text`."""
     import sentencepiece as spm
 
     corpus = workdir / "corpus.txt"
@@ -157,13 +152,19 @@ def run_worker(spec: dict) -> dict:
 
 def run_llm_suite(
     workdir: Path, ci: bool = False, compile_: bool = False, runs: int = 2,
-    model: str | None = None, progress: bool = True,
+    model: str | None = None, progress: bool = True, agree_ids: list[int] | None = None,
 ) -> list[LlmRow]:  # fmt: skip
-    """Each implementation in its own process, `runs` times in alternating order."""
+    """Each implementation in its own process, `runs` times in alternating order.
+    `agree_ids`: the token ids of the agreement text (default: the Python docs' first
+    paragraphs, as many tokens as the shape says)."""
     from tqdm import tqdm
 
     shape = CI if ci else FULL
-    hf_dir, ids = prepare_model(workdir, CI_LLAMA if ci else TINYLLAMA, model)
+    if agree_ids is not None and model is not None:
+        hf_dir, ids = Path(model), list(agree_ids)
+    else:
+        hf_dir, ids = prepare_model(workdir, CI_LLAMA if ci else TINYLLAMA, model)
+        ids = list(agree_ids or ids[: shape["agree"]])
     impls, missing = default_impls(compile_), {}
     gguf = None
     try:
@@ -175,7 +176,7 @@ def run_llm_suite(
     spec = {
         "hf_dir": str(hf_dir), "gguf": str(gguf), "threads": torch.get_num_threads(),
         "prompt": shape["prompt"], "decode": shape["decode"], "prefill": shape["prefill"],
-        "agree_ids": ids[: shape["agree"]], "repeats": shape["repeats"],
+        "agree_ids": ids, "repeats": shape["repeats"],
     }  # fmt: skip
     jobs = [(run, impl) for run in range(runs) for impl in (impls if run % 2 == 0 else impls[::-1])]
     results: dict[tuple[int, str], dict] = {}

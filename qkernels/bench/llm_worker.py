@@ -22,7 +22,10 @@ import statistics
 import sys
 import time
 
-HF_IMPLS = {  # impl -> (torch dtype, QKernelsConfig method or None)
+# impl -> (torch dtype, QKernelsConfig method or None). The qkernels rows hold every
+# matrix in int8 as llama.cpp's Q8_0 does: body, output layer (QKernelsConfig's default)
+# and the input embedding table (embeddings=True).
+HF_IMPLS = {
     "hf fp32": ("float32", None),
     "hf bf16": ("bfloat16", None),
     "qkernels w8a16": ("float32", "w8a16"),
@@ -35,10 +38,14 @@ COMPILED = " compiled"
 def peak_rss_mb() -> float:
     """This process's peak RSS: VmHWM of its own memory map. Trap: getrusage's ru_maxrss
     survives execve, so a worker started by a 1 GB parent reads at least 1 GB."""
-    for line in open("/proc/self/status").read().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:  # not Linux
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _load_hf(impl: str, hf_dir: str):
@@ -51,7 +58,7 @@ def _load_hf(impl: str, hf_dir: str):
     from qkernels.hf import QKernelsConfig
 
     return AutoModelForCausalLM.from_pretrained(
-        hf_dir, quantization_config=QKernelsConfig(method)
+        hf_dir, quantization_config=QKernelsConfig(method, embeddings=True)
     ).eval()
 
 
