@@ -58,3 +58,36 @@ def test_a_peer_that_cannot_be_built_is_a_note(bert, monkeypatch):
     built, missing = model_peers.build_peers(model, inputs, [inputs])
     assert built == {}
     assert missing == dict.fromkeys(model_peers.PEERS, "RuntimeError: no such backend here")
+
+
+def test_the_model_suite_refuses_a_peer_whose_timed_calls_compiled(monkeypatch):
+    """A peer (or compiled row) during whose timed calls dynamo compiled a graph mixes
+    compile time and maybe unfrozen code into its times: its row says so and has no time
+    (no ratio), the others are timed as usual."""
+    from torch._dynamo.utils import counters
+
+    from qkernels.bench import model as model_suite
+    from qkernels.demo import load_minilm
+
+    tokenizer, _ = load_minilm()
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
+        vocab_size=tokenizer.vocab_size, max_position_embeddings=32,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    bert = transformers.BertModel(config).eval()
+
+    def recompiling(**inputs):  # what a guard failing on every call looks like to the suite
+        counters["stats"]["unique_graphs"] += 1
+        return bert(**inputs)
+
+    def peers(model, inputs, calibration):
+        return {"steady peer": bert, "recompiling peer": recompiling}, {}
+
+    monkeypatch.setattr(model_suite, "build_peers", peers)
+    rows = model_suite.run_model_suite(bert, tokenizer, "tiny", [(2, 16)], 0.05, peers=True)
+    by_impl = {r.impl: r for r in rows}
+    bad, good = by_impl["recompiling peer"], by_impl["steady peer"]
+    assert bad.recompiles_while_timed > 0 and bad.note.startswith("refused")
+    assert bad.median_ms != bad.median_ms  # NaN: no time, so no ratio
+    assert good.recompiles_while_timed == 0 and good.median_ms > 0 and not good.note

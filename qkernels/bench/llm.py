@@ -92,8 +92,14 @@ def prepare_model(workdir: Path, sizes: dict, given: str | None) -> tuple[Path, 
 
 def _sentencepiece_ids(text: str, hf_dir: Path, workdir: Path) -> list[int]:
     """A SentencePiece model trained on `text` here, written as hf_dir's tokenizer.model
-    (llama.cpp's converter needs a tokenizer), and its ids of `text`."""
-    import sentencepiece as spm
+    (llama.cpp's converter needs a tokenizer), and its ids of `text`. Without the
+    sentencepiece package (the `llm` extra): seeded random ids, and no tokenizer (so no
+    llama.cpp row, which needs the extra anyway)."""
+    try:
+        import sentencepiece as spm
+    except ImportError:
+        vocab = json.loads((hf_dir / "config.json").read_text())["vocab_size"]
+        return torch.randint(0, vocab, (4096,), generator=torch.Generator().manual_seed(0)).tolist()
 
     corpus = workdir / "corpus.txt"
     corpus.write_text(text)

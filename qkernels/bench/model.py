@@ -15,9 +15,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from qkernels import timing
-from qkernels.bench.model_peers import ORT_INT8, PT2E_INT8, TORCHAO_INT8, build_peers
+from qkernels.bench.model_peers import (
+    ORT_INT8,
+    PT2E_DYNAMIC,
+    PT2E_INT8,
+    TORCHAO_INT8,
+    build_peers,
+)
 from qkernels.bench.report import table, timing_warnings
 
 # First match wins; names are the profiler's ("aten::addmm", "qkernels::linear_w8a8").
@@ -45,9 +52,12 @@ SPEEDUP_PAIRS = [  # (ours, peer): peer median / ours median
     ("qkernels w8a8 compiled", "fp32"),
     (ORT_INT8, "fp32"),  # the peers (--peers) over fp32 eager, and ours over them
     (PT2E_INT8, "fp32"),
+    (PT2E_DYNAMIC, "fp32"),
     (TORCHAO_INT8, "fp32"),
     ("qkernels w8a8", ORT_INT8),
     ("qkernels w8a8 compiled", PT2E_INT8),
+    ("qkernels w8a8", PT2E_INT8),
+    ("qkernels w8a8 compiled", PT2E_DYNAMIC),
     ("qkernels w8a8 compiled", TORCHAO_INT8),
 ]
 FULL_SHAPES = [(16, 128), (1, 128)]
@@ -75,6 +85,8 @@ class ModelRow:
     note: str = ""  # a peer that could not run: why
     # the same for the demo's sentence embedding (the output's masked mean over tokens)
     min_pooled_cosine: float = float("nan")
+    # timed calls during which torch.compile compiled a graph (a row with any is refused)
+    recompiles_while_timed: int = 0
 
 
 def profile_classes(model: nn.Module, inputs: dict, repeats: int = 3) -> tuple[dict, list]:
@@ -128,9 +140,9 @@ def run_model_suite(
         W8A8_HANDOFF: handoff,
         W8A8_7BIT: int8_7bit,
     }
-    if compile_:
-        models["fp32 compiled"] = torch.compile(model)
-        models["qkernels w8a8 compiled"] = torch.compile(int8)
+    if compile_:  # static shapes: each (batch, seq) compiles in output_cosines, not timed
+        models["fp32 compiled"] = torch.compile(model, dynamic=False)
+        models["qkernels w8a8 compiled"] = torch.compile(int8, dynamic=False)
     texts = pydoc_paragraphs()
     rows = []
     for batch, seq in shapes:
@@ -158,27 +170,35 @@ def run_model_suite(
             built, missing = build_peers(model, inputs, calibration)
             timed_models.update(built)
 
-        def forward(m, inputs=inputs):
+        recompiles = dict.fromkeys(timed_models, 0)
+
+        def forward(m, impl, inputs=inputs, recompiles=recompiles):
+            # dynamo's graph count moves only when a call compiles: calls are sequential,
+            # so a recompile is this call's.
+            before = counters["stats"]["unique_graphs"]
             with torch.no_grad():
                 m(**inputs)
+            recompiles[impl] += counters["stats"]["unique_graphs"] != before
 
-        cosines = output_cosines(timed_models, dict(inputs))
-        fns = {impl: functools.partial(forward, m) for impl, m in timed_models.items()}
+        cosines = output_cosines(timed_models, dict(inputs))  # compiles what compiles
+        fns = {impl: functools.partial(forward, m, impl) for impl, m in timed_models.items()}
         rounds = 7
         timed = timing.compare(fns, rounds=rounds, warmup=2, min_sample_s=min_run_time / rounds)
+        nan = float("nan")
         for impl, why in missing.items():
-            nan = float("nan")
             rows.append(ModelRow(name, impl, batch, seq, nan, nan, nan, {}, [], nan, why))
         for impl in timed_models:
             t = timed.timings[impl]
             classes, top = profiles.get(impl, ({}, []))
-            rows.append(
-                ModelRow(
-                    name, impl, batch, seq, t.median_ms, round(t.spread, 3),
-                    timed.other_runnable, classes, top, cosines[impl][0],
-                    min_pooled_cosine=cosines[impl][1],
-                )
+            row = ModelRow(
+                name, impl, batch, seq, t.median_ms, round(t.spread, 3), timed.other_runnable,
+                classes, top, cosines[impl][0], min_pooled_cosine=cosines[impl][1],
+                recompiles_while_timed=recompiles[impl],
             )  # fmt: skip
+            if recompiles[impl]:  # its times mix compiled code: refused, not reported
+                row.median_ms = row.spread = nan
+                row.note = f"refused: {recompiles[impl]} timed calls recompiled"
+            rows.append(row)
     return rows
 
 
