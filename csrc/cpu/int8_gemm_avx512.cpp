@@ -54,40 +54,47 @@ __attribute__((noinline)) void gemm_epilogue(const Int8GemmArgs& p, int64_t m, i
 }
 
 template <int MR, int NB>
-void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g) {
+void gemm_micro(const Int8GemmArgs& p, int64_t m, int64_t g, bool stream) {
   alignas(64) int32_t tile[MR * NB * 16];
   alignas(64) float lora[MR * NB * 16];
-  gemm_tile<MR, NB>(p, m, g, tile);
+  if (stream) {
+    gemm_tile<MR, NB, true>(p, m, g, tile);
+  } else {
+    gemm_tile<MR, NB>(p, m, g, tile);
+  }
   if (p.lora.t) lora_tile<MR>(p.lora, m, g * kGroupCols, NB, lora);
   gemm_epilogue(p, m, g, MR, NB, tile, lora);
 }
 
 template <int MR>
-void gemm_micro_rows(const Int8GemmArgs& p, int64_t m, int64_t g, int64_t ng) {
+void gemm_micro_rows(const Int8GemmArgs& p, int64_t m, int64_t g, int64_t ng, bool stream) {
   switch (ng) {
-    case 4: gemm_micro<MR, 4>(p, m, g); break;
-    case 3: gemm_micro<MR, 3>(p, m, g); break;
-    case 2: gemm_micro<MR, 2>(p, m, g); break;
-    default: gemm_micro<MR, 1>(p, m, g); break;
+    case 4: gemm_micro<MR, 4>(p, m, g, stream); break;
+    case 3: gemm_micro<MR, 3>(p, m, g, stream); break;
+    case 2: gemm_micro<MR, 2>(p, m, g, stream); break;
+    default: gemm_micro<MR, 1>(p, m, g, stream); break;
   }
 }
 
 constexpr int64_t kNB = 4;
+// A task of at most this many rows reads each weight panel about once: it prefetches.
+constexpr int64_t kStreamRows = 16;
 
 }  // namespace
 
 void avx512_int8_gemm_block(const Int8GemmArgs& p, int64_t m0, int64_t m1, int64_t g0,
                             int64_t g1) {
+  const bool stream = m1 - m0 <= kStreamRows;
   for (int64_t g = g0; g < g1; g += kNB) {
     const int64_t ng = g1 - g < kNB ? g1 - g : kNB;
     for (int64_t m = m0; m < m1; m += kMR) {
       switch (m1 - m < kMR ? m1 - m : kMR) {
-        case 6: gemm_micro_rows<6>(p, m, g, ng); break;
-        case 5: gemm_micro_rows<5>(p, m, g, ng); break;
-        case 4: gemm_micro_rows<4>(p, m, g, ng); break;
-        case 3: gemm_micro_rows<3>(p, m, g, ng); break;
-        case 2: gemm_micro_rows<2>(p, m, g, ng); break;
-        default: gemm_micro_rows<1>(p, m, g, ng); break;
+        case 6: gemm_micro_rows<6>(p, m, g, ng, stream); break;
+        case 5: gemm_micro_rows<5>(p, m, g, ng, stream); break;
+        case 4: gemm_micro_rows<4>(p, m, g, ng, stream); break;
+        case 3: gemm_micro_rows<3>(p, m, g, ng, stream); break;
+        case 2: gemm_micro_rows<2>(p, m, g, ng, stream); break;
+        default: gemm_micro_rows<1>(p, m, g, ng, stream); break;
       }
     }
   }

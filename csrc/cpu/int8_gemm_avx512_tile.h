@@ -14,8 +14,9 @@ namespace {
 constexpr int kMR = 6;  // rows of the micro-tile
 
 // MR rows x NB groups of 16 columns, the whole K in registers; the int32
-// sums land in `tile` [MR][NB][16] for an out-of-line epilogue.
-template <int MR, int NB>
+// sums land in `tile` [MR][NB][16] for an out-of-line epilogue. kStream: the weight is
+// read once (decode sizes), so prefetch it; larger M reuses the panel from L2.
+template <int MR, int NB, bool kStream = false>
 void gemm_tile(const Int8GemmArgs& p, int64_t m, int64_t g, int32_t* tile) {
   __m512i acc[MR][NB];
   unroll<MR>([&](auto i) { unroll<NB>([&](auto j) { acc[i][j] = _mm512_setzero_si512(); }); });
@@ -27,7 +28,9 @@ void gemm_tile(const Int8GemmArgs& p, int64_t m, int64_t g, int32_t* tile) {
     __m512i bv[NB];
     unroll<NB>([&](auto j) {
       const uint8_t* w = bp + j * bstride + k * kGroupBytesPerK4;
-      _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes), _MM_HINT_T0);
+      if constexpr (kStream) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + kPrefetchBytes), _MM_HINT_T0);
+      }
       bv[j] = _mm512_loadu_si512(w);
     });
     unroll<MR>([&](auto i) {

@@ -22,7 +22,8 @@ constexpr int64_t kKStep = 4;
 constexpr int64_t kGroupBytesPerK4 = kGroupCols * kKStep;  // 64
 // The kernels walk each group's bytes in order and prefetch this far ahead: at decode
 // sizes (1-8 rows) the hardware prefetchers alone left the weight stream at 55-75% of
-// the DRAM rate on Zen 5; 32-64 lines ahead measured best (48 lines = 3 KiB).
+// the DRAM rate on Zen 5; 32-64 lines ahead measured best (48 lines = 3 KiB). The VNNI
+// GEMM prefetches only in tasks of <= 16 rows: beyond, its panel is reused from L2.
 constexpr int64_t kPrefetchBytes = 48 * 64;
 
 enum class OutKind : int { kInt32 = 0, kFloat32 = 1, kBFloat16 = 2, kFloat16 = 3 };

@@ -4,19 +4,19 @@ At 1-8 rows an int8 Linear does ~2 operations per weight byte: it is a stream of
 packed weight, and the question is what fraction of the machine's DRAM read bandwidth
 that stream reaches. Measured here, at 1 thread and at all of torch's threads:
 
-- the read bandwidth: `torch.sum` over a float32 buffer four times the last-level cache
-  (at least 256 MiB), best of repeated runs (on the 2-core AMD EPYC of 2026-12-08 it
-  read 40 / 50 GB/s at 1 / 2 threads, above a plain AVX-512 load loop's 34-38);
+- the read bandwidth: `torch.sum` over a float32 buffer of past_the_cache_bytes(), timed
+  in the same interleaved rounds as the GEMMs (the memory bandwidth a shared VM gets
+  moves: 50 and 93 GB/s at 2 threads in two runs of 2026-12-08; a plain AVX-512 load
+  loop read 34-38 GB/s at 1 thread where torch.sum read 40-45);
 - per impl, rows and shape: the weight bytes a call reads over its median time (weights
-  rotated past the last-level cache, timed interleaved with the other impls), and that
-  rate as a fraction of the read bandwidth.
+  rotated over as many bytes as that buffer, timed interleaved with the other impls),
+  and that rate as a fraction of the read bandwidth.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import time
 from dataclasses import dataclass
 
 import torch
@@ -43,23 +43,19 @@ class DecodeRow:
     impl: str
     median_us: float
     weight_gbs: float  # packed weight bytes per call / median time
-    read_gbs: float  # this machine's read bandwidth at these threads
+    read_gbs: float  # the read probe's rate in the same rounds, at these threads
     of_read: float  # weight_gbs / read_gbs
     spread: float  # interquartile range / median over the interleaved rounds
 
 
-def read_bandwidth(min_s: float = 0.5) -> float:
-    """GB/s of `torch.sum` over a float32 buffer of 4x the last-level cache (>= 256
-    MiB): the best of repeated runs for about min_s seconds, at torch's threads."""
-    numel = max(256 << 20, 4 * last_level_cache_bytes()) // 4
-    buf = torch.ones(numel)
-    buf.sum()
-    best, start = 0.0, time.perf_counter()
-    while time.perf_counter() - start < min_s:
-        t0 = time.perf_counter()
-        buf.sum()
-        best = max(best, buf.numel() * 4 / (time.perf_counter() - t0))
-    return best / 1e9
+def past_the_cache_bytes() -> int:
+    """4x the last-level cache the OS reports, and at least 256 MiB. Trap: a 2-vCPU VM
+    reported 32 MiB of L3 while rotating over 64 MiB still read 160% of DRAM speed at 2
+    threads (its vCPUs see more cache than sysfs says)."""
+    return max(256 << 20, 4 * last_level_cache_bytes())
+
+
+READ = "read bandwidth (torch.sum)"
 
 
 def _weight_bytes(module: Int8Linear) -> int:
@@ -74,16 +70,16 @@ def run_decode(
     all_threads = torch.get_num_threads()
     threads = threads or sorted({1, all_threads})
     out = []
+    buf = torch.ones(past_the_cache_bytes() // 4)  # the read probe, timed with the GEMMs
     try:
         for t in threads:
             torch.set_num_threads(t)
-            bandwidth = read_bandwidth()
             for k, n in shapes:
                 layer = nn.Linear(k, n, bias=False)
                 copies = {}
                 for mode in MODES:
                     first = Int8Linear.from_float(layer, mode)
-                    want = max(2, -(-2 * last_level_cache_bytes() // _weight_bytes(first)))
+                    want = max(2, -(-past_the_cache_bytes() // _weight_bytes(first)))
                     copies[mode] = [first] + [Int8Linear.from_float(layer, mode)
                                               for _ in range(want - 1)]  # fmt: skip
                 for m in rows:
@@ -94,8 +90,10 @@ def run_decode(
                         )
                         for mode, mods in copies.items()
                     }
+                    fns[READ] = buf.sum
                     rounds = 7
                     timed = timing.compare(fns, rounds=rounds, min_sample_s=min_run_time / rounds)
+                    bandwidth = buf.numel() * 4 / timed.timings[READ].median_ms / 1e6
                     for mode in MODES:
                         name = f"qkernels {mode}"
                         tm = timed.timings[name]
