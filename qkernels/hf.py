@@ -49,6 +49,7 @@ from qkernels.plan import (
     model_class,
     read_header,
     swap_plan,
+    untie_in_config,
 )
 
 METHOD = "qkernels"
@@ -357,8 +358,6 @@ class QKernelsHfQuantizer(HfQuantizer):
         input embedding keeps the float table (with `embeddings`, becomes an
         Int8Embedding of its own) and the config unties the two, as after
         swap(..., output_layer=..., embeddings=...)."""
-        from qkernels.swap import untie_in_config
-
         cfg = self.quantization_config
         owner, child, _ = locate(model, name, "config.json")
         head = getattr(owner, child)

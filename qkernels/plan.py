@@ -234,3 +234,17 @@ def model_class(architectures: list | None, path: Path) -> type:
     if not (isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel)):
         raise ValueError(f"qkernels.load: unknown architecture {arch!r} in {path}/config.json")
     return cls
+
+
+def untie_in_config(model: nn.Module) -> None:
+    """A swapped input or output embedding no longer shares its weight with the other
+    one (each holds its own tensors now): the config must say so, or transformers
+    re-ties them on save and load."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(model, "get_input_embeddings"):
+        return
+    ends = (model.get_input_embeddings(), model.get_output_embeddings())
+    if any(m is not None and type(m).__module__.startswith("qkernels.") for m in ends):
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for cfg in (config, text):
+            cfg.tie_word_embeddings = False

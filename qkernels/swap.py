@@ -25,6 +25,7 @@ from qkernels.nn import (
     QATLinear,
 )
 from qkernels.nn.int8_linear import is_linear_like
+from qkernels.plan import untie_in_config
 
 METHODS = ("w8a8", "w8a16", "qat", "lowrank", "lora")
 LORA_PARAMS = ("lora_A", "lora_B")
@@ -295,20 +296,6 @@ def _excluded(name: str, include: list[str] | None, exclude: list[str]) -> str |
     if include is not None and not _matches(name, include):
         return "not included"
     return None
-
-
-def untie_in_config(model: nn.Module) -> None:
-    """A swapped input or output embedding no longer shares its weight with the other
-    one (each holds its own tensors now): the config must say so, or transformers
-    re-ties them on save and load."""
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(model, "get_input_embeddings"):
-        return
-    ends = (model.get_input_embeddings(), model.get_output_embeddings())
-    if any(m is not None and type(m).__module__.startswith("qkernels.") for m in ends):
-        text = config.get_text_config() if hasattr(config, "get_text_config") else config
-        for cfg in (config, text):
-            cfg.tie_word_embeddings = False
 
 
 def _freeze_all_but_adapters(model: nn.Module, modules_to_save: list[str]) -> None:
