@@ -718,6 +718,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
         result["weights_checksum"] = distributed.checksum_all_ranks(job.model)
     save_outputs(job, result)
     if started_dist:
+        # Every rank past the save before the group goes: a rank that tore it down while
+        # another was still writing died once in CI with "terminate called without an
+        # active exception" (gloo's threads) after a passing run.
+        dist.barrier()
         dist.destroy_process_group()
     return result
 

@@ -173,9 +173,7 @@ def run_llm_suite(
         ids = list(agree_ids or ids[: shape["agree"]])
     impls, missing = default_impls(compile_), {}
     gguf = None
-    try:
-        import llama_cpp  # noqa: F401
-
+    try:  # without llama-cpp-python, llama_cpp_source() says so
         gguf = convert_to_gguf(hf_dir, workdir / "model-q8_0.gguf")
     except Exception as e:  # noqa: BLE001 - a peer that cannot run here: say why, go on
         missing[LLAMA_CPP] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
