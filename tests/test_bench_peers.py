@@ -91,3 +91,17 @@ def test_the_model_suite_refuses_a_peer_whose_timed_calls_compiled(monkeypatch):
     assert bad.recompiles_while_timed > 0 and bad.note.startswith("refused")
     assert bad.median_ms != bad.median_ms  # NaN: no time, so no ratio
     assert good.recompiles_while_timed == 0 and good.median_ms > 0 and not good.note
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_pt2e_peer_as_documented_computes_the_model(bert, dynamic):
+    """PT2E with the X86 Inductor quantizer (static: calibrated; dynamic), compiled with
+    static shapes and freezing: computes the model, and a second call compiles nothing."""
+    pytest.importorskip("torchao")
+    from torch._dynamo.utils import counters
+
+    model, inputs = bert
+    peer = model_peers.pt2e_int8(model, inputs, [inputs], dynamic=dynamic)
+    graphs = counters["stats"]["unique_graphs"]
+    assert cosine(peer, model, inputs) > 0.95
+    assert counters["stats"]["unique_graphs"] == graphs
