@@ -74,7 +74,9 @@ class QKernelsConfig(QuantizationConfigMixin):
     (qkernels.fusion.fuse_norms), as qkernels.swap(..., fuse_norms=True) does.
     `embeddings`: nn.Embedding tables load as Int8Embedding (per-row int8; the float
     table is never held), as qkernels.swap(..., embeddings=True); an input embedding
-    tied to the output layer stays float (both read the one saved tensor).
+    tied to the output layer (the saved file holds that tensor once, for both) loads
+    float and, when `output_layer` quantizes the head, becomes an Int8Embedding of its
+    own after loading.
     `output_layer` ("w8a16" | "w8a8" | None): the output layer of a generating model
     (get_output_embeddings(), e.g. lm_head) as an Int8Linear of that mode with one scale
     per vocabulary row, as qkernels.swap(..., output_layer=...); None keeps it float, as

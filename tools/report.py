@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 
@@ -88,20 +89,22 @@ def decode_lines(data: dict) -> list[str]:
     rows = data.get("decode")
     if not rows:
         return []
+    ms = sorted({r["m"] for r in rows})
     lines = [
         "Decode-sized GEMMs (cold weights): the packed weight's read rate as a share of this "
-        "machine's DRAM read bandwidth (torch.sum past the cache; GB/s in the JSON).",
+        "machine's DRAM read bandwidth (torch.sum past the cache, median over the table's "
+        "rounds; GB/s in the JSON).",
         "",
-        "| threads | impl | " + " | ".join(f"M={m}" for m in sorted({r["m"] for r in rows})) + " |",
-        "| --- | --- |" + " ---: |" * len({r["m"] for r in rows}),
+        "| threads | impl | " + " | ".join(f"M={m}" for m in ms) + " |",
+        "| --- | --- |" + " ---: |" * len(ms),
     ]
     for threads in sorted({r["threads"] for r in rows}):
+        read = statistics.median(r["read_gbs"] for r in rows if r["threads"] == threads)
         for impl in sorted({r["impl"] for r in rows}):
             cells = []
-            for m in sorted({r["m"] for r in rows}):
+            for m in ms:
                 shares = [r["of_read"] for r in rows
                           if (r["threads"], r["impl"], r["m"]) == (threads, impl, m)]  # fmt: skip
-                read = next(r["read_gbs"] for r in rows if r["threads"] == threads)
                 cells.append(f"{min(shares):.0%}-{max(shares):.0%}" if shares else "-")
             lines.append(f"| {threads} ({read:.0f} GB/s) | {impl} | " + " | ".join(cells) + " |")
     return [*lines, ""]

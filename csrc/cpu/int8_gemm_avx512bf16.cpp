@@ -55,7 +55,7 @@ __attribute__((noinline)) void w8a16_epilogue(const W8A16Args& p, int64_t m, int
 // dependent vdpbf16ps to it, so one row ran at the instruction's latency (~22 GB/s of
 // weight on Zen 5, half the DRAM rate); at decode sizes NB groups give the core NB
 // independent chains (MR x NB accumulators, <= 16). Each group's stream is prefetched
-// kPrefetchBytes ahead (int8_gemm_kernels.h).
+// kPrefetchBytes ahead (kernel_args.h).
 template <int MR, int NB>
 void w8a16_micro(const W8A16Args& p, int64_t m, int64_t g) {
   __m512 acc[MR][NB];

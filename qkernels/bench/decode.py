@@ -16,13 +16,13 @@ that stream reaches. Measured here, at 1 thread and at all of torch's threads:
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from qkernels import timing
+from qkernels.bench.linear import _rotating
 from qkernels.bench.report import last_level_cache_bytes, table
 from qkernels.nn import Int8Linear
 
@@ -70,7 +70,8 @@ def run_decode(
     all_threads = torch.get_num_threads()
     threads = threads or sorted({1, all_threads})
     out = []
-    buf = torch.ones(past_the_cache_bytes() // 4)  # the read probe, timed with the GEMMs
+    span = past_the_cache_bytes()
+    buf = torch.ones(span // 4)  # the read probe, timed with the GEMMs
     try:
         for t in threads:
             torch.set_num_threads(t)
@@ -79,15 +80,13 @@ def run_decode(
                 copies = {}
                 for mode in MODES:
                     first = Int8Linear.from_float(layer, mode)
-                    want = max(2, -(-past_the_cache_bytes() // _weight_bytes(first)))
+                    want = max(2, -(-span // _weight_bytes(first)))
                     copies[mode] = [first] + [Int8Linear.from_float(layer, mode)
                                               for _ in range(want - 1)]  # fmt: skip
                 for m in rows:
                     x = torch.randn(m, k)
                     fns = {
-                        f"qkernels {mode}": functools.partial(
-                            lambda cycle, x: next(cycle)(x), itertools.cycle(mods), x
-                        )
+                        f"qkernels {mode}": functools.partial(_rotating(mods), x)
                         for mode, mods in copies.items()
                     }
                     fns[READ] = buf.sum
